@@ -1,0 +1,239 @@
+"""Phases: env logic written once, compiled for the CPU (``njit``) and the GPU (``cuda.jit``).
+
+An env step is a short sequence of *phases*. A phase is a :func:`~warpdrive.core.device.kernel_function`
+applied to every agent of an env (:func:`per_agent`), once per env (:func:`per_env`), or to every index of
+an env-sized range such as the cells of a grid (:func:`per_index`). Between two phases every agent of an
+env sees the others' results. That maps onto both targets without a second implementation:
+
+- GPU: an env is a group of ``lanes`` threads of one block (one env per block when agents are many,
+  several envs per block when they are few); agents are visited with the strided loop
+  ``for i in range(lane, num_agents, lanes)``; phases are separated by ``cuda.syncthreads()``.
+- CPU: ``njit(parallel=True)`` with ``prange`` over envs; each phase is a plain loop over the agents of
+  one env, so the barrier is implicit.
+
+Phase signatures (``p``: the env's parameters, a named tuple of scalars; ``s``: its arrays, a named tuple
+of arrays shaped ``[envs, agents, ...]``, ``[envs, ...]`` or, for constants, without the env axis)::
+
+    per_agent:  fn(env, agent, p, s)
+    per_env:    fn(env, p, s)
+    per_index:  fn(env, index, p, s), for index in range(count(p, s))
+
+Programs are composed from phases with :func:`sequence` and compiled with :func:`compile_program`, which
+caches the compiled code on disk (Numba's cache, in a user cache directory). Sizes are run-time
+arguments, so changing the number of envs or agents never recompiles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from numba import cuda, njit, prange
+
+from warpdrive.core.device import barrier, kernel_function, set_numba_cache_dir, simulator_enabled
+
+Target = Literal["cpu", "cuda"]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One step of env logic; see the module docstring for the signatures."""
+
+    fn: Callable[..., Any]
+    over: Literal["agent", "env", "index"]
+    count: Callable[..., Any] | None = None
+
+
+def per_agent(fn: Callable[..., Any]) -> Phase:
+    """Run ``fn(env, agent, p, s)`` for every agent of every env."""
+    return Phase(fn, "agent")
+
+
+def per_env(fn: Callable[..., Any]) -> Phase:
+    """Run ``fn(env, p, s)`` once per env."""
+    return Phase(fn, "env")
+
+
+def per_index(fn: Callable[..., Any], count: Callable[..., Any]) -> Phase:
+    """Run ``fn(env, index, p, s)`` for ``index in range(count(p, s))`` in every env."""
+    return Phase(fn, "index", count)
+
+
+# A *runner* is a kernel_function ``run(env, lane, lanes, active, p, s)`` executed by every thread of
+# an env: ``lane`` in ``range(lanes)`` is the thread's rank within its env; ``active`` is False for
+# padding threads (envs past the last one) and for envs a gated runner skips. Every thread calls every
+# runner, so that barriers inside are reached by the whole block.
+
+
+def _lift(phase: Phase) -> Callable[..., Any]:
+    fn = phase.fn
+    if phase.over == "agent":
+
+        @kernel_function
+        def run_agents(env, lane, lanes, active, p, s):
+            if active:
+                for agent in range(lane, p.num_agents, lanes):
+                    fn(env, agent, p, s)
+
+        return run_agents
+    if phase.over == "env":
+
+        @kernel_function
+        def run_env(env, lane, lanes, active, p, s):
+            if active and lane == 0:
+                fn(env, p, s)
+
+        return run_env
+    count = phase.count
+
+    @kernel_function
+    def run_index(env, lane, lanes, active, p, s):
+        if active:
+            for index in range(lane, count(p, s), lanes):
+                fn(env, index, p, s)
+
+    return run_index
+
+
+def _then(first: Callable[..., Any], second: Callable[..., Any]) -> Callable[..., Any]:
+    @kernel_function
+    def run(env, lane, lanes, active, p, s):
+        first(env, lane, lanes, active, p, s)
+        barrier()
+        second(env, lane, lanes, active, p, s)
+
+    return run
+
+
+def sequence(*parts: Phase | Callable[..., Any]) -> Callable[..., Any]:
+    """Compose phases (or runners made by this module) into one runner, with barriers between them."""
+    if not parts:
+        raise ValueError("sequence() needs at least one phase")
+    runners = [_lift(p) if isinstance(p, Phase) else p for p in parts]
+    run = runners[0]
+    for nxt in runners[1:]:
+        run = _then(run, nxt)
+    return run
+
+
+def only_where_done(runner: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``runner`` only in envs whose episode ended this step (``s.done[env]``)."""
+
+    @kernel_function
+    def run(env, lane, lanes, active, p, s):
+        runner(env, lane, lanes, active and s.done[env], p, s)
+
+    return run
+
+
+# --------------------------------------------------------------------------------------------------
+# compilation
+
+
+def source_fingerprint(objects: Sequence[Any]) -> str:
+    """A hash of the source files that define ``objects`` and of this package's core.
+
+    Numba's disk cache does not notice edits to functions a kernel calls from other files; this
+    fingerprint is baked into every compiled program so that such an edit compiles afresh.
+    """
+    digest = hashlib.sha256()
+    files = {inspect.getsourcefile(sys.modules[__name__])}
+    files |= {inspect.getsourcefile(sys.modules["warpdrive.core.device"])}
+    for obj in objects:
+        try:
+            files.add(inspect.getsourcefile(obj))
+        except TypeError:
+            continue
+    for path in sorted(f for f in files if f):
+        with open(path, "rb") as handle:
+            digest.update(handle.read())
+    return digest.hexdigest()[:16]
+
+
+def _cpu_launcher(program: Callable[..., Any], fingerprint: str) -> Callable[..., Any]:
+    @njit(parallel=True, cache=True)
+    def launch(p, s, num_envs, lanes):
+        version = fingerprint  # noqa: F841 - part of the cache key, see source_fingerprint
+        for env in prange(num_envs):
+            program(env, 0, 1, True, p, s)
+
+    return launch
+
+
+def _cuda_launcher(program: Callable[..., Any], fingerprint: str) -> Callable[..., Any]:
+    @cuda.jit(cache=not simulator_enabled())
+    def launch(p, s, num_envs, lanes):
+        version = fingerprint  # noqa: F841 - part of the cache key, see source_fingerprint
+        group = cuda.threadIdx.x // lanes
+        lane = cuda.threadIdx.x - group * lanes
+        env = cuda.blockIdx.x * (cuda.blockDim.x // lanes) + group
+        active = env < num_envs
+        if not active:
+            env = num_envs - 1  # padding threads read a valid env and write nothing
+        program(env, lane, lanes, active, p, s)
+
+    return launch
+
+
+@dataclass(frozen=True)
+class LaunchShape:
+    """How envs map onto CUDA threads: ``lanes`` threads per env, ``envs_per_block`` envs per block."""
+
+    lanes: int
+    envs_per_block: int
+
+    @property
+    def block(self) -> int:
+        return self.lanes * self.envs_per_block
+
+    def grid(self, num_envs: int) -> int:
+        return -(-num_envs // self.envs_per_block)
+
+
+def launch_shape(num_agents: int, *, max_lanes: int = 256, block_threads: int = 128) -> LaunchShape:
+    """Threads per env: the next power of two >= agents, capped at ``max_lanes`` (agents beyond that are
+    visited by a strided loop); small envs are packed several to a block so that warps stay full."""
+    lanes = 1
+    while lanes < min(num_agents, max_lanes):
+        lanes *= 2
+    return LaunchShape(lanes=lanes, envs_per_block=max(1, block_threads // lanes))
+
+
+class Program:
+    """A runner compiled for one target, callable as ``program(p, s, num_envs)``."""
+
+    def __init__(self, runner: Callable[..., Any], target: Target, fingerprint: str, name: str) -> None:
+        set_numba_cache_dir()
+        self.name = name
+        self.target = target
+        if target == "cpu":
+            self._launch = _cpu_launcher(runner, fingerprint)
+        elif target == "cuda":
+            self._launch = _cuda_launcher(runner, fingerprint)
+        else:
+            raise ValueError(f"target must be 'cpu' or 'cuda', got {target!r}")
+        self._streams: dict[int, Any] = {}
+
+    def __call__(self, p: Any, s: Any, num_envs: int, shape: LaunchShape) -> None:
+        if self.target == "cpu":
+            self._launch(p, s, num_envs, 1)
+            return
+        if simulator_enabled():
+            self._launch[shape.grid(num_envs), shape.block](p, s, num_envs, shape.lanes)
+            return
+        self._launch[shape.grid(num_envs), shape.block, self._current_stream()](p, s, num_envs, shape.lanes)
+
+    def _current_stream(self) -> Any:
+        # Launch on torch's current stream, so that Numba kernels order with torch ops and are captured
+        # by torch.cuda.graph (which switches to a side stream while capturing).
+        import torch
+
+        handle = torch.cuda.current_stream().cuda_stream
+        stream = self._streams.get(handle)
+        if stream is None:
+            stream = self._streams[handle] = cuda.external_stream(handle)
+        return stream

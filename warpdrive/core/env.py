@@ -1,0 +1,443 @@
+"""The env base class: a batch of ``num_envs`` replicas of a multi-agent env, stepped by one kernel.
+
+An env subclass declares, in one module:
+
+- ``Config``: a dataclass of its parameters with defaults, and a ``validate()`` that raises
+  ``ValueError`` naming the bad value;
+- ``num_agents_of(config)``, ``groups()``, ``single_action_space()``, ``observation_size()``;
+- ``state_arrays()``: its own arrays (positions, speeds, constants, scratch) as :class:`ArraySpec`;
+- ``kernel_params()``: scalars the kernels read as ``p.<name>``;
+- ``step_phases`` and ``reset_phases``: its logic, as phases of kernel functions (see
+  :mod:`warpdrive.core.compile`).
+
+The base class adds the standard arrays every env has (see :meth:`Env.standard_arrays`), compiles the
+phases for the CPU or the GPU, and offers a batched, Gymnasium-style API whose tensors stay on the device.
+
+Autoreset: Gymnasium's ``SAME_STEP`` mode. An env whose episode ends in a step is reset inside that same
+kernel launch; the observation returned is the first of its next episode, and the last observation of the
+finished episode is kept in ``final_obs`` (needed to bootstrap on truncation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from warpdrive.core.compile import (
+    LaunchShape,
+    Phase,
+    Program,
+    launch_shape,
+    only_where_done,
+    per_agent,
+    per_env,
+    sequence,
+    source_fingerprint,
+)
+from warpdrive.core.device import cuda_available, kernel_function, simulator_enabled
+from warpdrive.core.store import ArraySpec, DataStore, kernel_tuple_type
+
+Backend = Literal["cpu", "cuda", "cudasim"]
+StartMode = Literal["random", "identical"]
+
+# --------------------------------------------------------------------------------------------------
+# phases every env gets
+
+
+@kernel_function
+def _begin_step(env, p, s):
+    s.t[env] += 1
+    s.terminated[env] = False
+    s.truncated[env] = False
+
+
+@kernel_function
+def _end_step(env, p, s):
+    truncated = s.t[env] >= p.episode_length and not s.terminated[env]
+    s.truncated[env] = truncated
+    s.done[env] = s.terminated[env] or truncated
+
+
+@kernel_function
+def _keep_final_obs(env, agent, p, s):
+    for j in range(s.obs.shape[2]):
+        s.final_obs[env, agent, j] = s.obs[env, agent, j]
+
+
+@kernel_function
+def _begin_episode(env, p, s):
+    s.t[env] = 0
+    s.episode[env] += 1
+
+
+def _check_tensor(name: str, value: Any, shape: tuple[int, ...], dtypes: tuple[torch.dtype, ...],
+                  device: torch.device) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {shape}, got {type(value).__name__}")
+    if tuple(value.shape) != shape:
+        raise ValueError(f"{name} has shape {tuple(value.shape)}, expected {shape} ([envs, agents, ...])")
+    if value.dtype not in dtypes:
+        names = ", ".join(str(d) for d in dtypes)
+        raise TypeError(f"{name} has dtype {value.dtype}, expected one of: {names}")
+    if value.device.type != device.type:
+        raise ValueError(f"{name} is on {value.device}, expected it on {device} (the env's device)")
+    return value
+
+
+class Env:
+    """A batch of ``num_envs`` replicas of a multi-agent env, all stepped at once on one device.
+
+    Args:
+        config: the env's ``Config`` instance; keyword arguments override its fields.
+        num_envs: number of replicas (>= 1).
+        device: ``"cuda"``, ``"cpu"`` or a torch device; default: cuda when available, else cpu.
+        backend: ``"cuda"`` (GPU kernels), ``"cpu"`` (``njit``, parallel over envs) or ``"cudasim"`` (the
+            CUDA kernels run by Numba's simulator on CPU tensors; needs ``NUMBA_ENABLE_CUDASIM=1`` before
+            Numba is imported; for tests at tiny sizes). Default: follows ``device``.
+        seed: seed of the per-env random streams (random starts).
+        start: ``"random"``: each replica starts every episode from its own random state, drawn on the
+            device; ``"identical"``: every replica starts from the one state given in the config (the
+            reference WarpDrive's behaviour).
+        validate: check action indices on every step (a host sync). Default: on for the CPU backends,
+            off for ``cuda``.
+    """
+
+    name: ClassVar[str] = "env"
+    Config: ClassVar[type]
+    step_phases: ClassVar[tuple[Phase, ...]] = ()
+    reset_phases: ClassVar[tuple[Phase, ...]] = ()
+    autoreset_mode: ClassVar[gym.vector.AutoresetMode] = gym.vector.AutoresetMode.SAME_STEP
+
+    _programs: ClassVar[dict[tuple[type, str, str], Program]] = {}
+
+    def __init__(
+        self,
+        config: Any = None,
+        *,
+        num_envs: int = 1,
+        device: str | torch.device | None = None,
+        backend: Backend | None = None,
+        seed: int = 0,
+        start: StartMode = "random",
+        validate: bool | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.config = self._make_config(config, overrides)
+        if not isinstance(num_envs, int) or isinstance(num_envs, bool) or num_envs < 1:
+            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+        if start not in ("random", "identical"):
+            raise ValueError(f"start must be 'random' or 'identical', got {start!r}")
+        self.num_envs = num_envs
+        self.start = start
+        self.backend, self.device = self._resolve_backend(backend, device)
+        self.validate = (self.backend != "cuda") if validate is None else bool(validate)
+        self.num_agents = self.num_agents_of(self.config)
+        self.seed = int(seed)
+
+        specs = self.standard_arrays() + self.state_arrays()
+        self._check_memory(specs)
+        self.store = DataStore(specs, num_envs, self.num_agents, self.device)
+        self._load_start_state()
+        self.shape: LaunchShape = (
+            launch_shape(self.num_agents, max_lanes=8, block_threads=16)
+            if self.backend == "cudasim"
+            else launch_shape(self.num_agents)
+        )
+        self._arrays_type = kernel_tuple_type(type(self), "Arrays", list(self.store.specs))
+        kernel_target = "cuda" if self.backend == "cuda" else "cpu"
+        self._s = self.store.kernel_views(self._arrays_type, kernel_target)
+        self._set_params()
+
+    # ------------------------------------------------------------------------------------------
+    # what a subclass provides
+
+    @classmethod
+    def num_agents_of(cls, config: Any) -> int:
+        raise NotImplementedError
+
+    def groups(self) -> dict[str, list[int]]:
+        """Agent ids per group, e.g. ``{"taggers": [...], "runners": [...]}`` (the same in every env)."""
+        return {"agents": list(range(self.num_agents))}
+
+    def single_action_space(self) -> gym.spaces.Space:
+        """The action space of one agent (every agent has the same one)."""
+        raise NotImplementedError
+
+    def observation_size(self) -> int:
+        raise NotImplementedError
+
+    def state_arrays(self) -> list[ArraySpec]:
+        return []
+
+    def kernel_params(self) -> dict[str, Any]:
+        return {}
+
+    def start_state(self) -> dict[str, np.ndarray]:
+        """Values of ``global`` arrays (constants and the identical start), written once at setup."""
+        return {}
+
+    # ------------------------------------------------------------------------------------------
+    # standard arrays
+
+    def action_heads(self) -> int:
+        space = self.single_action_space()
+        if isinstance(space, gym.spaces.Discrete):
+            return 1
+        if isinstance(space, gym.spaces.MultiDiscrete):
+            return int(np.prod(space.shape))
+        if isinstance(space, gym.spaces.Box):
+            return int(np.prod(space.shape))
+        raise TypeError(f"unsupported action space {space}")
+
+    def action_dtype(self) -> torch.dtype:
+        return torch.float32 if isinstance(self.single_action_space(), gym.spaces.Box) else torch.int32
+
+    def standard_arrays(self) -> list[ArraySpec]:
+        """Arrays every env has. Layouts (E = num_envs, A = num_agents, D = observation size, H = heads):
+
+        ======================  ==============  =========  =====================================================
+        name                    shape           dtype      meaning
+        ======================  ==============  =========  =====================================================
+        ``obs``                 [E, A, D]       float32    observation after the step (first of the next episode
+                                                           where the env was reset in this step)
+        ``final_obs``           [E, A, D]       float32    last observation of the episode that ended; valid where
+                                                           ``done``
+        ``actions``             [E, A, H]       int32      action indices (float32 for Box spaces)
+        ``rewards``             [E, A]          float32    reward of the step
+        ``terminated``          [E]             bool       the episode ended by the env's rules
+        ``truncated``           [E]             bool       the episode hit ``episode_length`` (not terminated)
+        ``done``                [E]             bool       terminated or truncated; the env was reset
+        ``t``                   [E]             int32      steps taken in the current episode
+        ``episode``             [E]             int64      episodes started (the random streams' counter)
+        ======================  ==============  =========  =====================================================
+        """
+        d, h = self.observation_size(), self.action_heads()
+        return [
+            ArraySpec("obs", "agent", torch.float32, "observation", (d,)),
+            ArraySpec("final_obs", "agent", torch.float32, "observation", (d,)),
+            ArraySpec("actions", "agent", self.action_dtype(), "action", (h,)),
+            ArraySpec("rewards", "agent", torch.float32, "reward"),
+            ArraySpec("terminated", "env", torch.bool, "done"),
+            ArraySpec("truncated", "env", torch.bool, "done"),
+            ArraySpec("done", "env", torch.bool, "done"),
+            ArraySpec("t", "env", torch.int32, "state"),
+            ArraySpec("episode", "env", torch.int64, "state"),
+        ]
+
+    # ------------------------------------------------------------------------------------------
+    # the batched API
+
+    @property
+    def obs(self) -> torch.Tensor:
+        """Observations, [envs, agents, obs_size] float32 (updated in place)."""
+        return self.store["obs"]
+
+    @property
+    def actions(self) -> torch.Tensor:
+        """The action buffer, [envs, agents, heads]; write into it to skip the copy in :meth:`step`."""
+        return self.store["actions"]
+
+    @property
+    def single_observation_space(self) -> gym.spaces.Box:
+        return gym.spaces.Box(-np.inf, np.inf, (self.observation_size(),), np.float32)
+
+    def group_spaces(self) -> dict[str, tuple[gym.spaces.Space, gym.spaces.Space]]:
+        """(observation space, action space) of one agent, per group."""
+        return {g: (self.single_observation_space, self.single_action_space()) for g in self.groups()}
+
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        """Start a new episode in every replica; returns ``obs`` [envs, agents, obs_size].
+
+        With a seed, the random streams restart from it: the same seed gives the same trajectories.
+        """
+        if seed is not None:
+            self.seed = int(seed)
+            self._set_params()
+        self.store["episode"].zero_()
+        self._program("reset")(self._p, self._s, self.num_envs, self.shape)
+        return self.obs
+
+    def step(
+        self, actions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Advance every replica by one step; replicas whose episode ends are reset in the same launch.
+
+        Args:
+            actions: [envs, agents, heads] (or [envs, agents] for one head) on the env's device, integer
+                indices (float32 for Box spaces). ``None``: use what is already in :attr:`actions`.
+
+        Returns:
+            ``(obs, rewards, terminated, truncated, info)``: ``obs`` [E, A, D] float32, ``rewards`` [E, A]
+            float32, ``terminated`` and ``truncated`` [E] bool, ``info = {"final_obs": [E, A, D],
+            "done": [E]}``. These are the store's tensors, updated in place by the next step: clone what
+            you keep.
+        """
+        if actions is not None and actions is not self.actions:
+            self.actions.copy_(self._checked_actions(actions))
+        if self.validate:
+            self._check_action_range(self.actions)
+        self._program("step")(self._p, self._s, self.num_envs, self.shape)
+        return self.step_outputs()
+
+    def step_without_reset(self) -> None:
+        """One step from the actions in :attr:`actions`, leaving ended episodes as they are (for renders)."""
+        if self.validate:
+            self._check_action_range(self.actions)
+        self._program("step_no_reset")(self._p, self._s, self.num_envs, self.shape)
+
+    def step_outputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        s = self.store
+        return s["obs"], s["rewards"], s["terminated"], s["truncated"], {"final_obs": s["final_obs"], "done": s["done"]}
+
+    def sample_actions(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Uniformly random actions [envs, agents, heads] drawn on the device (written into :attr:`actions`)."""
+        from warpdrive.core.sampling import uniform_actions
+
+        return uniform_actions(self.single_action_space(), self.actions, generator)
+
+    # ------------------------------------------------------------------------------------------
+    # internals
+
+    def _make_config(self, config: Any, overrides: Mapping[str, Any]) -> Any:
+        cls = type(self).Config
+        if config is None:
+            config = cls()
+        elif isinstance(config, Mapping):
+            overrides = {**config, **overrides}
+            config = cls()
+        elif not isinstance(config, cls):
+            raise TypeError(f"config must be a {cls.__name__} or a dict, got {type(config).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"{type(self).__name__}: unknown parameter(s) {unknown}; known: {sorted(known)}")
+        config = dataclasses.replace(config, **overrides)
+        config.validate()
+        return config
+
+    @staticmethod
+    def _resolve_backend(backend: Backend | None, device: str | torch.device | None) -> tuple[str, torch.device]:
+        if backend not in (None, "cpu", "cuda", "cudasim"):
+            raise ValueError(f"backend must be 'cpu', 'cuda' or 'cudasim', got {backend!r}")
+        if device is None:
+            device = "cuda" if backend in (None, "cuda") and cuda_available() else "cpu"
+        device = torch.device(device)
+        if backend is None:
+            backend = "cuda" if device.type == "cuda" else "cpu"
+        if backend == "cuda":
+            if device.type != "cuda":
+                raise ValueError(f"backend 'cuda' needs a cuda device, got {device}")
+            if not cuda_available():
+                raise RuntimeError("backend 'cuda' asked for, but no CUDA GPU is usable; use device='cpu'")
+        elif device.type != "cpu":
+            raise ValueError(f"backend {backend!r} runs on CPU tensors; got device {device}")
+        if backend == "cudasim" and not simulator_enabled():
+            raise RuntimeError("backend 'cudasim' needs NUMBA_ENABLE_CUDASIM=1 set before numba is imported")
+        return backend, device
+
+    def _check_memory(self, specs: list[ArraySpec]) -> None:
+        need = DataStore.required_bytes(specs, self.num_envs, self.num_agents)
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            where = f"free on {self.device}"
+        else:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+            where = "of available host memory"
+        if need > free:
+            per_env = need / self.num_envs
+            raise MemoryError(
+                f"{type(self).__name__} with num_envs={self.num_envs} and {self.num_agents} agents needs "
+                f"{need / 2**30:.2f} GiB for its arrays, but only {free / 2**30:.2f} GiB is {where}; "
+                f"each env needs {per_env / 2**20:.2f} MiB, so at most {int(free // per_env)} envs fit"
+            )
+
+    def _load_start_state(self) -> None:
+        for name, value in self.start_state().items():
+            target = self.store[name]
+            value = torch.as_tensor(np.asarray(value), dtype=target.dtype)
+            if tuple(value.shape) != tuple(target.shape):
+                raise ValueError(f"start value {name!r} has shape {tuple(value.shape)}, expected {tuple(target.shape)}")
+            target.copy_(value)
+
+    def _set_params(self) -> None:
+        values: dict[str, Any] = {
+            "num_agents": self.num_agents,
+            "episode_length": self.config.episode_length,
+            "seed": np.int64(self.seed),
+            "random_start": self.start == "random",
+            **self.kernel_params(),
+        }
+        converted = {}
+        for key, value in values.items():
+            if isinstance(value, (bool, np.bool_)):
+                converted[key] = np.bool_(value)
+            elif isinstance(value, (int, np.integer)):
+                converted[key] = np.int64(value)
+            elif isinstance(value, (float, np.floating)):
+                converted[key] = np.float32(value)
+            else:
+                raise TypeError(f"kernel parameter {key!r} must be a bool, int or float, got {type(value).__name__}")
+        self._p = kernel_tuple_type(type(self), "Params", list(converted))(**converted)
+
+    @property
+    def params(self) -> Any:
+        """The scalars the kernels read as ``p.<name>`` (a named tuple)."""
+        return self._p
+
+    def _program(self, name: str) -> Program:
+        cls = type(self)
+        target = "cuda" if self.backend in ("cuda", "cudasim") else "cpu"
+        key = (cls, name, target)
+        program = Env._programs.get(key)
+        if program is None:
+            program = Env._programs[key] = Program(self._runner(name), target, self._fingerprint(), f"{cls.__name__}.{name}")
+        return program
+
+    def _fingerprint(self) -> str:
+        functions = [ph.fn for ph in (*self.step_phases, *self.reset_phases)] + [type(self)]
+        return source_fingerprint(functions)
+
+    def _runner(self, name: str) -> Any:
+        cls = type(self)
+        step = (per_env(_begin_step), *cls.step_phases, per_env(_end_step))
+        reset = (per_env(_begin_episode), *cls.reset_phases)
+        if name == "step":
+            return sequence(*step, only_where_done(sequence(per_agent(_keep_final_obs), *reset)))
+        if name == "step_no_reset":
+            return sequence(*step)
+        if name == "reset":
+            return sequence(*reset)
+        raise KeyError(name)
+
+    def _checked_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        shape = tuple(self.actions.shape)
+        if isinstance(actions, torch.Tensor) and actions.dim() == 2 and shape[2] == 1:
+            actions = actions.unsqueeze(-1)
+        if self.action_dtype() == torch.float32:
+            dtypes: tuple[torch.dtype, ...] = (torch.float32,)
+        else:
+            dtypes = (torch.int32, torch.int64, torch.int16, torch.int8, torch.uint8)
+        return _check_tensor("actions", actions, shape, dtypes, self.device)
+
+    def _check_action_range(self, actions: torch.Tensor) -> None:
+        space = self.single_action_space()
+        if isinstance(space, gym.spaces.Box):
+            if not torch.isfinite(actions).all():
+                raise ValueError("actions contain NaN or infinite values")
+            return
+        limits = torch.as_tensor(np.atleast_1d(space.n if isinstance(space, gym.spaces.Discrete) else space.nvec),
+                                 device=actions.device).reshape(-1)
+        bad = (actions < 0) | (actions >= limits)
+        if bool(bad.any()):
+            env, agent, head = (int(i) for i in bad.nonzero()[0])
+            value = int(actions[env, agent, head])
+            raise ValueError(
+                f"action index out of range: actions[{env}, {agent}, {head}] = {value}, "
+                f"expected 0 <= index < {int(limits[head])} (action space {space})"
+            )

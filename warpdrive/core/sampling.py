@@ -1,0 +1,69 @@
+"""Action sampling on the device: no host sync, seeded through a ``torch.Generator``, graph-capturable.
+
+Categorical draws use the Gumbel-max trick (``argmax(logits + Gumbel noise)``), which needs one uniform
+per logit and no sort, cumulative sum or host round trip, and so runs inside CUDA graphs.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+__all__ = ["categorical", "categorical_from_probs", "gaussian", "uniform_actions"]
+
+_TINY = 1e-20
+
+
+def categorical(logits: torch.Tensor, generator: torch.Generator | None = None,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+    """One index per row from ``softmax(logits)``.
+
+    Args:
+        logits: [..., n] unnormalised log-probabilities (``-inf`` masks an action out).
+        generator: the random stream; ``None`` uses torch's default one.
+        out: optional int tensor [...] written in place.
+
+    Returns:
+        [...] int64 indices (or ``out``).
+    """
+    u = torch.rand(logits.shape, device=logits.device, dtype=torch.float32, generator=generator)
+    gumbel = -torch.log(-torch.log(u.clamp_min(_TINY)).clamp_min(_TINY))
+    index = torch.argmax(logits.float() + gumbel, dim=-1)
+    if out is None:
+        return index
+    out.copy_(index)
+    return out
+
+
+def categorical_from_probs(probs: torch.Tensor, generator: torch.Generator | None = None,
+                           out: torch.Tensor | None = None) -> torch.Tensor:
+    """Like :func:`categorical`, from probabilities [..., n] (rows need not be normalised)."""
+    return categorical(torch.log(probs.float().clamp_min(0.0)), generator, out)
+
+
+def gaussian(mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator | None = None,
+             low: torch.Tensor | None = None, high: torch.Tensor | None = None) -> torch.Tensor:
+    """``mean + std * N(0, 1)``, shape of ``mean``; clipped to ``[low, high]`` when bounds are given
+    (for Box action spaces, whose kernels accept only in-bounds actions)."""
+    noise = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
+    action = mean + std * noise
+    if low is not None and high is not None:
+        action = torch.maximum(torch.minimum(action, high), low)
+    return action
+
+
+def uniform_actions(space: gym.spaces.Space, out: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Fill ``out`` [envs, agents, heads] with uniformly random valid actions of ``space``, on its device."""
+    if isinstance(space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
+        limits = np.atleast_1d(space.n if isinstance(space, gym.spaces.Discrete) else space.nvec).reshape(-1)
+        for head, n in enumerate(limits):
+            out[..., head].random_(0, int(n), generator=generator)
+        return out
+    if isinstance(space, gym.spaces.Box):
+        low = torch.as_tensor(space.low.reshape(-1), device=out.device)
+        high = torch.as_tensor(space.high.reshape(-1), device=out.device)
+        out.uniform_(0.0, 1.0, generator=generator)
+        out.mul_(high - low).add_(low)
+        return out
+    raise TypeError(f"unsupported action space {space}")

@@ -1,0 +1,245 @@
+"""Tag on a grid: taggers chase one runner over integer cells.
+
+Semantics: ``shared/specs/tag_gridworld.md`` (the reference WarpDrive's Tag-gridworld, CPU version).
+Agents ``0 .. N-2`` are taggers, agent ``N-1`` is the runner. Positions are integers in ``[0, L]``.
+Actions: Discrete(5): 0 stay, 1 +x, 2 -x, 3 +y, 4 -y.
+
+Observations (float32):
+- full, size ``4N + 1``: ``[x_0..x_{N-1}]/L, [y_0..y_{N-1}]/L, [type_0..type_{N-1}], one-hot(self), t/T``
+  (type 1 = runner);
+- partial, size 6: ``[own x/L, own y/L, target x/L, target y/L, is_runner, t/T]``; a tagger's target is the
+  runner, the runner's target the nearest tagger by squared distance (lowest id on ties).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from warpdrive.core.compile import per_agent, per_env
+from warpdrive.core.device import atomic_min, kernel_function
+from warpdrive.core.env import Env
+from warpdrive.core.random import randint
+from warpdrive.core.store import ArraySpec
+
+# (dx, dy) of each action
+MOVES = np.array([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]], dtype=np.int32)
+_NO_TAGGER = np.int64(2**62)
+
+
+@dataclass(frozen=True)
+class TagGridWorldConfig:
+    """Parameters of Tag-gridworld (defaults: the reference's)."""
+
+    num_taggers: int = 10
+    """Number of taggers; there is always one runner."""
+    grid_length: int = 10
+    """L: positions are integers in [0, L] on each axis."""
+    episode_length: int = 100
+    """T: the episode is truncated after T steps."""
+    wall_hit_penalty: float = 0.1
+    """Subtracted from an agent's reward when its move is clipped at the border."""
+    tag_reward_for_tagger: float = 10.0
+    """Every tagger's reward in the step the runner is tagged."""
+    tag_penalty_for_runner: float = 2.0
+    """Subtracted from the runner's reward when it is tagged."""
+    step_cost_for_tagger: float = 0.01
+    """Each step without a tag: taggers lose this, the runner gains it."""
+    use_full_observation: bool = True
+    """Full (4N + 1 values) or partial (6 values) observation."""
+    starting_location_x: tuple[int, ...] | None = None
+    """Identical start: x of every agent (N values); default taggers at int(L/2), the runner at 0."""
+    starting_location_y: tuple[int, ...] | None = None
+    """Identical start: y of every agent (N values)."""
+
+    def validate(self) -> None:
+        if not isinstance(self.num_taggers, int) or self.num_taggers < 1:
+            raise ValueError(f"num_taggers must be an integer >= 1, got {self.num_taggers!r}")
+        if not isinstance(self.grid_length, int) or self.grid_length < 2:
+            raise ValueError(f"grid_length must be an integer >= 2, got {self.grid_length!r}")
+        if not isinstance(self.episode_length, int) or self.episode_length < 1:
+            raise ValueError(f"episode_length must be an integer >= 1, got {self.episode_length!r}")
+        n = self.num_taggers + 1
+        for name in ("starting_location_x", "starting_location_y"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if len(value) != n:
+                raise ValueError(f"{name} must have one value per agent ({n}), got {len(value)}")
+            if any(not (0 <= v <= self.grid_length) for v in value):
+                raise ValueError(f"{name} values must lie in [0, grid_length={self.grid_length}], got {list(value)}")
+        if (self.starting_location_x is None) != (self.starting_location_y is None):
+            raise ValueError("give both starting_location_x and starting_location_y, or neither")
+
+
+# --------------------------------------------------------------------------------------------------
+# kernel functions (one source for the CPU and the GPU)
+
+
+@kernel_function
+def _begin_step(env, p, s):
+    s.tagged[env] = False
+
+
+@kernel_function
+def _move(env, agent, p, s):
+    action = s.actions[env, agent, 0]
+    x = s.x[env, agent] + s.moves[action, 0]
+    y = s.y[env, agent] + s.moves[action, 1]
+    clipped_x = min(max(x, 0), p.grid_length)
+    clipped_y = min(max(y, 0), p.grid_length)
+    s.x[env, agent] = clipped_x
+    s.y[env, agent] = clipped_y
+    hit_wall = clipped_x != x or clipped_y != y
+    s.rewards[env, agent] = -p.wall_hit_penalty if hit_wall else np.float32(0.0)
+
+
+@kernel_function
+def _find_tag_and_nearest_tagger(env, agent, p, s):
+    runner = p.num_agents - 1
+    if agent == runner:
+        return
+    dx = np.int64(s.x[env, agent] - s.x[env, runner])
+    dy = np.int64(s.y[env, agent] - s.y[env, runner])
+    if dx == 0 and dy == 0:
+        s.tagged[env] = True  # every writer writes the same value
+    # (squared distance, id) packed into one integer, so that one atomic min keeps the nearest tagger
+    atomic_min(s.nearest_tagger, env, (dx * dx + dy * dy) * np.int64(1 << 20) + agent)
+
+
+@kernel_function
+def _reward(env, agent, p, s):
+    is_runner = agent == p.num_agents - 1
+    if s.tagged[env]:
+        s.rewards[env, agent] += -p.tag_penalty_for_runner if is_runner else p.tag_reward_for_tagger
+    else:
+        s.rewards[env, agent] += p.step_cost_for_tagger if is_runner else -p.step_cost_for_tagger
+
+
+@kernel_function
+def _observe(env, agent, p, s):
+    n = p.num_agents
+    length = np.float32(p.grid_length)
+    time = np.float32(s.t[env]) / np.float32(p.episode_length)
+    obs = s.obs
+    if p.use_full_observation:
+        for j in range(n):
+            obs[env, agent, j] = np.float32(s.x[env, j]) / length
+            obs[env, agent, n + j] = np.float32(s.y[env, j]) / length
+            obs[env, agent, 2 * n + j] = np.float32(1.0) if j == n - 1 else np.float32(0.0)
+            obs[env, agent, 3 * n + j] = np.float32(1.0) if j == agent else np.float32(0.0)
+        obs[env, agent, 4 * n] = time
+    else:
+        runner = n - 1
+        target = runner if agent != runner else s.nearest_tagger[env] % np.int64(1 << 20)
+        obs[env, agent, 0] = np.float32(s.x[env, agent]) / length
+        obs[env, agent, 1] = np.float32(s.y[env, agent]) / length
+        obs[env, agent, 2] = np.float32(s.x[env, target]) / length
+        obs[env, agent, 3] = np.float32(s.y[env, target]) / length
+        obs[env, agent, 4] = np.float32(1.0) if agent == runner else np.float32(0.0)
+        obs[env, agent, 5] = time
+
+
+@kernel_function
+def _end_step(env, p, s):
+    s.terminated[env] = s.tagged[env]
+    s.nearest_tagger[env] = _NO_TAGGER
+
+
+@kernel_function
+def _place(env, agent, p, s):
+    if p.random_start and agent != p.num_agents - 1:
+        # taggers anywhere in {1, .., L-1}; the runner keeps its start (the reference's random variant)
+        s.x[env, agent] = 1 + randint(p.seed, env, s.episode[env], 2 * agent, p.grid_length - 1)
+        s.y[env, agent] = 1 + randint(p.seed, env, s.episode[env], 2 * agent + 1, p.grid_length - 1)
+    else:
+        s.x[env, agent] = s.start_x[agent]
+        s.y[env, agent] = s.start_y[agent]
+
+
+@kernel_function
+def _clear_nearest(env, p, s):
+    s.nearest_tagger[env] = _NO_TAGGER
+
+
+@kernel_function
+def _nearest_tagger_at_reset(env, agent, p, s):
+    runner = p.num_agents - 1
+    if agent != runner:
+        dx = np.int64(s.x[env, agent] - s.x[env, runner])
+        dy = np.int64(s.y[env, agent] - s.y[env, runner])
+        atomic_min(s.nearest_tagger, env, (dx * dx + dy * dy) * np.int64(1 << 20) + agent)
+
+
+class TagGridWorld(Env):
+    """Tag on an integer grid: ``num_taggers`` taggers and one runner; see the module docstring."""
+
+    name = "tag_gridworld"
+    Config = TagGridWorldConfig
+
+    step_phases = (
+        per_env(_begin_step),
+        per_agent(_move),
+        per_agent(_find_tag_and_nearest_tagger),
+        per_agent(_reward),
+        per_agent(_observe),
+        per_env(_end_step),
+    )
+    reset_phases = (
+        per_env(_clear_nearest),
+        per_agent(_place),
+        per_agent(_nearest_tagger_at_reset),
+        per_agent(_observe),
+        per_env(_end_step),
+    )
+
+    @classmethod
+    def num_agents_of(cls, config: TagGridWorldConfig) -> int:
+        return config.num_taggers + 1
+
+    def groups(self) -> dict[str, list[int]]:
+        return {"taggers": list(range(self.num_agents - 1)), "runner": [self.num_agents - 1]}
+
+    def single_action_space(self) -> gym.spaces.Discrete:
+        return gym.spaces.Discrete(len(MOVES))
+
+    def observation_size(self) -> int:
+        return 4 * self.num_agents + 1 if self.config.use_full_observation else 6
+
+    def state_arrays(self) -> list[ArraySpec]:
+        n = self.num_agents
+        return [
+            ArraySpec("x", "agent", torch.int32),
+            ArraySpec("y", "agent", torch.int32),
+            ArraySpec("tagged", "env", torch.bool),
+            ArraySpec("nearest_tagger", "env", torch.int64, "scratch"),
+            ArraySpec("start_x", "global", torch.int32, "constant", (n,)),
+            ArraySpec("start_y", "global", torch.int32, "constant", (n,)),
+            ArraySpec("moves", "global", torch.int32, "constant", MOVES.shape),
+        ]
+
+    def kernel_params(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "grid_length": c.grid_length,
+            "wall_hit_penalty": c.wall_hit_penalty,
+            "tag_reward_for_tagger": c.tag_reward_for_tagger,
+            "tag_penalty_for_runner": c.tag_penalty_for_runner,
+            "step_cost_for_tagger": c.step_cost_for_tagger,
+            "use_full_observation": c.use_full_observation,
+        }
+
+    def start_state(self) -> dict[str, np.ndarray]:
+        c, n = self.config, self.num_agents
+        if c.starting_location_x is None:
+            x = np.full(n, int(0.5 * c.grid_length), np.int32)
+            y = x.copy()
+            x[-1] = y[-1] = 0
+        else:
+            x = np.asarray(c.starting_location_x, np.int32)
+            y = np.asarray(c.starting_location_y, np.int32)
+        return {"start_x": x, "start_y": y, "moves": MOVES}
