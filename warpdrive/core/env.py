@@ -71,9 +71,18 @@ def _keep_final_obs(env, agent, p, s):
 
 
 @kernel_function
+def _keep_final_metrics(env, p, s):
+    s.final_length[env] = s.t[env]
+    for j in range(s.metrics.shape[1]):
+        s.final_metrics[env, j] = s.metrics[env, j]
+
+
+@kernel_function
 def _begin_episode(env, p, s):
     s.t[env] = 0
     s.episode[env] += 1
+    for j in range(s.metrics.shape[1]):
+        s.metrics[env, j] = 0.0
 
 
 def _check_tensor(name: str, value: Any, shape: tuple[int, ...], dtypes: tuple[torch.dtype, ...],
@@ -182,6 +191,14 @@ class Env:
         """Values of ``global`` arrays (constants and the identical start), written once at setup."""
         return {}
 
+    def metric_names(self) -> list[str]:
+        """Names of per-episode statistics the env accumulates in ``s.metrics[env, j]`` (e.g. tags made).
+
+        The base class zeroes them when an episode starts and copies them to ``final_metrics`` when it
+        ends, so that trainers can log them per finished episode.
+        """
+        return []
+
     # ------------------------------------------------------------------------------------------
     # standard arrays
 
@@ -215,9 +232,12 @@ class Env:
         ``done``                [E]             bool       terminated or truncated; the env was reset
         ``t``                   [E]             int32      steps taken in the current episode
         ``episode``             [E]             int64      episodes started (the random streams' counter)
+        ``metrics``             [E, M]          float32    the env's per-episode statistics (:meth:`metric_names`)
+        ``final_metrics``       [E, M]          float32    their values at the end of the episode that ended
+        ``final_length``        [E]             int32      length of the episode that ended; valid where ``done``
         ======================  ==============  =========  =====================================================
         """
-        d, h = self.observation_size(), self.action_heads()
+        d, h, m = self.observation_size(), self.action_heads(), len(self.metric_names())
         return [
             ArraySpec("obs", "agent", torch.float32, "observation", (d,)),
             ArraySpec("final_obs", "agent", torch.float32, "observation", (d,)),
@@ -228,6 +248,9 @@ class Env:
             ArraySpec("done", "env", torch.bool, "done"),
             ArraySpec("t", "env", torch.int32, "state"),
             ArraySpec("episode", "env", torch.int64, "state"),
+            ArraySpec("metrics", "env", torch.float32, "state", (m,)),
+            ArraySpec("final_metrics", "env", torch.float32, "state", (m,)),
+            ArraySpec("final_length", "env", torch.int32, "state"),
         ]
 
     # ------------------------------------------------------------------------------------------
@@ -408,7 +431,8 @@ class Env:
         step = (per_env(_begin_step), *cls.step_phases, per_env(_end_step))
         reset = (per_env(_begin_episode), *cls.reset_phases)
         if name == "step":
-            return sequence(*step, only_where_done(sequence(per_agent(_keep_final_obs), *reset)))
+            keep = (per_agent(_keep_final_obs), per_env(_keep_final_metrics))
+            return sequence(*step, only_where_done(sequence(*keep, *reset)))
         if name == "step_no_reset":
             return sequence(*step)
         if name == "reset":

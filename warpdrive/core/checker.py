@@ -1,0 +1,172 @@
+"""Checks that an env's CPU and CUDA compilations agree, and that it compiles for the GPU at all.
+
+:func:`check_consistency` steps two copies of an env side by side, one per backend, from the same seed with
+the same random actions over whole episodes (autoresets included), and compares observations, rewards and
+done flags after every step. It reports the first divergence: step, field, env and agent. Without a GPU
+the CUDA side runs in Numba's simulator (``NUMBA_ENABLE_CUDASIM=1``), which executes the same kernel
+source thread by thread.
+
+:func:`compile_cuda_ptx` compiles an env's kernels to PTX for a given compute capability without any GPU
+(it needs only NVVM, e.g. from ``pip install "numba-cuda[cu13]"``): a fast way to catch code that the CPU
+target accepts but the CUDA target rejects.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from warpdrive.core.env import Env
+
+__all__ = ["Divergence", "ConsistencyReport", "check_consistency", "compile_cuda_ptx"]
+
+_COMPARED = ("obs", "rewards", "terminated", "truncated", "done", "final_obs")
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """Where two runs first differ."""
+
+    step: int
+    field: str
+    env: int
+    agent: int | None
+    index: tuple[int, ...]
+    expected: float
+    actual: float
+
+    def __str__(self) -> str:
+        where = f"env {self.env}" + (f", agent {self.agent}" if self.agent is not None else "")
+        return (f"first divergence at step {self.step} in {self.field!r} ({where}, index {self.index}): "
+                f"{self.expected!r} vs {self.actual!r}")
+
+
+@dataclass
+class ConsistencyReport:
+    steps: int
+    episodes_finished: int
+    divergence: Divergence | None = None
+    max_abs_error: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.divergence is None
+
+    def __str__(self) -> str:
+        status = "consistent" if self.ok else str(self.divergence)
+        return f"{self.steps} steps, {self.episodes_finished} episodes finished: {status}"
+
+
+def _first_difference(name: str, a: torch.Tensor, b: torch.Tensor, atol: float, rtol: float):
+    a, b = a.detach().cpu(), b.detach().cpu()
+    if a.dtype == torch.bool or not a.is_floating_point():
+        bad = a != b
+        err = float(bad.any())
+    else:
+        diff = (a.double() - b.double()).abs()
+        bad = diff > atol + rtol * b.double().abs()
+        bad |= torch.isnan(a) != torch.isnan(b)
+        err = float(diff.nan_to_num(0.0).max()) if diff.numel() else 0.0
+    if not bool(bad.any()):
+        return None, err
+    index = tuple(int(i) for i in bad.nonzero()[0])
+    return (index, a[index].item(), b[index].item()), err
+
+
+def check_consistency(
+    reference: Env,
+    candidate: Env,
+    *,
+    steps: int | None = None,
+    seed: int = 0,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+) -> ConsistencyReport:
+    """Step two envs of the same class and config side by side and compare every output.
+
+    Args:
+        reference: usually the ``cpu`` backend.
+        candidate: usually the ``cuda`` backend, or ``cudasim`` without a GPU.
+        steps: how many steps; default two full episodes plus one step (so that autoresets are covered).
+        seed: seeds both envs' random starts and the random actions.
+        atol, rtol: tolerances for float fields; integer and boolean fields must match exactly.
+
+    Returns:
+        A report; ``report.ok`` is False when any field differed, and ``report.divergence`` says where.
+    """
+    if type(reference) is not type(candidate):
+        raise TypeError(f"cannot compare {type(reference).__name__} with {type(candidate).__name__}")
+    if reference.config != candidate.config:
+        raise ValueError("the two envs must have the same config")
+    if (reference.num_envs, reference.start) != (candidate.num_envs, candidate.start):
+        raise ValueError("the two envs must have the same num_envs and start mode")
+    if steps is None:
+        steps = 2 * reference.config.episode_length + 1
+    generator = torch.Generator().manual_seed(seed)
+    report = ConsistencyReport(steps=0, episodes_finished=0)
+    reference.reset(seed=seed)
+    candidate.reset(seed=seed)
+    pairs = [("obs", reference.obs, candidate.obs)]
+    for step in range(steps + 1):
+        if step > 0:
+            actions = reference.sample_actions(generator).cpu()
+            reference.step(actions.to(reference.device))
+            candidate.step(actions.to(candidate.device))
+            pairs = [(n, reference.store[n], candidate.store[n]) for n in _COMPARED]
+            report.episodes_finished += int(reference.store["done"].sum())
+        for name, a, b in pairs:
+            found, err = _first_difference(name, a, b, atol, rtol)
+            report.max_abs_error[name] = max(report.max_abs_error.get(name, 0.0), err)
+            if name == "final_obs" and found is not None:
+                # final_obs is only meaningful where the episode ended
+                done = reference.store["done"].cpu()
+                if not bool(done[found[0][0]]):
+                    continue
+            if found is not None:
+                index, expected, actual = found
+                agent = index[1] if a.dim() >= 2 else None
+                report.divergence = Divergence(step, name, index[0], agent, index, expected, actual)
+                report.steps = step
+                return report
+        report.steps = step
+    return report
+
+
+def compile_cuda_ptx(env: Env, programs: tuple[str, ...] = ("step", "reset"),
+                     compute_capability: tuple[int, int] = (9, 0)) -> dict[str, str]:
+    """Compile ``env``'s kernels for the GPU and return their PTX, without a GPU.
+
+    ``env`` may use any backend (its arrays only give the argument types). Raises Numba's typing error
+    when the CUDA target rejects the env's code.
+    """
+    from numba import cuda, typeof
+    from numba.cuda import dispatcher
+
+    from warpdrive.core.compile import _cuda_launcher
+
+    # Device functions ask the current device for its compute capability; there is none here.
+    original = dispatcher.get_current_device
+    dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=compute_capability)
+    try:
+        out = {}
+        for name in programs:
+            launch = _cuda_launcher(env._runner(name), env._fingerprint())
+            signature = (typeof(env.params), typeof(env._s), typeof(1), typeof(1))
+            ptx, _ = cuda.compile_ptx(launch.py_func, signature, cc=compute_capability)
+            out[name] = ptx
+        return out
+    finally:
+        dispatcher.get_current_device = original
+
+
+def assert_finite(env: Env) -> None:
+    """Raise if any float array of ``env`` holds NaN or infinity (a cheap sanity check for tests)."""
+    for name, tensor in env.store.tensors.items():
+        if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
+            bad = tuple(int(i) for i in (~torch.isfinite(tensor)).nonzero()[0])
+            raise AssertionError(f"{name}{list(bad)} is {tensor[bad].item()}")
+
+
