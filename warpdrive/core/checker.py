@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import types
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from warpdrive.core.env import Env
 
-__all__ = ["Divergence", "ConsistencyReport", "check_consistency", "compile_cuda_ptx"]
+__all__ = ["ConsistencyReport", "Divergence", "check_consistency", "compile_cuda_ptx"]
 
 _COMPARED = ("obs", "rewards", "terminated", "truncated", "done", "final_obs")
 

@@ -41,26 +41,63 @@ Target = Literal["cpu", "cuda"]
 
 @dataclass(frozen=True)
 class Phase:
-    """One step of env logic; see the module docstring for the signatures."""
+    """One step of env logic: one or more functions applied over the same domain, back to back.
 
-    fn: Callable[..., Any]
+    Several functions in one phase run one after the other for the same agent (or env, or index) with
+    no barrier between them: use that when a function reads only what the previous one wrote for the same
+    agent. Separate phases are separated by a barrier.
+    """
+
+    fns: tuple[Callable[..., Any], ...]
     over: Literal["agent", "env", "index"]
     count: Callable[..., Any] | None = None
 
 
-def per_agent(fn: Callable[..., Any]) -> Phase:
-    """Run ``fn(env, agent, p, s)`` for every agent of every env."""
-    return Phase(fn, "agent")
+def per_agent(*fns: Callable[..., Any]) -> Phase:
+    """Run ``fn(env, agent, p, s)`` for every agent of every env (each ``fn`` in turn, per agent)."""
+    return Phase(_check_fns(fns), "agent")
 
 
-def per_env(fn: Callable[..., Any]) -> Phase:
-    """Run ``fn(env, p, s)`` once per env."""
-    return Phase(fn, "env")
+def per_env(*fns: Callable[..., Any]) -> Phase:
+    """Run ``fn(env, p, s)`` once per env (each ``fn`` in turn)."""
+    return Phase(_check_fns(fns), "env")
 
 
 def per_index(fn: Callable[..., Any], count: Callable[..., Any]) -> Phase:
     """Run ``fn(env, index, p, s)`` for ``index in range(count(p, s))`` in every env."""
-    return Phase(fn, "index", count)
+    return Phase(_check_fns((fn,)), "index", count)
+
+
+def _check_fns(fns: tuple[Callable[..., Any], ...]) -> tuple[Callable[..., Any], ...]:
+    if not fns:
+        raise ValueError("a phase needs at least one function")
+    for fn in fns:
+        if not callable(fn):
+            raise TypeError(f"a phase function must be a kernel_function, got {fn!r}")
+    return fns
+
+
+def _chain(fns: tuple[Callable[..., Any], ...], per_env_phase: bool) -> Callable[..., Any]:
+    """One kernel function calling ``fns`` in order with the same arguments."""
+    first = fns[0]
+    if len(fns) == 1:
+        return first
+    rest = _chain(fns[1:], per_env_phase)
+    if per_env_phase:
+
+        @kernel_function
+        def both_env(env, p, s):
+            first(env, p, s)
+            rest(env, p, s)
+
+        return both_env
+
+    @kernel_function
+    def both(env, i, p, s):
+        first(env, i, p, s)
+        rest(env, i, p, s)
+
+    return both
 
 
 # A *runner* is a kernel_function ``run(env, lane, lanes, active, p, s)`` executed by every thread of
@@ -70,7 +107,7 @@ def per_index(fn: Callable[..., Any], count: Callable[..., Any]) -> Phase:
 
 
 def _lift(phase: Phase) -> Callable[..., Any]:
-    fn = phase.fn
+    fn = _chain(phase.fns, phase.over == "env")
     if phase.over == "agent":
 
         @kernel_function
@@ -113,7 +150,15 @@ def sequence(*parts: Phase | Callable[..., Any]) -> Callable[..., Any]:
     """Compose phases (or runners made by this module) into one runner, with barriers between them."""
     if not parts:
         raise ValueError("sequence() needs at least one phase")
-    runners = [_lift(p) if isinstance(p, Phase) else p for p in parts]
+    merged: list[Phase | Callable[..., Any]] = []
+    for part in parts:
+        previous = merged[-1] if merged else None
+        # Consecutive per-env phases run on the same thread (lane 0): no barrier is needed between them.
+        if isinstance(part, Phase) and isinstance(previous, Phase) and part.over == previous.over == "env":
+            merged[-1] = Phase(previous.fns + part.fns, "env")
+        else:
+            merged.append(part)
+    runners = [_lift(p) if isinstance(p, Phase) else p for p in merged]
     run = runners[0]
     for nxt in runners[1:]:
         run = _then(run, nxt)

@@ -47,6 +47,10 @@ kernel_function = register_jitable
 
 _sim_lock = threading.Lock()
 
+# numba-cuda 0.30 still calls np.row_stack, which NumPy 2.5 removed (same function as np.vstack).
+if not hasattr(np, "row_stack"):
+    np.row_stack = np.vstack
+
 
 def simulator_enabled() -> bool:
     """True when Numba runs CUDA kernels in its Python simulator (``NUMBA_ENABLE_CUDASIM=1``)."""
@@ -168,7 +172,12 @@ def _atomic_min_cpu(array, index, value):
 
 @overload(atomic_min, target="cuda")
 def _atomic_min_cuda(array, index, value):
+    # Read first: when many threads race for one address, most see that they cannot lower it and skip
+    # the atomic, which would otherwise serialise them all.
     def impl(array, index, value):
+        current = array[index]
+        if value >= current:
+            return current
         return cuda.atomic.min(array, index, value)
 
     return impl
@@ -187,7 +196,11 @@ def _atomic_max_cpu(array, index, value):
 
 @overload(atomic_max, target="cuda")
 def _atomic_max_cuda(array, index, value):
+    # Read first, as in atomic_min.
     def impl(array, index, value):
+        current = array[index]
+        if value <= current:
+            return current
         return cuda.atomic.max(array, index, value)
 
     return impl

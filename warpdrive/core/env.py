@@ -419,11 +419,12 @@ class Env:
         key = (cls, name, target)
         program = Env._programs.get(key)
         if program is None:
-            program = Env._programs[key] = Program(self._runner(name), target, self._fingerprint(), f"{cls.__name__}.{name}")
+            program = Program(self._runner(name), target, self._fingerprint(), f"{cls.__name__}.{name}")
+            Env._programs[key] = program
         return program
 
     def _fingerprint(self) -> str:
-        functions = [ph.fn for ph in (*self.step_phases, *self.reset_phases)] + [type(self)]
+        functions = [fn for ph in (*self.step_phases, *self.reset_phases) for fn in ph.fns] + [type(self)]
         return source_fingerprint(functions)
 
     def _runner(self, name: str) -> Any:
@@ -441,12 +442,13 @@ class Env:
 
     def _checked_actions(self, actions: torch.Tensor) -> torch.Tensor:
         shape = tuple(self.actions.shape)
-        if isinstance(actions, torch.Tensor) and actions.dim() == 2 and shape[2] == 1:
-            actions = actions.unsqueeze(-1)
         if self.action_dtype() == torch.float32:
             dtypes: tuple[torch.dtype, ...] = (torch.float32,)
         else:
             dtypes = (torch.int32, torch.int64, torch.int16, torch.int8, torch.uint8)
+        one_head = isinstance(actions, torch.Tensor) and shape[2] == 1 and tuple(actions.shape) == shape[:2]
+        if one_head:  # [envs, agents] is accepted for single-head action spaces
+            return _check_tensor("actions", actions, shape[:2], dtypes, self.device).unsqueeze(-1)
         return _check_tensor("actions", actions, shape, dtypes, self.device)
 
     def _check_action_range(self, actions: torch.Tensor) -> None:

@@ -53,7 +53,9 @@ def gaussian(mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator |
     return action
 
 
-def uniform_actions(space: gym.spaces.Space, out: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def uniform_actions(
+    space: gym.spaces.Space, out: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Fill ``out`` [envs, agents, heads] with uniformly random valid actions of ``space``, on its device."""
     if isinstance(space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
         limits = np.atleast_1d(space.n if isinstance(space, gym.spaces.Discrete) else space.nvec).reshape(-1)

@@ -21,14 +21,13 @@ import numpy as np
 import torch
 
 from warpdrive.core.compile import per_agent, per_env
-from warpdrive.core.device import atomic_min, kernel_function
+from warpdrive.core.device import kernel_function
 from warpdrive.core.env import Env
 from warpdrive.core.random import randint
 from warpdrive.core.store import ArraySpec
 
 # (dx, dy) of each action
 MOVES = np.array([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]], dtype=np.int32)
-_NO_TAGGER = np.int64(2**62)
 
 
 @dataclass(frozen=True)
@@ -99,16 +98,10 @@ def _move(env, agent, p, s):
 
 
 @kernel_function
-def _find_tag_and_nearest_tagger(env, agent, p, s):
+def _check_tag(env, agent, p, s):
     runner = p.num_agents - 1
-    if agent == runner:
-        return
-    dx = np.int64(s.x[env, agent] - s.x[env, runner])
-    dy = np.int64(s.y[env, agent] - s.y[env, runner])
-    if dx == 0 and dy == 0:
+    if agent != runner and s.x[env, agent] == s.x[env, runner] and s.y[env, agent] == s.y[env, runner]:
         s.tagged[env] = True  # every writer writes the same value
-    # (squared distance, id) packed into one integer, so that one atomic min keeps the nearest tagger
-    atomic_min(s.nearest_tagger, env, (dx * dx + dy * dy) * np.int64(1 << 20) + agent)
 
 
 @kernel_function
@@ -118,6 +111,24 @@ def _reward(env, agent, p, s):
         s.rewards[env, agent] += -p.tag_penalty_for_runner if is_runner else p.tag_reward_for_tagger
     else:
         s.rewards[env, agent] += p.step_cost_for_tagger if is_runner else -p.step_cost_for_tagger
+
+
+@kernel_function
+def _nearest_tagger(env, p, s):
+    """Id of the tagger nearest to the runner (squared distance; the lowest id on ties)."""
+    runner = p.num_agents - 1
+    rx = s.x[env, runner]
+    ry = s.y[env, runner]
+    best = 0
+    best_d2 = np.int64(-1)
+    for j in range(runner):
+        dx = np.int64(s.x[env, j] - rx)
+        dy = np.int64(s.y[env, j] - ry)
+        d2 = dx * dx + dy * dy
+        if best_d2 < 0 or d2 < best_d2:
+            best_d2 = d2
+            best = j
+    return best
 
 
 @kernel_function
@@ -135,7 +146,7 @@ def _observe(env, agent, p, s):
         obs[env, agent, 4 * n] = time
     else:
         runner = n - 1
-        target = runner if agent != runner else s.nearest_tagger[env] % np.int64(1 << 20)
+        target = runner if agent != runner else _nearest_tagger(env, p, s)
         obs[env, agent, 0] = np.float32(s.x[env, agent]) / length
         obs[env, agent, 1] = np.float32(s.y[env, agent]) / length
         obs[env, agent, 2] = np.float32(s.x[env, target]) / length
@@ -147,7 +158,6 @@ def _observe(env, agent, p, s):
 @kernel_function
 def _end_step(env, p, s):
     s.terminated[env] = s.tagged[env]
-    s.nearest_tagger[env] = _NO_TAGGER
 
 
 @kernel_function
@@ -161,20 +171,6 @@ def _place(env, agent, p, s):
         s.y[env, agent] = s.start_y[agent]
 
 
-@kernel_function
-def _clear_nearest(env, p, s):
-    s.nearest_tagger[env] = _NO_TAGGER
-
-
-@kernel_function
-def _nearest_tagger_at_reset(env, agent, p, s):
-    runner = p.num_agents - 1
-    if agent != runner:
-        dx = np.int64(s.x[env, agent] - s.x[env, runner])
-        dy = np.int64(s.y[env, agent] - s.y[env, runner])
-        atomic_min(s.nearest_tagger, env, (dx * dx + dy * dy) * np.int64(1 << 20) + agent)
-
-
 class TagGridWorld(Env):
     """Tag on an integer grid: ``num_taggers`` taggers and one runner; see the module docstring."""
 
@@ -184,17 +180,13 @@ class TagGridWorld(Env):
     step_phases = (
         per_env(_begin_step),
         per_agent(_move),
-        per_agent(_find_tag_and_nearest_tagger),
-        per_agent(_reward),
-        per_agent(_observe),
+        per_agent(_check_tag),
+        per_agent(_reward, _observe),  # both read only this agent's reward and others' positions
         per_env(_end_step),
     )
     reset_phases = (
-        per_env(_clear_nearest),
         per_agent(_place),
-        per_agent(_nearest_tagger_at_reset),
         per_agent(_observe),
-        per_env(_end_step),
     )
 
     @classmethod
@@ -216,7 +208,6 @@ class TagGridWorld(Env):
             ArraySpec("x", "agent", torch.int32),
             ArraySpec("y", "agent", torch.int32),
             ArraySpec("tagged", "env", torch.bool),
-            ArraySpec("nearest_tagger", "env", torch.int64, "scratch"),
             ArraySpec("start_x", "global", torch.int32, "constant", (n,)),
             ArraySpec("start_y", "global", torch.int32, "constant", (n,)),
             ArraySpec("moves", "global", torch.int32, "constant", MOVES.shape),

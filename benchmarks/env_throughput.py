@@ -1,0 +1,176 @@
+"""Env-only throughput of warpdrive's Tag envs, by the protocol of shared/bench/README.md.
+
+Every step draws fresh random actions on the device (from the env's action space), keeps every output a
+trainer reads (observations, rewards, terminated/truncated, final observations), and resets finished envs
+in place inside the timed loop (the fused step kernel does that). Compilation happens in a warm-up process;
+each configuration then runs in a fresh process so that its setup time is what a user sees with the
+compiled code cached. Timing: CUDA synchronised around the timed region, median of ``--repeats`` runs.
+
+    python benchmarks/env_throughput.py                 # every configuration, one JSON line each
+    python benchmarks/env_throughput.py gw_default      # some of them
+
+Prints one JSON line per configuration, then a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+# name: (env, env kwargs, num_envs)
+CONFIGS: dict[str, tuple[str, dict, int]] = {
+    "tc_default": ("tag_continuous", {"num_taggers": 10, "num_runners": 100}, 100),
+    "tc_readme": ("tag_continuous", {"num_taggers": 5, "num_runners": 100}, 60),
+    "tc_mid": ("tag_continuous", {"num_taggers": 10, "num_runners": 90}, 1000),
+    "tc_many_envs": ("tag_continuous", {"num_taggers": 2, "num_runners": 8}, 2000),
+    "tc_1000_agents": ("tag_continuous", {"num_taggers": 100, "num_runners": 900}, 2000),
+    "gw_default": ("tag_gridworld", {"num_taggers": 4}, 2000),
+    "gw_1000_agents": ("tag_gridworld", {"num_taggers": 999, "use_full_observation": False}, 2000),
+}
+
+# The reference's shipped training configs (shared/specs): the env parameters every tc_* run uses.
+TAG_CONTINUOUS_TRAINING = {
+    "grid_length": 20.0, "episode_length": 500, "max_acceleration": 0.1, "min_acceleration": -0.1,
+    "max_turn": 2.356, "min_turn": -2.356, "num_acceleration_levels": 20, "num_turn_levels": 20,
+    "edge_hit_penalty": 0.0, "use_full_observation": False, "num_other_agents_observed": 10,
+    "tagging_distance": 0.02, "tag_reward_for_tagger": 10.0, "step_penalty_for_tagger": 0.0,
+    "tag_penalty_for_runner": -10.0, "step_reward_for_runner": 0.0,
+}
+TAG_GRIDWORLD_TRAINING = {"grid_length": 100, "episode_length": 100, "tag_penalty_for_runner": 5.0}
+
+
+def env_kwargs(name: str) -> tuple[str, dict, int]:
+    env_name, kwargs, num_envs = CONFIGS[name]
+    base = TAG_CONTINUOUS_TRAINING if env_name == "tag_continuous" else TAG_GRIDWORLD_TRAINING
+    return env_name, {**base, **kwargs}, num_envs
+
+
+def measure(name: str, steps_per_graph: int, replays: int, repeats: int) -> dict:
+    import torch
+
+    from warpdrive.envs import make
+
+    env_name, kwargs, num_envs = env_kwargs(name)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        torch.zeros(1, device=device)  # CUDA context, outside setup
+        torch.cuda.reset_peak_memory_stats()
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    t0 = time.perf_counter()
+    env = make(env_name, num_envs=num_envs, device=device, seed=0, **kwargs)
+    env.reset(seed=0)
+    env.sample_actions()
+    env.step()
+    sync()
+    setup_s = time.perf_counter() - t0
+
+    def one_step() -> None:
+        env.sample_actions()
+        env.step()
+
+    def run_eager(n: int) -> float:
+        sync()
+        start = time.perf_counter()
+        for _ in range(n):
+            one_step()
+        sync()
+        return time.perf_counter() - start
+
+    eager_steps = steps_per_graph * max(1, replays // 4)
+    run_eager(5)
+    eager = statistics.median(eager_steps * num_envs / run_eager(eager_steps) for _ in range(repeats))
+
+    result = {
+        "name": name, "env": env_name, "agents": env.num_agents, "envs": num_envs,
+        "setup_s": round(setup_s, 2), "env_steps_per_s_eager": round(eager),
+    }
+    if device == "cuda":
+        graph = torch.cuda.CUDAGraph()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                one_step()
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.cuda.graph(graph):
+            for _ in range(steps_per_graph):
+                one_step()
+
+        def run_graph() -> float:
+            sync()
+            start = time.perf_counter()
+            for _ in range(replays):
+                graph.replay()
+            sync()
+            return time.perf_counter() - start
+
+        run_graph()
+        rate = statistics.median(replays * steps_per_graph * num_envs / run_graph() for _ in range(repeats))
+        result["env_steps_per_s"] = round(rate)
+        result["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+        result["device"] = torch.cuda.get_device_name()
+    else:
+        rate = eager
+        result["env_steps_per_s"] = round(rate)
+        result["device"] = "cpu"
+    result["agent_steps_per_s"] = round(rate * env.num_agents)
+    done_frac = float(env.store["episode"].double().mean())
+    result["mean_episodes_started"] = round(done_frac, 2)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help=f"configurations (default: all of {list(CONFIGS)})")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--steps-per-graph", type=int, default=50)
+    parser.add_argument("--replays", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=os.environ.get("OUT"), help="folder for env_throughput.jsonl")
+    args = parser.parse_args()
+
+    if args.one:
+        try:
+            result = measure(args.one, args.steps_per_graph, args.replays, args.repeats)
+        except Exception as error:  # report and keep the other configurations going
+            result = {"name": args.one, "error": repr(error)[:400]}
+        print(json.dumps(result), flush=True)
+        return
+
+    names = args.names or list(CONFIGS)
+    unknown = sorted(set(names) - set(CONFIGS))
+    if unknown:
+        parser.error(f"unknown configuration(s) {unknown}; known: {list(CONFIGS)}")
+    common = [f"--steps-per-graph={args.steps_per_graph}", f"--replays={args.replays}", f"--repeats={args.repeats}"]
+    # Warm-up: compile (or load) every kernel once, so that the measured processes see a warm cache.
+    for name in names:
+        subprocess.run([sys.executable, __file__, "--one", name, "--steps-per-graph=2", "--replays=1", "--repeats=1"],
+                       check=False, capture_output=True)
+    results = []
+    for name in names:
+        proc = subprocess.run([sys.executable, __file__, "--one", name, *common], capture_output=True, text=True)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+        result = json.loads(lines[-1]) if lines else {"name": name, "error": proc.stderr[-400:]}
+        print(json.dumps(result), flush=True)
+        results.append(result)
+    if args.out:
+        with open(os.path.join(args.out, "env_throughput.jsonl"), "a") as handle:
+            for result in results:
+                handle.write(json.dumps(result) + "\n")
+    print(f"\n{'config':16s} {'env-steps/s':>14s} {'eager':>12s} {'setup s':>8s} {'mem GB':>7s}")
+    for r in results:
+        if "error" in r:
+            print(f"{r['name']:16s} ERROR {r['error'][:90]}")
+        else:
+            print(f"{r['name']:16s} {r['env_steps_per_s']:>14,d} {r['env_steps_per_s_eager']:>12,d} "
+                  f"{r['setup_s']:>8.2f} {r.get('peak_mem_gb', 0):>7.2f}")
+
+
+if __name__ == "__main__":
+    main()
