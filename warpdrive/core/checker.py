@@ -96,8 +96,9 @@ def check_consistency(
     Returns:
         A report; ``report.ok`` is False when any field differed, and ``report.divergence`` says where.
     """
-    if type(reference) is not type(candidate):
-        raise TypeError(f"cannot compare {type(reference).__name__} with {type(candidate).__name__}")
+    if reference.name != candidate.name or reference.num_agents != candidate.num_agents:
+        raise TypeError(f"cannot compare {type(reference).__name__} ({reference.num_agents} agents) with "
+                        f"{type(candidate).__name__} ({candidate.num_agents} agents)")
     if reference.config != candidate.config:
         raise ValueError("the two envs must have the same config")
     if (reference.num_envs, reference.start) != (candidate.num_envs, candidate.start):
@@ -152,7 +153,7 @@ def compile_cuda_ptx(env: Env, programs: tuple[str, ...] = ("step", "reset"),
     try:
         out = {}
         for name in programs:
-            launch = _cuda_launcher(env._runner(name), env._fingerprint())
+            launch = _cuda_launcher(env._runner(name), env._fingerprint(), f"ptx.{type(env).__name__}.{name}")
             signature = (typeof(env.params), typeof(env._s), typeof(1), typeof(1))
             ptx, _ = cuda.compile_ptx(launch.py_func, signature, cc=compute_capability)
             out[name] = ptx

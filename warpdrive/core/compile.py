@@ -199,18 +199,23 @@ def source_fingerprint(objects: Sequence[Any]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _cpu_launcher(program: Callable[..., Any], fingerprint: str) -> Callable[..., Any]:
-    @njit(parallel=True, cache=True)
+def _cache_name(name: str) -> str:
+    # Numba names a function's cache index after its __qualname__. Every launcher is the same closure,
+    # so each gets a name of its own: one index per env program, holding only that env's argument types.
+    return "launch_" + "".join(c if c.isalnum() else "_" for c in name)
+
+
+def _cpu_launcher(program: Callable[..., Any], fingerprint: str, name: str) -> Callable[..., Any]:
     def launch(p, s, num_envs, lanes):
         version = fingerprint  # noqa: F841 - part of the cache key, see source_fingerprint
         for env in prange(num_envs):
             program(env, 0, 1, True, p, s)
 
-    return launch
+    launch.__qualname__ = _cache_name(name)
+    return njit(parallel=True, cache=True)(launch)
 
 
-def _cuda_launcher(program: Callable[..., Any], fingerprint: str) -> Callable[..., Any]:
-    @cuda.jit(cache=not simulator_enabled())
+def _cuda_launcher(program: Callable[..., Any], fingerprint: str, name: str) -> Callable[..., Any]:
     def launch(p, s, num_envs, lanes):
         version = fingerprint  # noqa: F841 - part of the cache key, see source_fingerprint
         group = cuda.threadIdx.x // lanes
@@ -221,7 +226,8 @@ def _cuda_launcher(program: Callable[..., Any], fingerprint: str) -> Callable[..
             env = num_envs - 1  # padding threads read a valid env and write nothing
         program(env, lane, lanes, active, p, s)
 
-    return launch
+    launch.__qualname__ = _cache_name(name)
+    return cuda.jit(cache=not simulator_enabled())(launch)
 
 
 @dataclass(frozen=True)
@@ -256,9 +262,9 @@ class Program:
         self.name = name
         self.target = target
         if target == "cpu":
-            self._launch = _cpu_launcher(runner, fingerprint)
+            self._launch = _cpu_launcher(runner, fingerprint, name)
         elif target == "cuda":
-            self._launch = _cuda_launcher(runner, fingerprint)
+            self._launch = _cuda_launcher(runner, fingerprint, name)
         else:
             raise ValueError(f"target must be 'cpu' or 'cuda', got {target!r}")
         self._streams: dict[int, Any] = {}

@@ -419,7 +419,7 @@ class Env:
         key = (cls, name, target)
         program = Env._programs.get(key)
         if program is None:
-            program = Program(self._runner(name), target, self._fingerprint(), f"{cls.__name__}.{name}")
+            program = Program(self._runner(name), target, self._fingerprint(), f"{cls.__module__}.{cls.__name__}.{name}")
             Env._programs[key] = program
         return program
 

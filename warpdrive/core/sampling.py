@@ -28,7 +28,8 @@ def categorical(logits: torch.Tensor, generator: torch.Generator | None = None,
         [...] int64 indices (or ``out``).
     """
     u = torch.rand(logits.shape, device=logits.device, dtype=torch.float32, generator=generator)
-    gumbel = -torch.log(-torch.log(u.clamp_min(_TINY)).clamp_min(_TINY))
+    # u < 1 always, so -log(u) > 0; the clamp keeps u = 0 from producing -log(0) = inf
+    gumbel = -torch.log(-torch.log(u.clamp_min(_TINY)))
     index = torch.argmax(logits.float() + gumbel, dim=-1)
     if out is None:
         return index

@@ -1,0 +1,46 @@
+"""The consistency checker finds the first divergence and names it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from warpdrive import kernel_function, per_agent
+from warpdrive.core.checker import check_consistency
+from warpdrive.envs.tag_gridworld import TagGridWorld
+from warpdrive.envs.tag_gridworld import env as gridworld
+
+
+@kernel_function
+def _move_off_by_one(env, agent, p, s):
+    gridworld._move(env, agent, p, s)
+    if agent == 2 and s.t[env] == 3 and env == 1:  # a planted bug: one agent, one env, one step
+        s.rewards[env, agent] += np.float32(0.5)
+
+
+class BuggyGridWorld(TagGridWorld):
+    step_phases = tuple(
+        per_agent(_move_off_by_one) if phase.fns == (gridworld._move,) else phase for phase in TagGridWorld.step_phases
+    )
+
+
+def test_reports_first_divergence_with_env_agent_step_and_field() -> None:
+    kwargs = dict(num_taggers=3, num_envs=2, episode_length=8, backend="cpu")
+    report = check_consistency(TagGridWorld(**kwargs), BuggyGridWorld(**kwargs), seed=0)
+    assert not report.ok
+    d = report.divergence
+    assert (d.step, d.field, d.env, d.agent) == (3, "rewards", 1, 2)
+    assert d.actual == pytest.approx(d.expected + 0.5)
+    assert "step 3" in str(report) and "'rewards'" in str(report)
+
+
+def test_consistent_runs_report_ok_over_autoresets() -> None:
+    kwargs = dict(num_taggers=2, num_envs=3, episode_length=4, backend="cpu")
+    report = check_consistency(TagGridWorld(**kwargs), TagGridWorld(**kwargs), steps=13)
+    assert report.ok and report.steps == 13 and report.episodes_finished >= 9
+
+
+def test_refuses_to_compare_different_configs() -> None:
+    with pytest.raises(ValueError, match="same config"):
+        check_consistency(TagGridWorld(num_taggers=2, backend="cpu"), TagGridWorld(num_taggers=2, grid_length=5,
+                                                                                    backend="cpu"))

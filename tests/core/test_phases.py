@@ -1,0 +1,193 @@
+"""Phases compiled for both targets: ordering, barriers, per-env merging, index domains, primitives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from warpdrive import ArraySpec, Env, atomic_add, atomic_max, atomic_min, kernel_function, local_array
+from warpdrive.core.compile import launch_shape, per_agent, per_env, per_index, sequence
+
+
+@kernel_function
+def _write_own(env, agent, p, s):
+    s.value[env, agent] = np.float32(agent + 1) * np.float32(env + 1)
+
+
+@kernel_function
+def _read_neighbour(env, agent, p, s):
+    # reads what another agent (maybe on another thread) wrote in the previous phase: needs the barrier
+    s.obs[env, agent, 0] = s.value[env, (agent + 1) % p.num_agents]
+
+
+@kernel_function
+def _sum_and_extremes(env, agent, p, s):
+    atomic_add(s.total, env, s.value[env, agent])
+    atomic_min(s.lowest, env, s.value[env, agent])
+    atomic_max(s.highest, env, s.value[env, agent])
+
+
+@kernel_function
+def _clear(env, p, s):
+    s.total[env] = 0.0
+    s.lowest[env] = np.float32(1e30)
+    s.highest[env] = np.float32(-1e30)
+
+
+@kernel_function
+def _write_totals(env, agent, p, s):
+    s.obs[env, agent, 1] = s.total[env]
+    s.obs[env, agent, 2] = s.lowest[env]
+    s.obs[env, agent, 3] = s.highest[env]
+
+
+@kernel_function
+def _cell_count(p, s):
+    return p.num_cells
+
+
+@kernel_function
+def _fill_cell(env, cell, p, s):
+    s.cells[env, cell] = cell * 10 + env
+
+
+@kernel_function
+def _running_sum(env, agent, p, s):
+    scratch = local_array(4, np.float32)
+    for k in range(4):
+        scratch[k] = np.float32(k) * s.value[env, agent]
+    acc = np.float32(0.0)
+    for k in range(4):
+        acc += scratch[k]
+    s.obs[env, agent, 4] = acc
+
+
+@kernel_function
+def _reward_and_end(env, agent, p, s):
+    s.rewards[env, agent] = s.obs[env, agent, 0]
+
+
+@kernel_function
+def _end(env, p, s):
+    s.terminated[env] = s.t[env] >= 2
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    num_agents: int = 37
+    episode_length: int = 5
+    num_cells: int = 11
+
+    def validate(self) -> None:
+        if self.num_agents < 1:
+            raise ValueError(f"num_agents must be >= 1, got {self.num_agents}")
+
+
+class ToyEnv(Env):
+    """Exercises every kind of phase; agents: 37 so that strided loops wrap on small lane counts."""
+
+    name = "toy"
+    Config = ToyConfig
+    step_phases = (
+        per_agent(_write_own),
+        per_agent(_read_neighbour),
+        per_env(_clear),
+        per_agent(_sum_and_extremes),
+        per_agent(_write_totals, _running_sum, _reward_and_end),
+        per_index(_fill_cell, _cell_count),
+        per_env(_end),
+    )
+    reset_phases = (per_agent(_write_own),)
+
+    @classmethod
+    def num_agents_of(cls, config: ToyConfig) -> int:
+        return config.num_agents
+
+    def single_action_space(self) -> gym.spaces.Discrete:
+        return gym.spaces.Discrete(2)
+
+    def observation_size(self) -> int:
+        return 5
+
+    def state_arrays(self) -> list[ArraySpec]:
+        return [
+            ArraySpec("value", "agent", torch.float32),
+            ArraySpec("total", "env", torch.float32, "scratch"),
+            ArraySpec("lowest", "env", torch.float32, "scratch"),
+            ArraySpec("highest", "env", torch.float32, "scratch"),
+            ArraySpec("cells", "env", torch.int32, "scratch", (self.config.num_cells,)),
+        ]
+
+    def kernel_params(self) -> dict:
+        return {"num_cells": self.config.num_cells}
+
+
+def expected_obs(num_envs: int, num_agents: int) -> torch.Tensor:
+    values = torch.arange(1, num_agents + 1, dtype=torch.float32)[None, :] * torch.arange(1, num_envs + 1)[:, None]
+    obs = torch.zeros(num_envs, num_agents, 5)
+    obs[..., 0] = values.roll(-1, dims=1)
+    obs[..., 1] = values.sum(1, keepdim=True)
+    obs[..., 2] = values.min(1, keepdim=True).values
+    obs[..., 3] = values.max(1, keepdim=True).values
+    obs[..., 4] = values * 6.0
+    return obs
+
+
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])
+def test_phases_run_in_order_with_barriers(backend: str, gpu_backend: str) -> None:
+    backend = gpu_backend if backend == "gpu" else "cpu"
+    env = ToyEnv(num_envs=3, backend=backend)
+    env.reset()
+    obs, rewards, terminated, truncated, info = env.step(torch.zeros(3, 37, dtype=torch.int32))
+    torch.testing.assert_close(obs, expected_obs(3, 37))
+    torch.testing.assert_close(rewards, obs[..., 0])
+    cells = env.store["cells"]
+    assert cells.tolist() == [[c * 10 + e for c in range(11)] for e in range(3)]
+    assert not terminated.any()
+    _, _, terminated, truncated, info = env.step()
+    assert terminated.all() and not truncated.any() and info["done"].all()
+    torch.testing.assert_close(info["final_obs"], expected_obs(3, 37))
+    assert env.store["t"].eq(0).all() and env.store["episode"].eq(2).all()
+    assert env.store["final_length"].eq(2).all()
+
+
+def test_sizes_are_runtime_arguments() -> None:
+    """A second env of another size reuses the compiled program: nothing recompiles."""
+    small = ToyEnv(num_envs=2, num_agents=3, backend="cpu")
+    small.reset()
+    small.step()
+    program = small._program("step")
+    big = ToyEnv(num_envs=5, num_agents=70, backend="cpu")
+    big.reset()
+    obs, *_ = big.step()
+    assert big._program("step") is program
+    torch.testing.assert_close(obs, expected_obs(5, 70))
+
+
+def test_consecutive_per_env_phases_are_merged() -> None:
+    runner_two_env = sequence(per_env(_clear), per_env(_end))
+    runner_env_agent = sequence(per_env(_clear), per_agent(_write_own))
+    # merged: one lifted runner; unmerged: a chain of two with a barrier (its closure holds both parts)
+    assert runner_two_env.__closure__ is not None
+    assert len([c for c in runner_env_agent.__closure__ if callable(c.cell_contents)]) == 2
+    assert "first" not in runner_two_env.__code__.co_freevars
+
+
+@pytest.mark.parametrize(
+    ("agents", "lanes", "per_block"), [(1, 1, 128), (5, 8, 16), (110, 128, 1), (1000, 256, 1), (20000, 256, 1)]
+)
+def test_launch_shape(agents: int, lanes: int, per_block: int) -> None:
+    shape = launch_shape(agents)
+    assert (shape.lanes, shape.envs_per_block) == (lanes, per_block)
+    assert shape.grid(1000) * shape.envs_per_block >= 1000
+
+
+def test_phase_rejects_non_functions() -> None:
+    with pytest.raises(ValueError, match="at least one function"):
+        per_agent()
+    with pytest.raises(TypeError, match="must be a kernel_function"):
+        per_env(3)
