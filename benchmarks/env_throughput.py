@@ -50,9 +50,23 @@ def env_kwargs(name: str) -> tuple[str, dict, int]:
     return env_name, {**base, **kwargs}, num_envs
 
 
-def measure(name: str, steps_per_graph: int, replays: int, repeats: int) -> dict:
+def launch_candidates(num_agents: int) -> list[tuple[int, int]]:
+    """(lanes, envs per block) shapes around the default, for --tune."""
+    from warpdrive.core.compile import launch_shape
+
+    default = launch_shape(num_agents).lanes
+    shapes = []
+    for lanes in sorted({max(1, default // 4), max(1, default // 2), default, min(1024, default * 2)}):
+        for block in (32, 64, 128, 256, 512):
+            if block >= lanes and block // lanes * lanes == block:
+                shapes.append((lanes, block // lanes))
+    return shapes
+
+
+def measure(name: str, steps_per_graph: int, replays: int, repeats: int, tune: bool = False) -> dict:
     import torch
 
+    from warpdrive.core.compile import LaunchShape
     from warpdrive.envs import make
 
     env_name, kwargs, num_envs = env_kwargs(name)
@@ -102,7 +116,7 @@ def measure(name: str, steps_per_graph: int, replays: int, repeats: int) -> dict
             for _ in range(steps_per_graph):
                 one_step()
 
-        def run_graph() -> float:
+        def run_graph(graph: torch.cuda.CUDAGraph) -> float:
             sync()
             start = time.perf_counter()
             for _ in range(replays):
@@ -110,9 +124,22 @@ def measure(name: str, steps_per_graph: int, replays: int, repeats: int) -> dict
             sync()
             return time.perf_counter() - start
 
-        run_graph()
-        rate = statistics.median(replays * steps_per_graph * num_envs / run_graph() for _ in range(repeats))
+        run_graph(graph)
+        rate = statistics.median(replays * steps_per_graph * num_envs / run_graph(graph) for _ in range(repeats))
         result["env_steps_per_s"] = round(rate)
+        result["launch"] = [env.shape.lanes, env.shape.envs_per_block]
+        if tune:
+            tuned = {}
+            for lanes, per_block in launch_candidates(env.num_agents):
+                env.shape = LaunchShape(lanes, per_block)
+                variant = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(variant):
+                    for _ in range(steps_per_graph):
+                        one_step()
+                run_graph(variant)
+                rates = [replays * steps_per_graph * num_envs / run_graph(variant) for _ in range(repeats)]
+                tuned[f"{lanes}x{per_block}"] = round(statistics.median(rates))
+            result["tuned"] = tuned
         result["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
         result["device"] = torch.cuda.get_device_name()
     else:
@@ -133,11 +160,12 @@ def main() -> None:
     parser.add_argument("--replays", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=os.environ.get("OUT"), help="folder for env_throughput.jsonl")
+    parser.add_argument("--tune", action="store_true", help="also time launch shapes around the default")
     args = parser.parse_args()
 
     if args.one:
         try:
-            result = measure(args.one, args.steps_per_graph, args.replays, args.repeats)
+            result = measure(args.one, args.steps_per_graph, args.replays, args.repeats, args.tune)
         except Exception as error:  # report and keep the other configurations going
             result = {"name": args.one, "error": repr(error)[:400]}
         print(json.dumps(result), flush=True)
@@ -148,6 +176,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown configuration(s) {unknown}; known: {list(CONFIGS)}")
     common = [f"--steps-per-graph={args.steps_per_graph}", f"--replays={args.replays}", f"--repeats={args.repeats}"]
+    common += ["--tune"] if args.tune else []
     # Warm-up: compile (or load) every kernel once, so that the measured processes see a warm cache.
     for name in names:
         subprocess.run([sys.executable, __file__, "--one", name, "--steps-per-graph=2", "--replays=1", "--repeats=1"],

@@ -115,6 +115,9 @@ class Env:
             reference WarpDrive's behaviour).
         validate: check action indices on every step (a host sync). Default: on for the CPU backends,
             off for ``cuda``.
+        launch: how envs map onto CUDA threads (threads per env, envs per block); default: chosen from the
+            agent count by :func:`~warpdrive.core.compile.launch_shape`. A tuning knob: results never
+            depend on it.
     """
 
     name: ClassVar[str] = "env"
@@ -135,6 +138,7 @@ class Env:
         seed: int = 0,
         start: StartMode = "random",
         validate: bool | None = None,
+        launch: LaunchShape | None = None,
         **overrides: Any,
     ) -> None:
         self.config = self._make_config(config, overrides)
@@ -153,11 +157,14 @@ class Env:
         self._check_memory(specs)
         self.store = DataStore(specs, num_envs, self.num_agents, self.device)
         self._load_start_state()
-        self.shape: LaunchShape = (
-            launch_shape(self.num_agents, max_lanes=8, block_threads=16)
-            if self.backend == "cudasim"
-            else launch_shape(self.num_agents)
-        )
+        if launch is None:
+            if self.backend == "cudasim":  # the simulator runs every thread as a Python thread: keep blocks small
+                launch = launch_shape(self.num_agents, max_lanes=8, block_threads=16)
+            else:
+                launch = launch_shape(self.num_agents)
+        elif not isinstance(launch, LaunchShape) or launch.lanes < 1 or launch.envs_per_block < 1:
+            raise ValueError(f"launch must be a LaunchShape with lanes >= 1 and envs_per_block >= 1, got {launch!r}")
+        self.shape: LaunchShape = launch
         self._arrays_type = kernel_tuple_type(type(self), "Arrays", list(self.store.specs))
         kernel_target = "cuda" if self.backend == "cuda" else "cpu"
         self._s = self.store.kernel_views(self._arrays_type, kernel_target)
@@ -419,7 +426,8 @@ class Env:
         key = (cls, name, target)
         program = Env._programs.get(key)
         if program is None:
-            program = Program(self._runner(name), target, self._fingerprint(), f"{cls.__module__}.{cls.__name__}.{name}")
+            qualified = f"{cls.__module__}.{cls.__name__}.{name}"
+            program = Program(self._runner(name), target, self._fingerprint(), qualified)
             Env._programs[key] = program
         return program
 
