@@ -125,6 +125,8 @@ class Env:
     step_phases: ClassVar[tuple[Phase, ...]] = ()
     reset_phases: ClassVar[tuple[Phase, ...]] = ()
     autoreset_mode: ClassVar[gym.vector.AutoresetMode] = gym.vector.AutoresetMode.SAME_STEP
+    #: the start modes the env's reset phases implement (``p.random_start`` tells them which is asked for)
+    start_modes: ClassVar[tuple[str, ...]] = ("random", "identical")
 
     _programs: ClassVar[dict[tuple[type, str, str], Program]] = {}
 
@@ -144,8 +146,8 @@ class Env:
         self.config = self._make_config(config, overrides)
         if not isinstance(num_envs, int) or isinstance(num_envs, bool) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
-        if start not in ("random", "identical"):
-            raise ValueError(f"start must be 'random' or 'identical', got {start!r}")
+        if start not in type(self).start_modes:
+            raise ValueError(f"start must be one of {type(self).start_modes} for {type(self).__name__}, got {start!r}")
         self.num_envs = num_envs
         self.start = start
         self.backend, self.device = self._resolve_backend(backend, device)

@@ -1,0 +1,150 @@
+"""Rendezvous: the env written in the README's tutorial, in one file.
+
+Agents on a square of side L move by one of five discrete actions (stay, +x, -x, +y, -y, each of length
+``step_size``). Every agent is rewarded with minus its distance to the centre of mass of all agents of its
+env, so the group learns to meet. An episode ends (terminated) when every agent is within ``radius`` of the
+centre, or is truncated after ``episode_length`` steps.
+
+Observation of an agent (4 floats): [own x / L, own y / L, centre x / L, centre y / L].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from warpdrive import ArraySpec, Env, atomic_add, kernel_function, per_agent, per_env
+from warpdrive.core.random import uniform
+
+MOVES = np.array([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class RendezvousConfig:
+    num_agents: int = 8
+    """Agents per env."""
+    size: float = 10.0
+    """L: side of the square."""
+    step_size: float = 0.5
+    """Distance an agent moves per step."""
+    radius: float = 1.0
+    """The episode is won when every agent is this close to the centre."""
+    episode_length: int = 100
+    """Steps before truncation."""
+
+    def validate(self) -> None:
+        if self.num_agents < 2:
+            raise ValueError(f"num_agents must be >= 2, got {self.num_agents}")
+        for name in ("size", "step_size", "radius"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+# --- the logic: kernel functions, each run for one agent (or once per env) -------------------------------
+
+
+@kernel_function
+def clear_centre(env, p, s):
+    s.centre[env, 0] = 0.0
+    s.centre[env, 1] = 0.0
+    s.far[env] = 0
+
+
+@kernel_function
+def move(env, agent, p, s):
+    action = s.actions[env, agent, 0]
+    x = s.x[env, agent] + p.step_size * s.moves[action, 0]
+    y = s.y[env, agent] + p.step_size * s.moves[action, 1]
+    s.x[env, agent] = min(max(x, np.float32(0.0)), p.size)
+    s.y[env, agent] = min(max(y, np.float32(0.0)), p.size)
+
+
+@kernel_function
+def add_to_centre(env, agent, p, s):
+    # several agents add to the same two numbers at once: atomics (plain adds on the CPU)
+    atomic_add(s.centre, (env, 0), s.x[env, agent] / np.float32(p.num_agents))
+    atomic_add(s.centre, (env, 1), s.y[env, agent] / np.float32(p.num_agents))
+
+
+@kernel_function
+def reward_and_observe(env, agent, p, s):
+    dx = s.x[env, agent] - s.centre[env, 0]
+    dy = s.y[env, agent] - s.centre[env, 1]
+    distance = np.sqrt(dx * dx + dy * dy)
+    s.rewards[env, agent] = -distance
+    if distance > p.radius:
+        atomic_add(s.far, env, 1)
+    observe(env, agent, p, s)
+
+
+@kernel_function
+def observe(env, agent, p, s):
+    s.obs[env, agent, 0] = s.x[env, agent] / p.size
+    s.obs[env, agent, 1] = s.y[env, agent] / p.size
+    s.obs[env, agent, 2] = s.centre[env, 0] / p.size
+    s.obs[env, agent, 3] = s.centre[env, 1] / p.size
+
+
+@kernel_function
+def check_meeting(env, p, s):
+    s.terminated[env] = s.far[env] == 0
+
+
+@kernel_function
+def place(env, agent, p, s):
+    # counter-based random numbers: the same on the CPU and the GPU, different per env and episode
+    s.x[env, agent] = p.size * uniform(p.seed, env, s.episode[env], 2 * agent)
+    s.y[env, agent] = p.size * uniform(p.seed, env, s.episode[env], 2 * agent + 1)
+
+
+class Rendezvous(Env):
+    """Agents meet at their centre of mass; see the module docstring."""
+
+    name = "rendezvous"
+    Config = RendezvousConfig
+    start_modes = ("random",)  # every episode starts from fresh random positions
+
+    # Between two phases every agent of an env sees the others' results (a barrier on the GPU).
+    step_phases = (
+        per_env(clear_centre),
+        per_agent(move),
+        per_agent(add_to_centre),
+        per_agent(reward_and_observe),
+        per_env(check_meeting),
+    )
+    reset_phases = (
+        per_env(clear_centre),
+        per_agent(place),
+        per_agent(add_to_centre),
+        per_agent(observe),
+    )
+
+    @classmethod
+    def num_agents_of(cls, config: RendezvousConfig) -> int:
+        return config.num_agents
+
+    def single_action_space(self) -> gym.spaces.Discrete:
+        return gym.spaces.Discrete(len(MOVES))
+
+    def observation_size(self) -> int:
+        return 4
+
+    def state_arrays(self) -> list[ArraySpec]:
+        return [
+            ArraySpec("x", "agent", torch.float32),
+            ArraySpec("y", "agent", torch.float32),
+            ArraySpec("centre", "env", torch.float32, "scratch", (2,)),
+            ArraySpec("far", "env", torch.int32, "scratch"),
+            ArraySpec("moves", "global", torch.float32, "constant", MOVES.shape),
+        ]
+
+    def kernel_params(self) -> dict[str, Any]:
+        c = self.config
+        return {"size": c.size, "step_size": c.step_size, "radius": c.radius}
+
+    def start_state(self) -> dict[str, np.ndarray]:
+        return {"moves": MOVES}

@@ -1,0 +1,48 @@
+"""The README's tutorial env (examples/rendezvous.py) works as the tutorial says, on both targets."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from warpdrive.core.checker import check_consistency
+
+_spec = importlib.util.spec_from_file_location("rendezvous", Path(__file__).parents[1] / "examples" / "rendezvous.py")
+rendezvous = importlib.util.module_from_spec(_spec)
+sys.modules["rendezvous"] = rendezvous  # as `import rendezvous` from examples/ would
+_spec.loader.exec_module(rendezvous)
+
+
+def test_rewards_are_minus_the_distance_to_the_centre() -> None:
+    env = rendezvous.Rendezvous(num_envs=3, num_agents=5, backend="cpu")
+    env.reset(seed=1)
+    _, rewards, *_ = env.step(torch.randint(0, 5, (3, 5)))
+    x, y = env.store["x"], env.store["y"]
+    centre = torch.stack([x.mean(1), y.mean(1)], dim=1)
+    torch.testing.assert_close(env.store["centre"], centre)
+    distance = ((x - centre[:, :1]) ** 2 + (y - centre[:, 1:]) ** 2).sqrt()
+    torch.testing.assert_close(rewards, -distance)
+    assert x.min() >= 0 and x.max() <= 10
+
+
+def test_episode_ends_when_everyone_has_met() -> None:
+    env = rendezvous.Rendezvous(num_envs=1, num_agents=3, radius=20.0, backend="cpu")  # everyone is close
+    env.reset(seed=0)
+    _, _, terminated, truncated, info = env.step(torch.zeros(1, 3, dtype=torch.int32))
+    assert bool(terminated[0]) and not bool(truncated[0]) and bool(info["done"][0])
+
+
+def test_identical_start_is_refused() -> None:
+    with pytest.raises(ValueError, match="start must be one of \\('random',\\) for Rendezvous, got 'identical'"):
+        rendezvous.Rendezvous(start="identical", backend="cpu")
+
+
+def test_cpu_and_cuda_agree(gpu_backend: str) -> None:
+    kwargs = dict(num_envs=3, num_agents=6, episode_length=5)
+    report = check_consistency(rendezvous.Rendezvous(backend="cpu", **kwargs),
+                               rendezvous.Rendezvous(backend=gpu_backend, **kwargs), seed=4)
+    assert report.ok, str(report)
