@@ -20,7 +20,14 @@ for part in "${parts[@]}"; do
     check) python3 benchmarks/gpu_check.py ;;
     env) python3 benchmarks/env_throughput.py ${ENV_ARGS:-} ;;
     train) python3 benchmarks/train_throughput.py ${TRAIN_ARGS:-} ;;
-    reference) (cd .refbench && PYTHONPATH=/tmp/refsite:/tmp/site python3 bench/reference_warpdrive.py ${REF_ARGS:-}) ;;
+    reference)  # REF_NAMES: some of the reference script's configuration names (each runs in its own process)
+      if [ -z "${REF_NAMES:-}" ]; then
+        (cd .refbench && PYTHONPATH=/tmp/refsite:/tmp/site python3 bench/reference_warpdrive.py)
+      else
+        for name in $REF_NAMES; do
+          (cd .refbench && PYTHONPATH=/tmp/refsite:/tmp/site python3 bench/reference_warpdrive.py "$name")
+        done
+      fi ;;
   esac
 done
 echo "=== end $(date -u +%H:%M:%S)"
