@@ -1,0 +1,159 @@
+"""CartPole against Gymnasium's CartPole-v1, CPU against CUDA kernels, seeding and bad inputs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from warpdrive.core.checker import check_consistency
+from warpdrive.envs.cartpole import CartPole
+
+# The framework's float32 observation against Gymnasium's (both round the same float64 state).
+ATOL = 1e-5
+
+
+def _cuda_backend() -> str:
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        return "cudasim"
+    if torch.cuda.is_available():
+        return "cuda"
+    pytest.skip("needs NUMBA_ENABLE_CUDASIM=1 (CUDA simulator) or a CUDA GPU")
+
+
+def _run_against_gymnasium(state: np.ndarray, choose_action, *, sutton_barto_reward: bool = False) -> int:
+    """Step both envs from ``state`` with the same actions until Gymnasium's episode ends; returns its length.
+
+    ``choose_action(obs) -> int`` sees Gymnasium's observation (so a feedback policy can balance).
+    """
+    reference = gym.make("CartPole-v1", sutton_barto_reward=sutton_barto_reward)
+    reference.reset(seed=0)
+    reference.unwrapped.state = state.copy()
+    gym_obs = np.asarray(state, dtype=np.float32)
+    env = CartPole(backend="cpu", start="identical", initial_state=tuple(float(v) for v in state),
+                   sutton_barto_reward=sutton_barto_reward)
+    np.testing.assert_allclose(env.reset()[0, 0].numpy(), gym_obs, atol=ATOL, rtol=0)
+    for t in range(1, 501):
+        action = choose_action(gym_obs)
+        gym_obs, gym_reward, gym_terminated, gym_truncated, _ = reference.step(action)
+        obs, reward, terminated, truncated, info = env.step(torch.tensor([[action]], dtype=torch.int32))
+        done = gym_terminated or gym_truncated
+        assert bool(info["done"][0]) == done, f"step {t}"
+        assert bool(terminated[0]) == gym_terminated, f"step {t}"
+        # Gymnasium's TimeLimit also flags truncation on a terminating last step; the core does not
+        assert bool(truncated[0]) == (gym_truncated and not gym_terminated), f"step {t}"
+        assert float(reward[0, 0]) == gym_reward, f"step {t}"
+        # after an autoreset, the episode's last observation is in final_obs
+        ours = (info["final_obs"] if done else obs)[0, 0].numpy()
+        np.testing.assert_allclose(ours, gym_obs, atol=ATOL, rtol=0, err_msg=f"step {t}")
+        if done:
+            return t
+        np.testing.assert_allclose(env.store["state"][0].numpy(), reference.unwrapped.state, atol=1e-12, rtol=0,
+                                   err_msg=f"float64 state, step {t}")
+    raise AssertionError("Gymnasium's episode did not end within 500 steps")
+
+
+def test_matches_gymnasium_with_random_actions():
+    rng = np.random.default_rng(0)
+    lengths = []
+    for bound in (0.05,) * 10 + (0.2,) * 5:
+        state = rng.uniform(-bound, bound, size=4)
+        lengths.append(_run_against_gymnasium(state, lambda obs: int(rng.integers(2))))
+    assert all(t < 500 for t in lengths)  # every episode ended by termination
+
+
+def test_matches_gymnasium_over_a_balanced_full_episode():
+    # a feedback policy with 10% random actions keeps the pole up for all 500 steps: the float64
+    # state must then follow Gymnasium's along an unstable equilibrium (float32 state drifts away)
+    rng = np.random.default_rng(1)
+
+    def policy(obs):
+        if rng.random() < 0.1:
+            return int(rng.integers(2))
+        x, x_dot, theta, theta_dot = obs
+        return int(theta + 0.3 * theta_dot + 0.01 * x + 0.05 * x_dot > 0)
+
+    assert _run_against_gymnasium(rng.uniform(-0.05, 0.05, size=4), policy) == 500
+
+
+def test_sutton_barto_reward_matches_gymnasium():
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        _run_against_gymnasium(rng.uniform(-0.05, 0.05, size=4), lambda obs: int(rng.integers(2)),
+                               sutton_barto_reward=True)
+
+
+def test_cpu_and_cuda_kernels_agree():
+    backend = _cuda_backend()
+    reference = CartPole(num_envs=4, backend="cpu", seed=3)
+    candidate = CartPole(num_envs=4, backend=backend, seed=3)
+    report = check_consistency(reference, candidate, steps=60, seed=3)
+    assert report.ok, str(report)
+    assert report.episodes_finished > 0  # autoresets were compared too
+
+
+def test_compiles_to_ptx():
+    # PTX compilation needs the real CUDA target, not the simulator: run it in a clean process
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    code = (
+        "from warpdrive.core.checker import compile_cuda_ptx\n"
+        "from warpdrive.envs.cartpole import CartPole\n"
+        "ptx = compile_cuda_ptx(CartPole(backend='cpu'))\n"
+        "assert set(ptx) == {'step', 'reset'} and all('.entry' in p for p in ptx.values()), ptx.keys()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_random_starts_are_seeded_and_in_bounds():
+    a = CartPole(num_envs=64, backend="cpu", seed=7)
+    b = CartPole(num_envs=64, backend="cpu", seed=7)
+    first = a.reset().clone()
+    assert torch.equal(first, b.reset())
+    assert torch.equal(first, a.reset(seed=7))
+    assert not torch.equal(first, a.reset(seed=8))
+    assert len({tuple(row) for row in first[:, 0].tolist()}) == 64  # every replica draws its own start
+    state = a.store["state"]
+    assert bool(((state >= -0.05) & (state < 0.05)).all())
+    # a new episode after an autoreset starts from a new draw
+    a.reset(seed=7)
+    a.actions.fill_(1)
+    while not bool(a.step()[4]["done"][0]):
+        pass
+    assert not torch.equal(a.obs[0], first[0])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"episode_length": 0}, "episode_length"),
+        ({"episode_length": 2.5}, "episode_length"),
+        ({"sutton_barto_reward": "yes"}, "sutton_barto_reward"),
+        ({"initial_state": (0.0, 0.0, 0.0)}, "initial_state"),
+        ({"initial_state": (0.0, float("nan"), 0.0, 0.0)}, "finite"),
+        ({"initial_state": "abcd"}, "initial_state"),
+    ],
+)
+def test_bad_config_is_rejected(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        CartPole(backend="cpu", start="identical", **overrides)
+
+
+def test_initial_state_needs_identical_start():
+    with pytest.raises(ValueError, match="start='identical'"):
+        CartPole(backend="cpu", initial_state=(0.0, 0.0, 0.0, 0.0))
+
+
+@pytest.mark.parametrize("action", [2, -1])
+def test_out_of_range_actions_are_rejected(action):
+    env = CartPole(num_envs=2, backend="cpu")
+    env.reset()
+    with pytest.raises(ValueError, match="out of range"):
+        env.step(torch.tensor([[0], [action]], dtype=torch.int32))
+    with pytest.raises(TypeError, match="dtype"):
+        env.step(torch.zeros(2, 1, dtype=torch.float32))
