@@ -411,6 +411,8 @@ class Env:
                 converted[key] = np.bool_(value)
             elif isinstance(value, (int, np.integer)):
                 converted[key] = np.int64(value)
+            elif isinstance(value, np.float64):
+                converted[key] = value  # asked for explicitly: kept in double precision
             elif isinstance(value, (float, np.floating)):
                 converted[key] = np.float32(value)
             else:
@@ -464,16 +466,21 @@ class Env:
     def _check_action_range(self, actions: torch.Tensor) -> None:
         space = self.single_action_space()
         if isinstance(space, gym.spaces.Box):
-            if not torch.isfinite(actions).all():
-                raise ValueError("actions contain NaN or infinite values")
-            return
-        limits = torch.as_tensor(np.atleast_1d(space.n if isinstance(space, gym.spaces.Discrete) else space.nvec),
-                                 device=actions.device).reshape(-1)
-        bad = (actions < 0) | (actions >= limits)
+            low = torch.as_tensor(space.low.reshape(-1), device=actions.device)
+            high = torch.as_tensor(space.high.reshape(-1), device=actions.device)
+            bad = ~((actions >= low) & (actions <= high))  # NaN fails both comparisons
+            expected = "a value in [{low}, {high}]"
+        else:
+            limits = space.n if isinstance(space, gym.spaces.Discrete) else space.nvec
+            high = torch.as_tensor(np.atleast_1d(limits), device=actions.device).reshape(-1)
+            low = torch.zeros_like(high)
+            bad = (actions < 0) | (actions >= high)
+            expected = "0 <= index < {high}"
         if bool(bad.any()):
             env, agent, head = (int(i) for i in bad.nonzero()[0])
-            value = int(actions[env, agent, head])
+            value = actions[env, agent, head].item()
+            bounds = expected.format(low=low[head].item(), high=high[head].item())
             raise ValueError(
-                f"action index out of range: actions[{env}, {agent}, {head}] = {value}, "
-                f"expected 0 <= index < {int(limits[head])} (action space {space})"
+                f"action out of range: actions[{env}, {agent}, {head}] = {value}, expected {bounds} "
+                f"(action space {space}); a sampler must produce valid actions: nothing is clipped"
             )

@@ -11,6 +11,8 @@ from warpdrive.core.env import Env
 REGISTRY: dict[str, str] = {
     "tag_gridworld": "warpdrive.envs.tag_gridworld:TagGridWorld",
     "tag_continuous": "warpdrive.envs.tag_continuous:TagContinuous",
+    "cartpole": "warpdrive.envs.cartpole:CartPole",
+    "pendulum": "warpdrive.envs.pendulum:Pendulum",
 }
 
 

@@ -174,17 +174,3 @@ class Pendulum(Env):
             )
         start = np.array([math.pi, 0.0]) if initial is None else np.asarray(initial, dtype=np.float64)
         return {"start": start, "g": np.array([self.config.g], dtype=np.float64)}
-
-    def _check_action_range(self, actions: torch.Tensor) -> None:
-        # The core checks Box actions only for NaN and infinity; a torque outside the box is an error
-        # here, not something to clip silently (the kernel's clip is for unvalidated GPU runs).
-        super()._check_action_range(actions)
-        bad = (actions < -MAX_TORQUE) | (actions > MAX_TORQUE)
-        if bool(bad.any()):
-            env, agent, head = (int(i) for i in bad.nonzero()[0])
-            value = float(actions[env, agent, head])
-            raise ValueError(
-                f"action out of range: actions[{env}, {agent}, {head}] = {value!r}, expected a torque in "
-                f"[{-MAX_TORQUE}, {MAX_TORQUE}] (action space {self.single_action_space()}); clip or squash "
-                "the policy's output, e.g. warpdrive.core.sampling.gaussian(..., low=, high=)"
-            )
