@@ -1,0 +1,7 @@
+"""``python -m warpdrive``: the ``warpdrive`` command."""
+
+import sys
+
+from warpdrive.cli import main
+
+sys.exit(main())

@@ -1,0 +1,217 @@
+"""The ``warpdrive`` command: train, eval, render, bench.
+
+::
+
+    warpdrive train CONFIG [key.path=value ...] [--resume RUN_DIR_OR_CHECKPOINT]
+    warpdrive eval CHECKPOINT [--episodes N] [--deterministic]
+    warpdrive render CHECKPOINT --out FILE.gif|FILE.mp4
+    warpdrive bench [ENV] [--envs N ...]
+
+CONFIG is a YAML file or the name of an env with a packaged config (``tag_gridworld``, ``cartpole``, ...).
+CHECKPOINT is a run directory (its newest checkpoint) or a checkpoint file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="warpdrive", description="Multi-agent RL with envs and training on the GPU.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train policies from a config",
+                                description="Train policies. Example: warpdrive train tag_gridworld "
+                                            "total_env_steps=200000 policies.shared.optimizer.lr=1e-3")
+    train.add_argument("config", nargs="?", help="YAML file or packaged env config name (optional with --resume)")
+    train.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides (YAML values)")
+    train.add_argument("--resume", metavar="RUN_DIR_OR_CKPT",
+                       help="continue a run from its newest checkpoint (or the one given)")
+
+    evaluate = commands.add_parser("eval", help="mean return per group of a checkpoint vs a random policy")
+    evaluate.add_argument("checkpoint", help="run directory or checkpoint file")
+    evaluate.add_argument("--episodes", type=int, default=100, help="episodes (one per env replica; default 100)")
+    evaluate.add_argument("--deterministic", action="store_true", help="most likely actions instead of samples")
+    evaluate.add_argument("--device", help="cpu, cuda, cuda:N (default: the checkpoint's config)")
+    evaluate.add_argument("--seed", type=int, default=12345, help="env seed of the evaluation episodes")
+
+    render = commands.add_parser("render", help="animate one episode of a checkpoint's policies")
+    render.add_argument("checkpoint", help="run directory or checkpoint file")
+    render.add_argument("--out", required=True, help="output file, .gif or .mp4")
+    render.add_argument("--fps", type=int, default=10)
+    render.add_argument("--deterministic", action="store_true", help="most likely actions instead of samples")
+    render.add_argument("--device", help="cpu, cuda, cuda:N (default: cpu)", default="cpu")
+    render.add_argument("--seed", type=int, default=0, help="env seed of the episode")
+
+    bench = commands.add_parser("bench", help="env-only and training env-steps/s, as JSON lines")
+    bench.add_argument("env", nargs="?", default="tag_gridworld", help="registered env (default tag_gridworld)")
+    bench.add_argument("--envs", type=int, nargs="+", default=[1000], metavar="N", help="numbers of env replicas")
+    bench.add_argument("--steps", type=int, default=200, help="env steps per timed repeat (env-only)")
+    bench.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
+    bench.add_argument("--iterations", type=int, default=3, help="timed training iterations (0: skip training)")
+    bench.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    bench.add_argument("--config", help="training config for the training benchmark (default: the env's packaged one)")
+    bench.add_argument("overrides", nargs="*", metavar="key.path=value", help="overrides of the training config")
+    return parser
+
+
+def _split_config(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
+    """``warpdrive train key=value --resume X`` has no CONFIG: argparse put the first override there."""
+    if config is not None and "=" in config and not Path(config).is_file():
+        return None, [config, *overrides]
+    return config, overrides
+
+
+def _train(args: argparse.Namespace) -> int:
+    from warpdrive.training.checkpoint import load_checkpoint
+    from warpdrive.training.config import load_config
+    from warpdrive.training.run import train
+
+    source, overrides = _split_config(args.config, args.overrides)
+    if source is None:
+        if args.resume is None:
+            raise SystemExit("warpdrive train: give a CONFIG (a YAML file or a packaged name such as tag_gridworld)")
+        _, state = load_checkpoint(args.resume)
+        config = load_config(state["config"], overrides)
+    else:
+        config = load_config(source, overrides)
+    start = time.perf_counter()
+    result = train(config, resume=args.resume)
+    seconds = time.perf_counter() - start
+    print(f"Trained {result.env_steps:,} env-steps in {seconds:.1f} s ({config.env.name}).")
+    returns = {k.split("/")[-1]: v for k, v in result.last_metrics.items() if k.startswith("charts/episodic_return/")}
+    if returns:
+        print("Mean episodic return (last iteration): " + ", ".join(f"{g} {v:.3f}" for g, v in returns.items()))
+    print(f"  run directory:  {result.run_dir}")
+    print(f"  config:         {result.config_path}")
+    print(f"  metrics:        {result.metrics_path}")
+    if result.tensorboard_dir is not None:
+        print(f"  TensorBoard:    tensorboard --logdir {result.tensorboard_dir}")
+    if result.learning_curve is not None:
+        print(f"  learning curve: {result.learning_curve}")
+    if result.checkpoint is not None:
+        print(f"  checkpoint:     {result.checkpoint.state_path}")
+        print(f"  evaluate:       warpdrive eval {result.run_dir}")
+        print(f"  render:         warpdrive render {result.run_dir} --out {result.run_dir / 'episode.gif'}")
+        print(f"  resume:         warpdrive train --resume {result.run_dir} total_env_steps=<more>")
+    return 0
+
+
+def _eval_overrides(args: argparse.Namespace, num_envs: int) -> list[str]:
+    overrides = [f"env.num_envs={num_envs}", "logging.progress=false"]
+    if args.device:
+        overrides.append(f"device={args.device}")
+    return overrides
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from warpdrive.training.evaluate import evaluate
+    from warpdrive.training.run import trainer_from_checkpoint
+
+    if args.episodes < 1:
+        raise SystemExit(f"warpdrive eval: --episodes must be >= 1, got {args.episodes}")
+    trainer, checkpoint = trainer_from_checkpoint(args.checkpoint, _eval_overrides(args, args.episodes))
+    trained = evaluate(trainer, deterministic=args.deterministic, seed=args.seed)
+    random = evaluate(trainer, random_actions=True, seed=args.seed)
+    print(f"{trainer.config.env.name}, checkpoint {checkpoint.name}, {args.episodes} episodes per policy:")
+    print(f"  {'':24}{'trained':>12}{'random':>12}")
+    for key in trained:
+        if key != "episodes":
+            print(f"  {key:24}{trained[key]:12.3f}{random[key]:12.3f}")
+    print(json.dumps({"checkpoint": str(checkpoint.state_path), "trained": trained, "random": random}))
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from warpdrive.training.render import render_episode
+    from warpdrive.training.run import trainer_from_checkpoint
+
+    trainer, _ = trainer_from_checkpoint(args.checkpoint, _eval_overrides(args, 1))
+    out = render_episode(trainer, args.out, deterministic=args.deterministic, fps=args.fps, seed=args.seed)
+    print(f"wrote {out}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from warpdrive.envs import make
+    from warpdrive.training.config import load_config, packaged_config
+    from warpdrive.training.trainer import Trainer, resolve_device
+
+    device = resolve_device(args.device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for num_envs in args.envs:
+        start = time.perf_counter()
+        env = make(args.env, num_envs=num_envs, device=device)
+        env.reset(seed=0)
+        for _ in range(3):  # compile and warm up
+            env.sample_actions()
+            env.step()
+        sync()
+        setup = time.perf_counter() - start
+        rates = []
+        for _ in range(args.repeats):
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                env.sample_actions()
+                env.step()
+            sync()
+            rates.append(num_envs * args.steps / (time.perf_counter() - t0))
+        _emit({"bench": "env", "env": args.env, "num_envs": num_envs, "num_agents": env.num_agents,
+               "device": str(device), "env_steps_per_s": statistics.median(rates), "setup_s": setup,
+               "actions": "uniform random, drawn on the device every step; resets inside the loop"})
+        del env
+
+        if args.iterations < 1:
+            continue
+        source = args.config or str(packaged_config(args.env))
+        config = load_config(source, [*args.overrides, f"env.num_envs={num_envs}", f"device={device}"])
+        start = time.perf_counter()
+        trainer = Trainer(config)
+        trainer.train_iteration()  # compilation, graph capture
+        setup = time.perf_counter() - start
+        rates = [trainer.train_iteration()["charts/SPS"] for _ in range(args.iterations)]
+        policies = {p.name: {"algorithm": p.algorithm.name, "agents": len(p.agent_ids),
+                             "hidden_sizes": config.policies[p.name].model.hidden_sizes} for p in trainer.policies}
+        _emit({"bench": "train", "env": args.env, "num_envs": num_envs, "device": str(device),
+               "env_steps_per_s": statistics.median(rates), "setup_s": setup, "rollout_length": config.rollout_length,
+               "policies": policies, "cuda_graph": trainer.uses_cuda_graph,
+               "mixed_precision": config.mixed_precision})
+        del trainer
+    return 0
+
+
+def _emit(row: dict[str, Any]) -> None:
+    print(json.dumps(row), flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``warpdrive`` command; returns the exit status."""
+    # Numba's OpenMP workers spin after each parallel env step, starving PyTorch's threads on the CPU;
+    # let them sleep instead (read when Numba starts its thread pool, so set before any env runs).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    args = _parser().parse_args(argv)
+    from warpdrive.training.typed import ConfigError
+
+    commands = {"train": _train, "eval": _eval, "render": _render, "bench": _bench}
+    try:
+        return commands[args.command](args)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"warpdrive {args.command}: error: {err}", file=sys.stderr)
+        return 2

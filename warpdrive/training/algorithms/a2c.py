@@ -1,0 +1,95 @@
+"""Advantage Actor-Critic (Mnih et al. 2016, arXiv:1602.01783), synchronous, as in Stable-Baselines3.
+
+Per iteration: n-step bootstrapped returns over the rollout (or GAE when ``gae_lambda < 1``), then one
+gradient step on the whole batch: policy gradient weighted by the advantage, value regression, entropy
+bonus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from warpdrive.training.algorithms.base import ActorCriticAlgorithm, critic_input
+from warpdrive.training.algorithms.ppo import explained_variance
+from warpdrive.training.returns import discounted_returns, gae, next_state_values
+from warpdrive.training.schedules import Schedule
+from warpdrive.training.storage import RolloutStorage
+from warpdrive.training.typed import bounded
+
+__all__ = ["A2C", "A2CConfig"]
+
+
+@dataclass
+class A2CConfig:
+    """A2C's hyperparameters."""
+
+    gamma: float = bounded(0.99, ge=0.0, le=1.0)
+    """Discount factor."""
+    gae_lambda: float = bounded(1.0, ge=0.0, le=1.0)
+    """1.0: plain n-step returns (classic A2C); below 1: GAE."""
+    norm_adv: bool = False
+    """Normalise advantages over the batch."""
+    ent_coef: float = bounded(0.01, ge=0.0)
+    """Weight of the entropy bonus."""
+    ent_coef_schedule: Schedule = field(default_factory=Schedule)
+    vf_coef: float = bounded(0.5, ge=0.0)
+    """Weight of the value loss."""
+    max_grad_norm: float | None = bounded(0.5, gt=0.0)
+    """Clip the global gradient norm to this; ``null``: no clipping."""
+
+
+class A2C(ActorCriticAlgorithm):
+    """A2C for one policy; discrete and continuous actions."""
+
+    name = "a2c"
+    Config = A2CConfig
+    on_policy = True
+    discrete = True
+    continuous = True
+
+    def update(self, storage: RolloutStorage, progress: float) -> dict[str, torch.Tensor | float]:
+        c: A2CConfig = self.config
+        lr = self.set_learning_rate(progress, self.optimizer)
+        ent_coef = c.ent_coef_schedule.value(c.ent_coef, progress)
+
+        with torch.no_grad():
+            last_values = self.value(storage.last_obs, storage.last_global_state)
+            next_values = next_state_values(storage.values, last_values, storage.final_values,
+                                            storage.terminated, storage.truncated)
+            if c.gae_lambda == 1.0:
+                returns = discounted_returns(storage.rewards, next_values, storage.dones, c.gamma)
+                advantages = returns - storage.values
+            else:
+                advantages, returns = gae(storage.rewards, storage.values, next_values, storage.dones,
+                                          c.gamma, c.gae_lambda)
+
+        # one step on the whole flattened batch [T * E * A, ...]
+        obs = storage.obs.flatten(0, 2)
+        global_state = storage.global_state
+        if global_state is not None:  # [T, E, G] -> one row per sample, agents of an env sharing it
+            global_state = global_state.unsqueeze(2).expand(-1, -1, storage.num_agents, -1).flatten(0, 2)
+        advantages, returns = advantages.flatten(), returns.flatten()
+        if c.norm_adv:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+        with self.autocast():
+            dist = self.model.distribution(obs)
+            logprob = dist.log_prob(storage.actions.flatten(0, 2))
+            entropy = dist.entropy().mean()
+            newvalue = self.model.value(critic_input(obs, global_state))
+        losses: dict[str, torch.Tensor] = {
+            "loss_policy": -(advantages * logprob).mean(),
+            "loss_value": c.vf_coef * 0.5 * ((newvalue - returns) ** 2).mean(),
+            "loss_entropy": -ent_coef * entropy,
+            "entropy": entropy.detach(),
+        }
+        loss = sum(v for k, v in losses.items() if k.startswith("loss_"))
+        losses["grad_norm"] = self.clip_and_step(loss, c.max_grad_norm)
+
+        metrics: dict[str, torch.Tensor | float] = {k: v.detach() for k, v in losses.items()}
+        metrics["explained_variance"] = explained_variance(storage.values.flatten(), returns)
+        metrics["learning_rate"] = lr
+        metrics["ent_coef"] = ent_coef
+        return metrics

@@ -1,0 +1,194 @@
+"""What every algorithm shares: acting through its model, the optimiser and its schedule, mixed precision.
+
+An algorithm owns one policy: its model, optimiser(s) and update rule. The trainer calls
+:meth:`Algorithm.act` once per rollout step (under ``torch.no_grad``) and :meth:`Algorithm.update` once per
+iteration; ``update`` returns a dict whose ``loss_*`` entries are the optimised losses and whose other
+entries are logged as they are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from warpdrive.training.models import build_model
+
+if TYPE_CHECKING:
+    from warpdrive.training.config import PolicySpec
+    from warpdrive.training.storage import RolloutStorage
+
+__all__ = ["Act", "ActorCriticAlgorithm", "Algorithm", "critic_input"]
+
+
+@dataclass
+class Act:
+    """One rollout step's decisions for a policy's agents, [E, A, ...]."""
+
+    actions: torch.Tensor
+    """[E, A, H] as sampled (stored for the update)."""
+    env_actions: torch.Tensor
+    """[E, A, H] what the env receives: its action dtype, clipped to Box bounds."""
+    logprobs: torch.Tensor | None = None
+    """[E, A] log-probability of ``actions`` (stochastic policies)."""
+    values: torch.Tensor | None = None
+    """[E, A] the critic's ``V(obs)`` (actor-critic policies)."""
+
+
+def critic_input(obs: torch.Tensor, global_state: torch.Tensor | None) -> torch.Tensor:
+    """The critic's input: ``obs`` [..., D] alone (local critic), or ``[global_state, obs]`` [..., G + D].
+
+    ``global_state`` is [..., G] with the same leading shape as ``obs``, or without its agent axis
+    ([E, G] for ``obs`` [E, A, D]), in which case every agent of an env gets that env's state.
+    """
+    if global_state is None:
+        return obs
+    if global_state.dim() == obs.dim() - 1:
+        global_state = global_state.unsqueeze(-2).expand(*obs.shape[:-1], global_state.shape[-1])
+    return torch.cat([global_state, obs], dim=-1)
+
+
+class Algorithm:
+    """Base class. Subclasses set the class attributes and implement :meth:`act` and :meth:`update`.
+
+    Args:
+        spec: the policy's config (the algorithm reads its own section, e.g. ``spec.ppo``).
+        obs_size: D, one agent's observation size.
+        action_space: one agent's action space.
+        global_state_size: G when the critic is global, else 0.
+        device: where the model lives.
+        mixed_precision: run forward passes under bf16 autocast (CUDA only).
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type | None] = None
+    on_policy: ClassVar[bool] = True
+    """On-policy algorithms learn from the last rollout; off-policy ones from a replay buffer."""
+    discrete: ClassVar[bool] = True
+    """Supports Discrete and MultiDiscrete action spaces."""
+    continuous: ClassVar[bool] = True
+    """Supports Box action spaces."""
+    trainable: ClassVar[bool] = True
+    """False for fixed policies: no rollout storage, no update."""
+    default_model: ClassVar[str | None] = None
+
+    def __init__(self, spec: PolicySpec, obs_size: int, action_space: gym.spaces.Space, global_state_size: int,
+                 device: torch.device, mixed_precision: bool = False) -> None:
+        self.spec = spec
+        self.config: Any = getattr(spec, self.name, None)
+        self.action_space = action_space
+        self.obs_size = obs_size
+        self.device = device
+        self.mixed_precision = mixed_precision and device.type == "cuda"
+        self.continuous_actions = isinstance(action_space, gym.spaces.Box)
+        if self.continuous_actions:
+            self.action_size = int(np.prod(action_space.shape))
+            self.env_action_dtype = torch.float32
+            self.low = torch.as_tensor(np.asarray(action_space.low, np.float32).reshape(-1), device=device)
+            self.high = torch.as_tensor(np.asarray(action_space.high, np.float32).reshape(-1), device=device)
+        else:
+            self.action_size = 1 if isinstance(action_space, gym.spaces.Discrete) else int(np.prod(action_space.shape))
+            self.env_action_dtype = torch.int32
+        self.model: nn.Module | None = None
+        if self.default_model is not None:
+            critic_size = global_state_size + obs_size
+            self.model = build_model(spec.model.name or self.default_model, obs_size, action_space, spec.model,
+                                     critic_size).to(device)
+
+    # -- what subclasses implement ------------------------------------------------------------------
+
+    def act(self, obs: torch.Tensor, global_state: torch.Tensor | None, deterministic: bool = False) -> Act:
+        """Decide actions for ``obs`` [E, A, D] (``global_state`` [E, G] for a global critic).
+
+        ``deterministic``: the policy's most likely action, without exploration (evaluation, rendering).
+        Must not sync with the host: rollouts may be captured in a CUDA graph.
+        """
+        raise NotImplementedError
+
+    def update(self, storage: RolloutStorage, progress: float) -> dict[str, torch.Tensor | float]:
+        """Learn from the rollout in ``storage``; ``progress`` in [0, 1] drives the schedules."""
+        raise NotImplementedError
+
+    # -- shared helpers ---------------------------------------------------------------------------
+
+    @property
+    def stored_action_dtype(self) -> torch.dtype:
+        return torch.float32 if self.continuous_actions else torch.int64
+
+    def to_env_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """Actions as the env takes them: int32 indices, or floats clipped to the Box bounds."""
+        if self.continuous_actions:
+            return torch.maximum(torch.minimum(actions, self.high), self.low)
+        return actions.to(self.env_action_dtype)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """bf16 autocast on CUDA when mixed precision is on (no weight cache: safe in CUDA graphs)."""
+        if self.mixed_precision:
+            return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
+        return contextlib.nullcontext()
+
+    def make_optimizer(self, parameters: Any) -> torch.optim.Optimizer:
+        return torch.optim.Adam(parameters, lr=self.spec.optimizer.lr, eps=self.spec.optimizer.eps)
+
+    def set_learning_rate(self, progress: float, *optimizers: torch.optim.Optimizer) -> float:
+        """Apply the learning-rate schedule at ``progress``; returns the rate."""
+        opt = self.spec.optimizer
+        lr = opt.lr_schedule.value(opt.lr, progress)
+        for optimizer in optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        return lr
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Networks saved as safetensors in checkpoints (and all that evaluation needs)."""
+        return {"model": self.model} if self.model is not None else {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything else a bit-exact resume needs (optimisers, counters, buffers)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+class ActorCriticAlgorithm(Algorithm):
+    """A stochastic actor with a state-value critic and one optimiser (PPO, A2C)."""
+
+    default_model = "mlp_actor_critic"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        assert self.model is not None
+        self.optimizer = self.make_optimizer(self.model.parameters())
+
+    def act(self, obs: torch.Tensor, global_state: torch.Tensor | None, deterministic: bool = False) -> Act:
+        with self.autocast():
+            dist = self.model.distribution(obs)
+            actions = dist.mode() if deterministic else dist.sample()
+            values = self.model.value(critic_input(obs, global_state))
+        return Act(actions, self.to_env_actions(actions), dist.log_prob(actions), values)
+
+    def value(self, obs: torch.Tensor, global_state: torch.Tensor | None) -> torch.Tensor:
+        """``V`` [E, A] of ``obs`` [E, A, D]."""
+        with self.autocast():
+            return self.model.value(critic_input(obs, global_state))
+
+    def clip_and_step(self, loss: torch.Tensor, max_grad_norm: float | None) -> torch.Tensor:
+        """Backpropagate ``loss``, clip the gradient norm, step; returns the norm before clipping."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        limit = float("inf") if max_grad_norm is None else max_grad_norm
+        norm = nn.utils.clip_grad_norm_(self.model.parameters(), limit)
+        self.optimizer.step()
+        return norm.detach()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,232 @@
+"""The whole configuration of a training run, as typed dataclasses loaded from YAML.
+
+A minimal config::
+
+    env: {name: cartpole, num_envs: 64}
+    total_env_steps: 500000
+
+Policies are given per agent group of the env (``env.groups()``), BenchMARL-style, each with its own
+algorithm, model, optimiser and hyperparameters; a single policy named ``shared`` serves every group::
+
+    policies:
+      taggers: {algorithm: ppo, model: {hidden_sizes: [256, 256]}, ppo: {clip_coef: 0.1}}
+      runners: {algorithm: ppo, optimizer: {lr: 1.0e-4}}
+
+Command-line overrides use dotted key paths and YAML scalars: ``policies.taggers.ppo.clip_coef=0.1``.
+Every error names the key path: ``policies.taggers.ppo.clip_coef: expected a float > 0, got -1``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from warpdrive.training.algorithms import ALGORITHMS, A2CConfig, DDPGConfig, PPOConfig
+from warpdrive.training.models import ModelSpec
+from warpdrive.training.schedules import Schedule
+from warpdrive.training.typed import ConfigError, bounded, from_dict, to_dict
+
+__all__ = [
+    "SHARED",
+    "CheckpointSpec",
+    "ConfigError",
+    "EnvSpec",
+    "LoggingSpec",
+    "OptimizerSpec",
+    "PolicySpec",
+    "TrainConfig",
+    "apply_overrides",
+    "config_to_dict",
+    "load_config",
+    "packaged_config",
+]
+
+#: The policy name that maps every agent group to one policy.
+SHARED = "shared"
+
+
+@dataclass
+class EnvSpec:
+    """Which env to train in, and how many replicas."""
+
+    name: str
+    """A registered env (``warpdrive.envs.REGISTRY``), e.g. ``tag_gridworld``."""
+    num_envs: int = bounded(64, ge=1)
+    """Replicas stepped together (E)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """The env's own parameters (fields of its ``Config``), e.g. ``{num_taggers: 2, grid_length: 5}``."""
+    start: Literal["random", "identical"] = "random"
+    """Each replica starts from its own random state, or all from the config's start state."""
+
+
+@dataclass
+class OptimizerSpec:
+    """Adam and its learning-rate schedule."""
+
+    lr: float = bounded(3e-4, gt=0.0)
+    """Initial learning rate."""
+    lr_schedule: Schedule = field(default_factory=Schedule)
+    """How the rate changes over training (``{kind: linear}`` anneals it to 0, like CleanRL)."""
+    eps: float = bounded(1e-5, gt=0.0)
+    """Adam's epsilon."""
+
+
+@dataclass
+class PolicySpec:
+    """One policy: the algorithm that trains it, its network and optimiser, and hyperparameters.
+
+    Only the section of the chosen algorithm (``ppo``, ``a2c`` or ``ddpg``) is used.
+    """
+
+    algorithm: str = "ppo"
+    """``ppo``, ``a2c``, ``ddpg`` (Box actions only) or ``random`` (a fixed uniform policy)."""
+    model: ModelSpec = field(default_factory=ModelSpec)
+    optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    a2c: A2CConfig = field(default_factory=A2CConfig)
+    ddpg: DDPGConfig = field(default_factory=DDPGConfig)
+
+    def validate(self, path: str) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise ConfigError(f"{path}.algorithm",
+                              f"expected one of {', '.join(repr(a) for a in ALGORITHMS)}, got {self.algorithm!r}")
+        if self.algorithm == "ddpg" and self.model.critic_input != "local":
+            raise ConfigError(f"{path}.model.critic_input", "ddpg supports only a local critic")
+
+
+@dataclass
+class LoggingSpec:
+    """Where results go and what is shown."""
+
+    root: str = "runs"
+    """Directory under which each run gets ``<env>-<algorithm>-<timestamp>/``."""
+    run_dir: str | None = None
+    """Use this run directory instead (resumes append to it)."""
+    tensorboard: bool = True
+    """Write TensorBoard event files under ``<run_dir>/tensorboard``."""
+    progress: bool = True
+    """Show a progress bar (env-steps/s, mean episodic return per group) on stderr."""
+    learning_curve: bool = True
+    """Plot mean episodic return per group against env-steps to ``learning_curve.png`` at the end."""
+
+
+@dataclass
+class CheckpointSpec:
+    """When to save checkpoints under ``<run_dir>/checkpoints``."""
+
+    every: int = bounded(0, ge=0)
+    """Iterations between checkpoints; 0: none during training."""
+    at_end: bool = True
+    """Save one when training ends."""
+    keep: int = bounded(2, ge=1)
+    """How many of the newest checkpoints to keep."""
+    replay_buffer: bool = True
+    """Include off-policy replay buffers (needed for an exact resume; they can be large)."""
+
+
+@dataclass
+class TrainConfig:
+    """A training run."""
+
+    env: EnvSpec
+    total_env_steps: int = bounded(dataclasses.MISSING, ge=1)
+    """Env-steps to train for (one step of one env replica, all its agents, counts as one)."""
+    policies: dict[str, PolicySpec] = field(default_factory=lambda: {SHARED: PolicySpec()})
+    """One policy per agent group of the env, keyed by group name; or one named ``shared`` for all."""
+    rollout_length: int = bounded(128, ge=1)
+    """T: steps per env per iteration (an iteration consumes ``T * num_envs`` env-steps)."""
+    seed: int = 0
+    """Seeds torch, NumPy, Python's ``random`` and the env's random streams."""
+    device: str = "auto"
+    """``auto`` (cuda when available, else cpu), ``cpu``, ``cuda`` or ``cuda:N``."""
+    mixed_precision: Literal["none", "bf16"] = "none"
+    """``bf16``: forward passes under bf16 autocast (CUDA only; ignored on the CPU)."""
+    cuda_graph: bool = True
+    """Capture one rollout step in a CUDA graph and replay it (CUDA only; eager on the CPU)."""
+    logging: LoggingSpec = field(default_factory=LoggingSpec)
+    checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
+
+    def validate(self, path: str) -> None:
+        if not self.policies:
+            raise ConfigError("policies", "expected at least one policy")
+        if SHARED in self.policies and len(self.policies) > 1:
+            raise ConfigError("policies", f"a {SHARED!r} policy serves every group; remove the others "
+                              f"({', '.join(k for k in self.policies if k != SHARED)}) or rename it")
+        device = self.device
+        if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
+            raise ConfigError("device", f"expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+
+
+def packaged_config(name: str) -> Path:
+    """The training config shipped with env ``name`` (``warpdrive/envs/<name>/train.yaml``)."""
+    path = Path(str(resources.files("warpdrive.envs").joinpath(name, "train.yaml")))
+    if not path.is_file():
+        shipped = sorted(p.parent.name for p in Path(str(resources.files("warpdrive.envs"))).glob("*/train.yaml"))
+        raise FileNotFoundError(f"no config file {name!r} and no packaged config of that name; "
+                                f"packaged: {', '.join(shipped)}")
+    return path
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set ``key.path=value`` overrides in the raw config dict (in place; returned for chaining).
+
+    Values are parsed as YAML scalars (``0.1``, ``true``, ``null``, ``[64, 64]``); missing intermediate
+    mappings are created, so ``policies.runner.algorithm=random`` works on a config without ``runner``.
+    """
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(key or item, f"an override must look like key.path=value, got {item!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(key, f"cannot parse value {text!r}: {err}") from None
+        parts = key.split(".")
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(".".join(parts[: i + 1]), f"is {child!r}, not a mapping: cannot set {parts[i + 1]!r}")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None = None) -> TrainConfig:
+    """Load a :class:`TrainConfig`.
+
+    Args:
+        source: a YAML file, the name of an env with a packaged config (``tag_gridworld``), or a dict.
+        overrides: ``key.path=value`` strings applied on top.
+
+    Raises:
+        ConfigError: naming the key path of an unknown key, a missing required key or a bad value.
+    """
+    if isinstance(source, dict):
+        data = copy.deepcopy(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            path = packaged_config(str(source))
+        with open(path) as handle:
+            try:
+                data = yaml.safe_load(handle) or {}
+            except yaml.YAMLError as err:
+                raise ConfigError("", f"{path} is not valid YAML: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError("", f"{path} must hold a mapping of settings, got {type(data).__name__}")
+    apply_overrides(data, overrides or [])
+    return from_dict(TrainConfig, data)
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    """The resolved config as plain data (what ``config.yaml`` in a run directory holds)."""
+    return to_dict(config)

@@ -1,0 +1,95 @@
+"""Returns and advantages as pure functions of rollout tensors, on the device.
+
+Layout: ``[T, E, A]`` = (rollout step, env, agent); done flags are per env ``[T, E]`` (broadcast over
+agents) or per agent ``[T, E, A]``. Entry ``t`` describes the transition taken from the observation at
+step ``t``: its reward, and whether the episode ended with it.
+
+Episode ends, with the env's ``SAME_STEP`` autoreset: after a done step the next stored observation is
+the first of a *new* episode, so ``values[t + 1]`` must never be used to bootstrap transition ``t`` when
+it ended an episode. Instead:
+
+- terminated (the env's rules ended the episode): the next state has value 0, no bootstrap;
+- truncated (time limit): the episode could have gone on, so bootstrap from ``V(final_obs)``, the value of
+  the last observation of the finished episode, computed during the rollout (``final_values``).
+
+:func:`next_state_values` folds these cases into one tensor ``next_values[t]``, the value of the state
+that transition ``t`` actually reached; :func:`gae` and :func:`discounted_returns` then cut their recursion
+at every done step.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["discounted_returns", "gae", "next_state_values"]
+
+
+def _per_agent(flags: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """[T, E] flags broadcast to ``like`` [T, E, A] (returned as is when already per agent)."""
+    return flags.unsqueeze(-1) if flags.dim() == like.dim() - 1 else flags
+
+
+def next_state_values(values: torch.Tensor, last_values: torch.Tensor, final_values: torch.Tensor,
+                      terminated: torch.Tensor, truncated: torch.Tensor) -> torch.Tensor:
+    """Value of the state each transition reached, [T, E, A].
+
+    Args:
+        values: [T, E, A] ``V(obs[t])``, the values stored during the rollout.
+        last_values: [E, A] ``V`` of the observation after the last step (the bootstrap for ``t = T - 1``).
+        final_values: [T, E, A] ``V(final_obs[t])``; read only where ``truncated``.
+        terminated, truncated: [T, E] or [T, E, A] bool.
+
+    Returns:
+        ``values[t + 1]`` (``last_values`` for the last step) where the episode goes on,
+        ``final_values[t]`` where it was truncated, 0 where it terminated.
+    """
+    following = torch.cat([values[1:], last_values.unsqueeze(0)], dim=0)
+    reached = torch.where(_per_agent(truncated, values), final_values, following)
+    return torch.where(_per_agent(terminated, values), torch.zeros_like(reached), reached)
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor, dones: torch.Tensor,
+        gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation (Schulman et al. 2016, arXiv:1506.02438).
+
+    ``delta[t] = r[t] + gamma * next_values[t] - values[t]`` and
+    ``A[t] = delta[t] + gamma * lam * (1 - done[t]) * A[t + 1]``, with ``A[T] = 0``.
+
+    Args:
+        rewards, values, next_values: [T, E, A] (``next_values`` from :func:`next_state_values`).
+        dones: [T, E] or [T, E, A] bool, terminated or truncated: the recursion stops there.
+
+    Returns:
+        ``(advantages, returns)``, both [T, E, A]; ``returns = advantages + values`` (the critic's target).
+    """
+    not_done = 1.0 - _per_agent(dones, values).to(values.dtype)
+    deltas = rewards + gamma * next_values - values
+    advantages = torch.empty_like(values)
+    running = torch.zeros_like(values[0])
+    for t in reversed(range(values.shape[0])):
+        running = deltas[t] + gamma * lam * not_done[t] * running
+        advantages[t] = running
+    return advantages, advantages + values
+
+
+def discounted_returns(rewards: torch.Tensor, next_values: torch.Tensor, dones: torch.Tensor,
+                       gamma: float) -> torch.Tensor:
+    """n-step discounted returns, bootstrapped at the end of the rollout and at truncations.
+
+    ``R[t] = r[t] + gamma * (next_values[t] if done[t] or t = T - 1 else R[t + 1])``: every step looks
+    ahead to the end of its episode or of the rollout, whichever comes first (A2C's targets).
+
+    Args:
+        rewards, next_values: [T, E, A] (``next_values`` from :func:`next_state_values`).
+        dones: [T, E] or [T, E, A] bool.
+
+    Returns:
+        [T, E, A] returns.
+    """
+    done = _per_agent(dones, rewards)
+    returns = torch.empty_like(rewards)
+    running = next_values[-1]
+    for t in reversed(range(rewards.shape[0])):
+        running = rewards[t] + gamma * torch.where(done[t], next_values[t], running)
+        returns[t] = running
+    return returns

@@ -1,0 +1,78 @@
+"""A whole run: trainer, run directory, metrics, checkpoints, resume; and loading a trained run back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from warpdrive.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from warpdrive.training.config import TrainConfig, config_to_dict, load_config
+from warpdrive.training.logging import RunLogger, new_run_dir
+from warpdrive.training.trainer import Trainer
+
+__all__ = ["RunResult", "train", "trainer_from_checkpoint"]
+
+
+@dataclass
+class RunResult:
+    """Where a finished run's results are."""
+
+    run_dir: Path
+    config_path: Path
+    metrics_path: Path
+    tensorboard_dir: Path | None
+    learning_curve: Path | None
+    checkpoint: Checkpoint | None
+    env_steps: int
+    last_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def train(config: TrainConfig, *, resume: str | Path | None = None) -> RunResult:
+    """Train to ``config.total_env_steps``, logging and checkpointing into a run directory.
+
+    Args:
+        resume: a run directory or checkpoint (see :func:`~warpdrive.training.checkpoint.find_checkpoint`):
+            restore its networks, optimisers, env state and random generators and go on in its run
+            directory. Where the run is deterministic (the CPU), the result is bit-identical to an
+            uninterrupted run with the same config.
+    """
+    checkpoint = None
+    trainer = Trainer(config)
+    if resume is not None:
+        checkpoint, state = load_checkpoint(resume)
+        trainer.load_model_tensors(checkpoint.load_models(trainer.device))
+        trainer.load_state_dict(state["trainer"])
+    run_dir = checkpoint.run_dir if checkpoint is not None else new_run_dir(config)
+    logger = RunLogger(run_dir, config, start_env_steps=trainer.env_steps)
+    config_data = config_to_dict(config)
+    spec = config.checkpoint
+    saved_at = trainer.iteration if checkpoint is not None else None
+    metrics: dict[str, float] = {}
+
+    def save() -> Checkpoint:
+        return save_checkpoint(trainer, run_dir / "checkpoints", config_data, keep=spec.keep,
+                               replay_buffer=spec.replay_buffer)
+
+    try:
+        while not trainer.done:
+            metrics = trainer.train_iteration()
+            logger.log(trainer.iteration, trainer.env_steps, metrics)
+            if spec.every and trainer.iteration % spec.every == 0:
+                checkpoint, saved_at = save(), trainer.iteration
+        if spec.at_end and saved_at != trainer.iteration:
+            checkpoint = save()
+    finally:
+        logger.close()
+    return RunResult(run_dir, logger.config_path, logger.metrics_path, logger.tensorboard_dir,
+                     logger.learning_curve, checkpoint, trainer.env_steps, metrics)
+
+
+def trainer_from_checkpoint(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Trainer, Checkpoint]:
+    """A fresh trainer built from a checkpoint's config (with ``overrides``, e.g. ``env.num_envs=16``),
+    holding the checkpoint's networks (for evaluation and rendering; the env starts anew)."""
+    checkpoint, state = load_checkpoint(path)
+    config = load_config(state["config"], list(overrides))
+    trainer = Trainer(config)
+    trainer.load_model_tensors(checkpoint.load_models(trainer.device))
+    return trainer, checkpoint

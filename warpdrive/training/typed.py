@@ -1,0 +1,181 @@
+"""Typed configs: plain dataclasses filled from YAML data, with errors that name the key path.
+
+A config class is a dataclass whose fields carry type hints (``int``, ``float``, ``bool``, ``str``,
+``Literal[...]``, ``X | None``, ``list[X]``, ``dict[str, X]``, ``Any`` or another config dataclass) and,
+where a number has limits, a :func:`bounded` default. :func:`from_dict` builds one from nested dicts and
+lists (what ``yaml.safe_load`` returns) and raises :class:`ConfigError` at the first problem::
+
+    policies.taggers.ppo.clip_coef: expected a float > 0, got -1
+
+A dataclass may define ``validate(self, path: str)`` for checks across fields; it runs after the fields
+are filled and raises :class:`ConfigError` itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+__all__ = ["ConfigError", "bounded", "from_dict", "to_dict"]
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or bad; the message starts with its key path."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path or '<config>'}: {message}")
+        self.path = path
+
+
+def bounded(default: Any, *, gt: float | None = None, ge: float | None = None,
+            lt: float | None = None, le: float | None = None) -> Any:
+    """A dataclass field default with numeric limits, checked by :func:`from_dict`.
+
+    ``None`` is always accepted for fields typed ``X | None``; the limits apply to numbers only.
+    """
+    return dataclasses.field(default=default, metadata={"bounds": (gt, ge, lt, le)})
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _describe_bounds(bounds: tuple[float | None, ...]) -> str:
+    gt, ge, lt, le = bounds
+    parts = [f"{op} {v:g}" for op, v in ((">", gt), (">=", ge), ("<", lt), ("<=", le)) if v is not None]
+    return " and ".join(parts)
+
+
+def _check_bounds(value: float, bounds: tuple[float | None, ...] | None) -> bool:
+    if bounds is None:
+        return True
+    gt, ge, lt, le = bounds
+    return ((gt is None or value > gt) and (ge is None or value >= ge)
+            and (lt is None or value < lt) and (le is None or value <= le))
+
+
+def _expected(kind: str, bounds: tuple[float | None, ...] | None) -> str:
+    limits = _describe_bounds(bounds) if bounds else ""
+    return f"expected {kind}{' ' + limits if limits else ''}"
+
+
+def _convert(value: Any, hint: Any, path: str, bounds: tuple[float | None, ...] | None = None) -> Any:
+    origin = get_origin(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        options = get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        others = [o for o in options if o is not type(None)]
+        if len(others) == 1:
+            return _convert(value, others[0], path, bounds)
+        raise TypeError(f"{path}: unions other than 'X | None' are not supported in configs")
+    if origin is Literal:
+        choices = get_args(hint)
+        if value not in choices:
+            raise ConfigError(path, f"expected one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, path)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(path, f"expected a list, got {value!r}")
+        (item,) = get_args(hint)[:1]
+        items = [_convert(v, item, _join(path, i), bounds) for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(path, f"expected a mapping, got {value!r}")
+        _, item = get_args(hint)
+        for key in value:
+            if not isinstance(key, str):
+                raise ConfigError(path, f"keys must be strings, got {key!r}")
+        return {k: _convert(v, item, _join(path, k), bounds) for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, f"expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            # YAML reads 1e6 as a string and 1.0e6 as a float; accept both when they are whole numbers
+            number = _as_float(value)
+            if number is None or not number.is_integer():
+                raise ConfigError(path, f"{_expected('an integer', bounds)}, got {value!r}")
+            value = int(number)
+        if not _check_bounds(value, bounds):
+            raise ConfigError(path, f"{_expected('an integer', bounds)}, got {value!r}")
+        return value
+    if hint is float:
+        number = _as_float(value)
+        if number is None or number != number or not _check_bounds(number, bounds):
+            raise ConfigError(path, f"{_expected('a float', bounds)}, got {value!r}")
+        return number
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(path, f"expected a string, got {value!r}")
+        return value
+    raise TypeError(f"{path}: unsupported config type {hint!r}")
+
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def from_dict(cls: type[T], data: Any, path: str = "") -> T:
+    """Build the dataclass ``cls`` from ``data`` (a mapping), checking every key and value.
+
+    Raises:
+        ConfigError: for an unknown key, a missing required key or a bad value; the message names the
+            key path (``a.b.c``) and says what was expected.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(path, f"expected a mapping of {cls.__name__} settings, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    hints = get_type_hints(cls)
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(fields)}"
+            raise ConfigError(_join(path, str(key)), f"unknown key; {hint}")
+    values = {}
+    for name, f in fields.items():
+        sub = _join(path, name)
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(sub, "missing required key")
+            continue
+        values[name] = _convert(data[name], hints[name], sub, f.metadata.get("bounds"))
+    obj = cls(**values)
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        validate(path)
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass (or nested containers of them) as plain dicts, lists and scalars, ready for YAML."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj
