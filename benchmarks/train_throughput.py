@@ -1,0 +1,149 @@
+"""Training throughput (env-steps consumed per second over whole iterations), matched to the reference.
+
+Each configuration mirrors what ``shared/bench/reference_warpdrive.py`` runs for the reference WarpDrive:
+the same env parameters (its shipped training YAMLs), the same number of envs, the same batch per
+iteration (``train_batch_size`` = envs x rollout length), the same models (two 256x256 MLP policies,
+taggers and runners, for Tag-continuous; one shared 32x32 policy for Tag-gridworld, as its YAML) and the
+same algorithm (A2C: one gradient step per iteration). PPO (4 epochs, 4 minibatches) is reported beside.
+Setup (env, models, compilation from the warm cache, CUDA-graph capture) is timed separately; the rate is
+the median over timed iterations after one warm-up iteration.
+
+    python benchmarks/train_throughput.py [NAME ...] [--algorithms a2c ppo] [--iterations 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from env_throughput import TAG_CONTINUOUS_TRAINING, TAG_GRIDWORLD_TRAINING
+
+# name: (env, env kwargs, num_envs, reference train_batch_size, hidden sizes, groups)
+CONFIGS = {
+    "tc_default": ("tag_continuous", {"num_taggers": 10, "num_runners": 100}, 100, 25000, 256, True),
+    "tc_mid": ("tag_continuous", {"num_taggers": 10, "num_runners": 90}, 1000, 100000, 256, True),
+    "tc_many_envs": ("tag_continuous", {"num_taggers": 2, "num_runners": 8}, 2000, 200000, 256, True),
+    "gw_default": ("tag_gridworld", {"num_taggers": 4}, 2000, 200000, 32, False),
+}
+# The reference's A2C hyperparameters (its YAMLs): lr 0.005 runners / 0.001 taggers (0.001 shared),
+# entropy 0.05, value coefficient 1, gradient clip 0.5 (3 for the gridworld), gamma 0.98.
+REFERENCE_LR = {"runners": 0.005, "taggers": 0.001, "shared": 0.001}
+
+
+def train_config(name: str, algorithm: str, mixed_precision: str) -> dict:
+    env_name, kwargs, num_envs, batch, hidden, per_group = CONFIGS[name]
+    base = TAG_CONTINUOUS_TRAINING if env_name == "tag_continuous" else TAG_GRIDWORLD_TRAINING
+    rollout = batch // num_envs
+    grad_clip = 0.5 if env_name == "tag_continuous" else 3.0
+    groups = ["taggers", "runners"] if per_group else ["shared"]
+    policies = {}
+    for group in groups:
+        spec = {
+            "algorithm": algorithm,
+            "model": {"hidden_sizes": [hidden, hidden], "activation": "relu"},
+            "optimizer": {"lr": REFERENCE_LR[group]},
+        }
+        if algorithm == "a2c":
+            spec["a2c"] = {"gamma": 0.98, "ent_coef": 0.05, "vf_coef": 1.0, "max_grad_norm": grad_clip}
+        else:
+            spec["ppo"] = {"gamma": 0.98, "ent_coef": 0.05, "vf_coef": 1.0, "max_grad_norm": grad_clip,
+                           "update_epochs": 4, "num_minibatches": 4}
+        policies[group] = spec
+    return {
+        "env": {"name": env_name, "num_envs": num_envs, "kwargs": {**base, **kwargs}},
+        "total_env_steps": 10**12,
+        "rollout_length": rollout,
+        "seed": 0,
+        "mixed_precision": mixed_precision,
+        "policies": policies,
+        "logging": {"tensorboard": False, "progress": False, "learning_curve": False, "root": "/tmp/wd-bench-runs"},
+        "checkpoint": {"every": 0, "at_end": False},
+    }
+
+
+def measure(name: str, algorithm: str, mixed_precision: str, iterations: int) -> dict:
+    import torch
+
+    from warpdrive.training.config import load_config
+    from warpdrive.training.trainer import Trainer
+
+    cuda = torch.cuda.is_available()
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    if cuda:
+        torch.zeros(1, device="cuda")
+    t0 = time.perf_counter()
+    trainer = Trainer(load_config(train_config(name, algorithm, mixed_precision)))
+    trainer.train_iteration()  # warm-up: compilation from cache, lazy init, graph capture
+    sync()
+    setup_s = time.perf_counter() - t0
+    steps_per_iteration = trainer.config.env.num_envs * trainer.config.rollout_length
+    rates, rollout_s, update_s = [], [], []
+    for _ in range(iterations):
+        sync()
+        start = time.perf_counter()
+        metrics = trainer.train_iteration()
+        sync()
+        rates.append(steps_per_iteration / (time.perf_counter() - start))
+        rollout_s.append(metrics.get("time/rollout_s", float("nan")))
+        update_s.append(metrics.get("time/update_s", float("nan")))
+    env = trainer.env
+    return {
+        "name": name, "algorithm": algorithm, "mixed_precision": mixed_precision, "agents": env.num_agents,
+        "envs": env.num_envs, "batch_env_steps": steps_per_iteration,
+        "batch_agent_rows": steps_per_iteration * env.num_agents,
+        "setup_s": round(setup_s, 2), "train_env_steps_per_s": round(statistics.median(rates)),
+        "rollout_s": round(statistics.median(rollout_s), 4), "update_s": round(statistics.median(update_s), 4),
+        "cuda_graph": trainer.uses_cuda_graph, "device": torch.cuda.get_device_name() if cuda else "cpu",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help=f"configurations (default: all of {list(CONFIGS)})")
+    parser.add_argument("--algorithms", nargs="+", default=["a2c", "ppo"], choices=["a2c", "ppo"])
+    parser.add_argument("--precision", nargs="+", default=["none", "bf16"], choices=["none", "bf16"])
+    parser.add_argument("--iterations", type=int, default=4)
+    parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--out", default=os.environ.get("OUT"), help="folder for train_throughput.jsonl")
+    args = parser.parse_args()
+    if args.one:
+        name, algorithm, precision = args.one
+        try:
+            result = measure(name, algorithm, precision, args.iterations)
+        except Exception as error:  # report and go on with the other configurations
+            result = {"name": name, "algorithm": algorithm, "mixed_precision": precision, "error": repr(error)[:400]}
+        print(json.dumps(result), flush=True)
+        return
+    results = []
+    for name in args.names or list(CONFIGS):
+        for algorithm in args.algorithms:
+            for precision in args.precision:
+                command = [sys.executable, __file__, "--one", name, algorithm, precision,
+                           f"--iterations={args.iterations}"]
+                proc = subprocess.run(command, capture_output=True, text=True)
+                lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+                result = json.loads(lines[-1]) if lines else {"name": name, "algorithm": algorithm,
+                                                               "error": proc.stderr[-400:]}
+                print(json.dumps(result), flush=True)
+                results.append(result)
+    if args.out:
+        with open(os.path.join(args.out, "train_throughput.jsonl"), "a") as handle:
+            for result in results:
+                handle.write(json.dumps(result) + "\n")
+    print(f"\n{'config':14s} {'algo':5s} {'prec':5s} {'env-steps/s':>12s} {'rollout s':>9s} {'update s':>9s} "
+          f"{'setup s':>8s}")
+    for r in results:
+        if "error" in r:
+            print(f"{r['name']:14s} {r['algorithm']:5s} ERROR {r['error'][:90]}")
+        else:
+            print(f"{r['name']:14s} {r['algorithm']:5s} {r['mixed_precision']:5s} {r['train_env_steps_per_s']:>12,d} "
+                  f"{r['rollout_s']:>9.3f} {r['update_s']:>9.3f} {r['setup_s']:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
