@@ -138,8 +138,9 @@ class MultiCategorical:
     def entropy(self) -> torch.Tensor:
         """Joint entropy [...] (sum over heads); masked actions contribute 0, not NaN."""
         probs = self.log_probs.exp()
-        plogp = torch.where(probs > 0, probs * self.log_probs, torch.zeros_like(probs))
-        return -plogp.sum(-1).sum(-1)
+        # zero the -inf log-probabilities before multiplying: 0 * -inf would be NaN, in the gradient too
+        log_probs = torch.where(probs > 0, self.log_probs, torch.zeros_like(self.log_probs))
+        return -(probs * log_probs).sum(-1).sum(-1)
 
 
 class DiagGaussian:

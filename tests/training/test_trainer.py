@@ -1,0 +1,120 @@
+"""The trainer on Tag-gridworld (two agent groups) and Pendulum (Box actions): policies per group or shared,
+metrics, storage contents, evaluation, and configs that do not fit the env."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from warpdrive.training.config import ConfigError, load_config
+from warpdrive.training.evaluate import evaluate
+from warpdrive.training.trainer import Trainer
+
+GRID = {
+    "env": {"name": "tag_gridworld", "num_envs": 8,
+            "kwargs": {"num_taggers": 2, "grid_length": 4, "episode_length": 10}},
+    "total_env_steps": 8 * 12 * 3,
+    "rollout_length": 12,
+    "device": "cpu",
+}
+
+
+def grid_trainer(*overrides: str) -> Trainer:
+    return Trainer(load_config(GRID, list(overrides)))
+
+
+def test_per_group_policies_and_metric_names() -> None:
+    trainer = grid_trainer("policies.taggers.algorithm=ppo", "policies.runner.algorithm=a2c", "cuda_graph=true")
+    assert [(p.name, p.agent_ids.tolist()) for p in trainer.policies] == [("taggers", [0, 1]), ("runner", [2])]
+    assert trainer.num_iterations == 3 and not trainer.uses_cuda_graph  # no graphs on the CPU
+    metrics = trainer.train_iteration()
+    assert metrics["charts/episodes"] > 0  # 10-step episodes in a 12-step rollout
+    for key in ("charts/episodic_return/taggers", "charts/episodic_return/runner", "charts/episodic_length",
+                "charts/SPS", "time/rollout_s", "time/update_s"):
+        assert key in metrics and math.isfinite(metrics[key])
+    for group in ("taggers", "runner"):
+        for name in ("policy_loss", "value_loss", "entropy", "explained_variance", "learning_rate"):
+            assert f"losses/{group}/{name}" in metrics
+    assert "losses/taggers/approx_kl" in metrics and "losses/taggers/clipfrac" in metrics
+    assert metrics["charts/episodic_length"] <= 10
+    while not trainer.done:
+        trainer.train_iteration()
+    assert trainer.env_steps == 8 * 12 * 3
+
+
+def test_storage_holds_the_rollout() -> None:
+    trainer = grid_trainer("policies.taggers.algorithm=ppo", "policies.runner.algorithm=random")
+    env = trainer.env
+    first_obs = env.obs.clone()
+    trainer.rollout()
+    storage = trainer.policies[0].storage
+    assert trainer.policies[1].storage is None  # a fixed policy stores nothing
+    torch.testing.assert_close(storage.obs[0], first_obs[:, :2])
+    torch.testing.assert_close(storage.last_obs, env.obs[:, :2])
+    # every episode is truncated at t=10 unless terminated earlier, so each env ends at least once in 12 steps
+    assert (storage.dones.any(0)).all()
+    # a tagger earns +10 in the step of a tag, else -0.01 (and -0.1 more when it bumps into the border)
+    tag_steps = storage.terminated.unsqueeze(-1).expand_as(storage.rewards)
+    assert {round(r, 2) for r in storage.rewards[tag_steps].tolist()} <= {10.0, 9.9}
+    assert {round(r, 2) for r in storage.rewards[~tag_steps].tolist()} <= {-0.01, -0.11}
+    # final values were computed where truncated (and they are finite everywhere)
+    assert torch.isfinite(storage.final_values).all()
+    # episode counts agree with the done flags written to storage
+    host = trainer._stats.tolist()
+    assert host[0] == float(storage.dones.sum())
+
+
+def test_shared_policy_with_global_critic() -> None:
+    trainer = grid_trainer("policies.shared.model.critic_input=global", "policies.shared.algorithm=ppo")
+    (policy,) = trainer.policies
+    assert policy.groups == ["taggers", "runner"] and policy.global_critic
+    assert trainer.global_state_size == 3 * trainer.env.observation_size()
+    assert policy.storage.global_state.shape == (12, 8, trainer.global_state_size)
+    metrics = trainer.train_iteration()
+    assert math.isfinite(metrics["losses/shared/value_loss"])
+
+
+def test_continuous_actions_with_ppo_and_ddpg() -> None:
+    base = {"env": {"name": "pendulum", "num_envs": 4}, "total_env_steps": 4 * 10 * 2, "rollout_length": 10}
+    for overrides in (["policies.shared.algorithm=ppo"],
+                      ["policies.shared.algorithm=ddpg", "policies.shared.ddpg.learning_starts=40",
+                       "policies.shared.ddpg.batch_size=8"]):
+        trainer = Trainer(load_config(base, overrides))
+        trainer.train_iteration()
+        metrics = trainer.train_iteration()
+        assert math.isfinite(metrics["losses/shared/value_loss"])
+        if "ddpg" in overrides[0]:
+            storage = trainer.policies[0].storage
+            assert storage.next_obs.shape == (10, 4, 1, 3)
+            assert (storage.actions.abs() <= 2.0).all()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["policies.hunters.algorithm=ppo", "policies.runner.algorithm=ppo", "policies.taggers.algorithm=ppo"],
+         "policies.hunters: tag_gridworld has no agent group 'hunters'; its groups: taggers, runner"),
+        (["policies.taggers.algorithm=ppo"], "policies: no policy for group(s) runner of tag_gridworld"),
+        (["policies.shared.algorithm=ddpg"], "policies.shared.algorithm: ddpg supports only continuous (Box) actions"),
+        (["env.kwargs.num_tagers=2"], "env: TagGridWorld: unknown parameter(s) ['num_tagers']"),
+        (["env.kwargs.grid_length=1"], "env: grid_length must be an integer >= 2, got 1"),
+        (["env.name=tag_grid"], "env.name: unknown env 'tag_grid'"),
+        (["policies.shared.ppo.num_minibatches=100000"], "policies.shared.ppo.num_minibatches: 100000 minibatches"),
+    ],
+)
+def test_configs_that_do_not_fit_the_env(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        grid_trainer(*overrides)
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_evaluate_one_episode_per_env() -> None:
+    trainer = grid_trainer("policies.taggers.algorithm=ppo", "policies.runner.algorithm=random")
+    trained = evaluate(trainer, seed=3)
+    random = evaluate(trainer, random_actions=True, seed=3)
+    greedy = evaluate(trainer, deterministic=True, seed=3)
+    for result in (trained, random, greedy):
+        assert set(result) == {"episodes", "return/taggers", "return/runner", "episode_length"}
+        assert result["episodes"] == 8 and 1 <= result["episode_length"] <= 10
