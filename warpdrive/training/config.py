@@ -149,6 +149,10 @@ class TrainConfig:
     """``bf16``: forward passes under bf16 autocast (CUDA only; ignored on the CPU)."""
     cuda_graph: bool = True
     """Capture one rollout step in a CUDA graph and replay it (CUDA only; eager on the CPU)."""
+    torch_threads: int | None = bounded(None, ge=1)
+    """Threads for PyTorch's CPU operations (``torch.set_num_threads``); ``null`` keeps PyTorch's default.
+    With small models on few cores, 1 is often several times faster: the env's Numba threads and
+    PyTorch's would otherwise compete for the same cores."""
     logging: LoggingSpec = field(default_factory=LoggingSpec)
     checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
 

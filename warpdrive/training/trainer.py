@@ -96,6 +96,8 @@ class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.device = resolve_device(config.device)
+        if config.torch_threads is not None:
+            torch.set_num_threads(config.torch_threads)
         seed_everything(config.seed)
         spec = config.env
         try:
