@@ -206,7 +206,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Numba's OpenMP workers spin after each parallel env step, starving PyTorch's threads on the CPU;
     # let them sleep instead (read when Numba starts its thread pool, so set before any env runs).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # overrides may follow options (train CONFIG --resume RUN key=value): argparse leaves those over
+    args, extra = parser.parse_known_args(argv)
+    if extra and (not hasattr(args, "overrides") or any(a.startswith("-") or "=" not in a for a in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     from warpdrive.training.typed import ConfigError
 
     commands = {"train": _train, "eval": _eval, "render": _render, "bench": _bench}

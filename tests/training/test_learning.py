@@ -1,0 +1,57 @@
+"""Learning happens: trained policies clearly beat random ones within a small budget, on the CPU.
+
+Each test trains with a packaged config (``warpdrive/envs/<env>/train.yaml``), then evaluates the final
+policies on fresh envs, one episode per replica, against uniformly random actions.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from warpdrive.training.config import load_config
+from warpdrive.training.evaluate import evaluate
+from warpdrive.training.trainer import Trainer
+
+
+def train_and_evaluate(name: str, overrides: list[str], episodes: int, deterministic: bool = False):
+    config = load_config(name, ["device=cpu", *overrides])
+    trainer = Trainer(config)
+    start = time.perf_counter()
+    while not trainer.done:
+        trainer.train_iteration()
+    seconds = time.perf_counter() - start
+    judge = Trainer(load_config(name, ["device=cpu", *overrides, f"env.num_envs={episodes}"]))
+    judge.load_model_tensors(trainer.model_tensors())
+    trained = evaluate(judge, deterministic=deterministic, seed=999)
+    random = evaluate(judge, random_actions=True, seed=999)
+    print(f"{name}: {trainer.env_steps} env-steps in {seconds:.1f} s; trained {trained}; random {random}")
+    return trained, random
+
+
+def test_taggers_learn_to_catch_the_runner() -> None:
+    """Two taggers on a 5x5 grid against a random runner: episodes end (the runner is caught) in less than
+    half as many steps as with random taggers (measured: about 5 vs 21 steps, after 60k env-steps)."""
+    trained, random = train_and_evaluate(
+        "tag_gridworld", ["policies.runner.algorithm=random", "total_env_steps=60000"], episodes=200)
+    assert random["episode_length"] > 15
+    assert trained["episode_length"] < 0.5 * random["episode_length"]
+    assert trained["return/taggers"] > random["return/taggers"]
+
+
+@pytest.mark.slow
+def test_ppo_solves_cartpole() -> None:
+    """PPO reaches a mean return of at least 475 (of 500) within 500k env-steps (measured: 500)."""
+    trained, random = train_and_evaluate("cartpole", ["total_env_steps=500000"], episodes=100)
+    assert random["return/agents"] < 50
+    assert trained["return/agents"] >= 475
+
+
+@pytest.mark.slow
+def test_ddpg_swings_up_the_pendulum() -> None:
+    """DDPG beats random torques clearly within 25k env-steps: mean return above -400 (measured: about -150;
+    random: about -1200)."""
+    trained, random = train_and_evaluate("pendulum", ["total_env_steps=25000"], episodes=100, deterministic=True)
+    assert random["return/agents"] < -1000
+    assert trained["return/agents"] > -400
