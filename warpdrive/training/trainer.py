@@ -98,6 +98,9 @@ class Trainer:
         self.device = resolve_device(config.device)
         if config.torch_threads is not None:
             torch.set_num_threads(config.torch_threads)
+        if self.device.type == "cuda" and config.mixed_precision in ("tf32", "bf16"):
+            torch.backends.cuda.matmul.allow_tf32 = True  # process-wide, like torch.set_num_threads
+            torch.backends.cudnn.allow_tf32 = True
         seed_everything(config.seed)
         spec = config.env
         try:

@@ -1,0 +1,84 @@
+"""The trainer on a real CUDA GPU: the rollout step captured in a CUDA graph (env kernel included),
+mixed precision, fixed and off-policy policies inside the graph, and learning with replayed graphs.
+
+Skipped without a GPU (and under Numba's CUDA simulator, which cannot be captured).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from warpdrive.core.device import cuda_available
+from warpdrive.training.config import load_config
+from warpdrive.training.evaluate import evaluate
+from warpdrive.training.trainer import Trainer
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU")]
+
+GRID = {
+    "env": {"name": "tag_gridworld", "num_envs": 256,
+            "kwargs": {"num_taggers": 2, "grid_length": 4, "episode_length": 20}},
+    "total_env_steps": 256 * 16 * 40,
+    "rollout_length": 16,
+    "device": "cuda",
+    "policies": {"taggers": {"algorithm": "ppo"}, "runner": {"algorithm": "random"}},
+}
+
+
+def test_rollout_is_captured_and_fills_every_step() -> None:
+    trainer = Trainer(load_config(GRID))
+    metrics = trainer.train_iteration()  # warm-up steps, capture, replays
+    assert trainer.uses_cuda_graph
+    storage = trainer.policies[0].storage
+    storage.obs.fill_(float("nan"))
+    storage.rewards.fill_(float("nan"))
+    metrics = trainer.train_iteration()  # replays only
+    assert not torch.isnan(storage.obs).any() and not torch.isnan(storage.rewards).any()
+    assert metrics["charts/episodes"] > 0 and math.isfinite(metrics["charts/episodic_return/taggers"])
+    # the graph's episode statistics agree with the done flags it stored
+    assert metrics["charts/episodes"] == float(storage.dones.sum())
+
+
+def test_graph_and_eager_both_learn_gridworld() -> None:
+    lengths = {}
+    for graph in (True, False):
+        trainer = Trainer(load_config(GRID, [f"cuda_graph={str(graph).lower()}"]))
+        while not trainer.done:
+            trainer.train_iteration()
+        assert trainer.uses_cuda_graph == graph
+        lengths[graph] = evaluate(trainer, seed=5)["episode_length"]
+        random = evaluate(trainer, random_actions=True, seed=5)["episode_length"]
+        assert lengths[graph] < 0.6 * random, (graph, lengths[graph], random)
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_mixed_precision_and_global_critic(precision: str) -> None:
+    trainer = Trainer(load_config(GRID, [f"mixed_precision={precision}", "policies.taggers.model.critic_input=global",
+                                         "policies.taggers.algorithm=a2c"]))
+    for _ in range(3):
+        metrics = trainer.train_iteration()
+    assert trainer.uses_cuda_graph
+    assert all(math.isfinite(v) for k, v in metrics.items() if k.startswith("losses/"))
+
+
+def test_ddpg_switches_from_random_to_learned_actions_inside_the_graph() -> None:
+    config = load_config("pendulum", ["device=cuda", "env.num_envs=16", "total_env_steps=40000",
+                                      "policies.shared.ddpg.gradient_steps=50"])
+    trainer = Trainer(config)
+    while not trainer.done:
+        trainer.train_iteration()
+    assert trainer.uses_cuda_graph and not bool(trainer.policies[0].algorithm.explore_randomly)
+    trained = evaluate(trainer, deterministic=True, seed=1)["return/agents"]
+    assert trained > -400, trained
+
+
+def test_tag_continuous_per_group_a2c() -> None:
+    config = load_config("tag_continuous", ["env.num_envs=32", "rollout_length=20", "total_env_steps=3200"])
+    trainer = Trainer(config)
+    while not trainer.done:
+        metrics = trainer.train_iteration()
+    assert trainer.uses_cuda_graph
+    assert math.isfinite(metrics["losses/taggers/value_loss"]) and math.isfinite(metrics["losses/runners/value_loss"])
