@@ -70,7 +70,9 @@ class ModelSpec:
     critic_input: Literal["local", "global"] = "local"
     """``local``: the critic sees the agent's observation. ``global`` (MAPPO-style centralised critic): it
     sees the env's global state (the env's ``global_state(obs)`` if it has one, else every agent's
-    observation concatenated) followed by the agent's own observation."""
+    observation concatenated) followed by the agent's own observation. The concatenation grows with
+    agents x observation size and is stored per step: with many agents, give the env a compact
+    ``global_state``."""
     log_std_init: float = 0.0
     """Initial log standard deviation of Gaussian policies."""
     kwargs: dict[str, Any] = field(default_factory=dict)

@@ -94,6 +94,8 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig) -> None:
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"Trainer needs a TrainConfig (from load_config(...)), got {type(config).__name__}")
         self.config = config
         self.device = resolve_device(config.device)
         if config.torch_threads is not None:
