@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -201,24 +200,8 @@ def _emit(row: dict[str, Any]) -> None:
     print(json.dumps(row), flush=True)
 
 
-def _choose_numba_threading_layer() -> None:
-    """Run CPU env kernels on Numba's ``workqueue`` threads unless the user chose a layer.
-
-    Numba's default (OpenMP) keeps its workers spinning after every parallel env step; when the cores are
-    shared (PyTorch's threads, other processes) a preempted spinning worker stalls each step by a whole
-    time slice: on two busy cores a Tag-gridworld step took 8 ms instead of 0.2 ms. OpenMP's
-    ``OMP_WAIT_POLICY`` cannot help here: PyTorch has loaded the OpenMP runtime, which reads it only
-    once, before this runs. The layer is read when the first parallel kernel runs, which is later.
-    """
-    import numba
-
-    if "NUMBA_THREADING_LAYER" not in os.environ:
-        numba.config.THREADING_LAYER = "workqueue"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``warpdrive`` command; returns the exit status."""
-    _choose_numba_threading_layer()
     parser = _parser()
     # overrides may follow options (train CONFIG --resume RUN key=value): argparse leaves those over
     args, extra = parser.parse_known_args(argv)

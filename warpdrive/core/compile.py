@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -254,6 +255,22 @@ def launch_shape(num_agents: int, *, max_lanes: int = 256, block_threads: int = 
     return LaunchShape(lanes=lanes, envs_per_block=max(1, block_threads // lanes))
 
 
+def _prefer_workqueue_threads() -> None:
+    """Run CPU kernels on Numba's ``workqueue`` threads unless the user chose a threading layer.
+
+    Numba's default layer on Linux is OpenMP, whose workers spin after every parallel region. When the
+    cores are shared (PyTorch's threads, other processes), a spinning worker that gets preempted stalls
+    the next env step by a whole time slice: on two busy cores a Tag-gridworld step took 8 ms with OpenMP
+    and 0.2 ms with workqueue. ``OMP_WAIT_POLICY`` cannot fix it from here: PyTorch has usually loaded
+    the same OpenMP runtime already, and it reads the variable only once. The layer is read when the first
+    parallel kernel runs, so this must happen before that.
+    """
+    import numba
+
+    if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
+        numba.config.THREADING_LAYER = "workqueue"
+
+
 class Program:
     """A runner compiled for one target, callable as ``program(p, s, num_envs)``."""
 
@@ -262,6 +279,7 @@ class Program:
         self.name = name
         self.target = target
         if target == "cpu":
+            _prefer_workqueue_threads()
             self._launch = _cpu_launcher(runner, fingerprint, name)
         elif target == "cuda":
             self._launch = _cuda_launcher(runner, fingerprint, name)
