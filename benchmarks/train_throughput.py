@@ -106,7 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", help=f"configurations (default: all of {list(CONFIGS)})")
     parser.add_argument("--algorithms", nargs="+", default=["a2c", "ppo"], choices=["a2c", "ppo"])
-    parser.add_argument("--precision", nargs="+", default=["none", "bf16"], choices=["none", "bf16"])
+    parser.add_argument("--precision", nargs="+", default=["none", "tf32", "bf16"], choices=["none", "tf32", "bf16"])
     parser.add_argument("--iterations", type=int, default=4)
     parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=os.environ.get("OUT"), help="folder for train_throughput.jsonl")
