@@ -39,7 +39,7 @@ def test_matches_reference_step_by_step(full: bool, explicit_start: bool) -> Non
         np.testing.assert_allclose(obs[e].numpy(), ref_obs[e], atol=1e-6)
     for _ in range(3 * steps_per_run):
         actions = rng.integers(0, 5, (num_envs, num_taggers + 1))
-        obs, rewards, terminated, truncated, info = env.step(torch.as_tensor(actions, dtype=torch.int32))
+        obs, rewards, _, _, info = env.step(torch.as_tensor(actions, dtype=torch.int32))
         for e, ref in enumerate(refs):
             r_obs, r_rew, r_done, _ = ref.step({i: int(a) for i, a in enumerate(actions[e])})
             r_rewards = np.array([r_rew[i] for i in range(num_taggers + 1)], np.float32)
@@ -170,9 +170,9 @@ def test_bad_actions_are_named() -> None:
     env.reset()
     with pytest.raises(ValueError, match=r"actions has shape \(2, 2\), expected \(2, 3, 1\)"):
         env.step(torch.zeros(2, 2, dtype=torch.int32))
-    with pytest.raises(TypeError, match="actions has dtype torch.float32"):
+    with pytest.raises(TypeError, match=r"actions has dtype torch\.float32"):
         env.step(torch.zeros(2, 3, 1))
-    with pytest.raises(TypeError, match="must be a torch.Tensor"):
+    with pytest.raises(TypeError, match=r"must be a torch\.Tensor"):
         env.step(np.zeros((2, 3, 1), np.int32))
     bad = torch.zeros(2, 3, 1, dtype=torch.int32)
     bad[1, 2, 0] = 5
