@@ -13,7 +13,7 @@ import torch
 
 from warpdrive.training.algorithms.base import ActorCriticAlgorithm, critic_input
 from warpdrive.training.algorithms.ppo import explained_variance
-from warpdrive.training.returns import discounted_returns, gae, next_state_values
+from warpdrive.training.returns import discounted_returns, gae
 from warpdrive.training.schedules import Schedule
 from warpdrive.training.storage import RolloutStorage
 from warpdrive.training.typed import bounded
@@ -55,9 +55,7 @@ class A2C(ActorCriticAlgorithm):
         ent_coef = c.ent_coef_schedule.value(c.ent_coef, progress)
 
         with torch.no_grad():
-            last_values = self.value(storage.last_obs, storage.last_global_state)
-            next_values = next_state_values(storage.values, last_values, storage.final_values,
-                                            storage.terminated, storage.truncated)
+            next_values = self.next_values(storage)
             if c.gae_lambda == 1.0:
                 returns = discounted_returns(storage.rewards, next_values, storage.dones, c.gamma)
                 advantages = returns - storage.values

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from warpdrive.training.models import build_model
+from warpdrive.training.returns import next_state_values
 
 if TYPE_CHECKING:
     from warpdrive.training.config import PolicySpec
@@ -177,6 +178,13 @@ class ActorCriticAlgorithm(Algorithm):
         """``V`` [E, A] of ``obs`` [E, A, D]."""
         with self.autocast():
             return self.model.value(critic_input(obs, global_state))
+
+    def next_values(self, storage: RolloutStorage) -> torch.Tensor:
+        """Value of the state after each stored step [T, E, A]: V(final_obs) where an episode was truncated,
+        0 where it terminated, else the next step's value (the last step's from ``storage.last_obs``)."""
+        last_values = self.value(storage.last_obs, storage.last_global_state)
+        return next_state_values(storage.values, last_values, storage.final_values,
+                                 storage.terminated, storage.truncated)
 
     def clip_and_step(self, loss: torch.Tensor, max_grad_norm: float | None) -> torch.Tensor:
         """Backpropagate ``loss``, clip the gradient norm, step; returns the norm before clipping."""

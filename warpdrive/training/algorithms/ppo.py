@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from warpdrive.training.algorithms.base import ActorCriticAlgorithm, critic_input
-from warpdrive.training.returns import gae, next_state_values
+from warpdrive.training.returns import gae
 from warpdrive.training.schedules import Schedule
 from warpdrive.training.storage import RolloutStorage
 from warpdrive.training.typed import bounded
@@ -125,9 +125,7 @@ class PPO(ActorCriticAlgorithm):
 
         # advantages over the whole rollout [T, E, A]
         with torch.no_grad():
-            last_values = self.value(storage.last_obs, storage.last_global_state)
-            next_values = next_state_values(storage.values, last_values, storage.final_values,
-                                            storage.terminated, storage.truncated)
+            next_values = self.next_values(storage)
             advantages, returns = gae(storage.rewards, storage.values, next_values, storage.dones,
                                       c.gamma, c.gae_lambda)
 
