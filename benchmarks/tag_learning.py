@@ -34,11 +34,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20_000_000, help="env-steps of the trained run")
     parser.add_argument("--algorithm", default="a2c", choices=["a2c", "ppo"])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for the curve and JSON")
+    parser.add_argument("--runs", type=Path, default=Path("runs/tag_learning"), help="folder for the runs' logs")
     parser.add_argument("overrides", nargs="*", help="more config overrides (key.path=value)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    root = args.out / "runs"
+    root = args.runs
 
     runs = {
         "both groups learn": [f"policies.{g}.algorithm={args.algorithm}" for g in ("taggers", "runners")],

@@ -2,8 +2,9 @@
 
 Each configuration mirrors what ``shared/bench/reference_warpdrive.py`` runs for the reference WarpDrive:
 the same env parameters (its shipped training YAMLs), the same number of envs, the same batch per
-iteration (``train_batch_size`` = envs x rollout length), the same models (two 256x256 MLP policies,
-taggers and runners, for Tag-continuous; one shared 32x32 policy for Tag-gridworld, as its YAML) and the
+iteration (``train_batch_size`` = envs x rollout length), the same models (the reference's ``fully_connected``: one ReLU
+trunk shared by the policy heads and the value head; two 256x256 policies, taggers and runners, for
+Tag-continuous; one shared 32x32 policy for Tag-gridworld, as its YAMLs) and the
 same algorithm (A2C: one gradient step per iteration). PPO (4 epochs, 4 minibatches) is reported beside.
 Setup (env, models, compilation from the warm cache, CUDA-graph capture) is timed separately; the rate is
 the median over timed iterations after one warm-up iteration.
@@ -45,7 +46,8 @@ def train_config(name: str, algorithm: str, mixed_precision: str) -> dict:
     for group in groups:
         spec = {
             "algorithm": algorithm,
-            "model": {"hidden_sizes": [hidden, hidden], "activation": "relu"},
+            # the reference's FullyConnected: one trunk shared by the policy heads and the value head
+            "model": {"hidden_sizes": [hidden, hidden], "activation": "relu", "shared_trunk": True},
             "optimizer": {"lr": REFERENCE_LR[group]},
         }
         if algorithm == "a2c":

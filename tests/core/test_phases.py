@@ -155,6 +155,30 @@ def test_phases_run_in_order_with_barriers(backend: str, gpu_backend: str) -> No
     assert env.store["final_length"].eq(2).all()
 
 
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])
+def test_the_step_kernel_keeps_episode_returns_and_totals(backend: str, gpu_backend: str) -> None:
+    backend = gpu_backend if backend == "gpu" else "cpu"
+    env = ToyEnv(num_envs=3, backend=backend)
+    env.reset()
+    _, first, *_ = env.step(torch.zeros(3, 37, dtype=torch.int32))
+    first = first.clone()
+    torch.testing.assert_close(env.store["episode_return"], first)
+    assert env.episode_totals()["episodes"].item() == 0.0
+    _, second, _, _, info = env.step()  # every episode terminates here, after 2 steps
+    assert info["done"].all()
+    torch.testing.assert_close(env.store["final_return"], first + second)
+    assert env.store["episode_return"].eq(0).all()  # the next episode starts from zero
+    env.step()  # one step into the next episode: not counted until it ends
+    totals = env.episode_totals()
+    assert totals["episodes"].item() == 3.0 and totals["length"].item() == 6.0
+    torch.testing.assert_close(totals["return"], (first + second).sum(0))
+    assert totals["metrics"].shape == (0,)
+    cleared = env.episode_totals()
+    assert cleared["episodes"].item() == 0.0 and cleared["return"].eq(0).all()
+    env.reset()
+    assert env.store["episode_return"].eq(0).all()
+
+
 def test_sizes_are_runtime_arguments() -> None:
     """A second env of another size reuses the compiled program: nothing recompiles."""
     small = ToyEnv(num_envs=2, num_agents=3, backend="cpu")

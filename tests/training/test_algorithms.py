@@ -9,7 +9,7 @@ import torch
 from warpdrive.training.algorithms import ALGORITHMS, DDPG, PPO, PPOConfig, algorithm_class
 from warpdrive.training.algorithms.ppo import clipped_surrogate, explained_variance, ppo_loss
 from warpdrive.training.config import PolicySpec
-from warpdrive.training.storage import RolloutStorage
+from warpdrive.training.storage import EnvRollout, RolloutStorage
 from warpdrive.training.typed import from_dict
 
 CPU = torch.device("cpu")
@@ -27,26 +27,29 @@ def make_algorithm(name: str, space: gym.spaces.Space, global_size: int = 0, **s
 def filled_storage(algorithm, steps: int = 8, envs: int = 3, agents: int = 2, global_size: int = 0):
     """A rollout collected by the algorithm's own act() on random observations."""
     torch.manual_seed(1)
-    storage = RolloutStorage(steps, envs, agents, 5, algorithm.action_size, algorithm.stored_action_dtype, CPU,
-                             on_policy=algorithm.on_policy, global_state_size=global_size)
+    env_rollout = EnvRollout(steps, envs, agents, 5, CPU, global_state_size=global_size)
+    storage = RolloutStorage(env_rollout, slice(0, agents), algorithm.action_size, algorithm.stored_action_dtype,
+                             on_policy=algorithm.on_policy)
     for t in range(steps):
         obs = torch.randn(envs, agents, 5)
         state = torch.randn(envs, global_size) if global_size else None
         with torch.no_grad():
             act = algorithm.act(obs, state)
         index = torch.tensor([t])
-        fields = {"obs": obs, "actions": act.actions, "rewards": torch.randn(envs, agents),
-                  "terminated": torch.rand(envs) < 0.1, "truncated": torch.rand(envs) < 0.1}
-        if algorithm.on_policy:
-            fields.update(logprobs=act.logprobs, values=act.values, final_values=torch.randn(envs, agents))
-        else:
-            fields["next_obs"] = torch.randn(envs, agents, 5)
+        env_fields = {"obs": obs, "rewards": torch.randn(envs, agents), "terminated": torch.rand(envs) < 0.1,
+                      "truncated": torch.rand(envs) < 0.1, "final_obs": torch.randn(envs, agents, 5)}
         if global_size:
-            fields["global_state"] = state
+            env_fields.update(global_state=state, final_global_state=torch.randn(envs, global_size))
+        env_rollout.write(index, **env_fields)
+        fields = {"actions": act.actions}
+        if algorithm.on_policy:
+            fields.update(logprobs=act.logprobs, values=act.values)
         storage.write(index, **fields)
-    storage.last_obs.normal_()
+    env_rollout.truncated[steps // 2, 0] = True  # at least one bootstrap from V(final_obs)
+    env_rollout.terminated[steps // 2, 0] = False
+    env_rollout.last_obs.normal_()
     if global_size:
-        storage.last_global_state.normal_()
+        env_rollout.last_global_state.normal_()
     return storage
 
 

@@ -14,6 +14,7 @@ import torch
 from warpdrive.core.device import cuda_available
 from warpdrive.training.config import load_config
 from warpdrive.training.evaluate import evaluate
+from warpdrive.training.returns import discounted_returns, gae
 from warpdrive.training.trainer import Trainer
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU")]
@@ -82,3 +83,26 @@ def test_tag_continuous_per_group_a2c() -> None:
         metrics = trainer.train_iteration()
     assert trainer.uses_cuda_graph
     assert math.isfinite(metrics["losses/taggers/value_loss"]) and math.isfinite(metrics["losses/runners/value_loss"])
+
+
+def test_return_scans_on_the_gpu_agree_with_the_cpu() -> None:
+    g = torch.Generator().manual_seed(0)
+    rewards, values, next_values = (torch.randn(40, 64, 3, generator=g) for _ in range(3))
+    dones = torch.rand(40, 64, generator=g) < 0.1
+    cpu_adv, cpu_ret = gae(rewards, values, next_values, dones, 0.99, 0.95)
+    gpu_adv, gpu_ret = gae(rewards.cuda(), values.cuda(), next_values.cuda(), dones.cuda(), 0.99, 0.95)
+    torch.testing.assert_close(gpu_adv.cpu(), cpu_adv)
+    torch.testing.assert_close(gpu_ret.cpu(), cpu_ret)
+    cpu_n = discounted_returns(rewards, next_values, dones, 0.98)
+    gpu_n = discounted_returns(rewards.cuda(), next_values.cuda(), dones.cuda(), 0.98)
+    torch.testing.assert_close(gpu_n.cpu(), cpu_n)
+
+
+def test_bf16_rollouts_act_with_a_copy_refreshed_after_every_update() -> None:
+    trainer = Trainer(load_config(GRID, ["mixed_precision=bf16"]))
+    algorithm = trainer.policies[0].algorithm
+    assert algorithm.acting_model is not algorithm.model
+    trainer.train_iteration()
+    for acting, learned in zip(algorithm.acting_model.parameters(), algorithm.model.parameters(), strict=True):
+        assert acting.dtype == torch.bfloat16
+        torch.testing.assert_close(acting, learned.detach().to(torch.bfloat16))

@@ -18,7 +18,7 @@ from warpdrive.training.models import (
     build_model,
     register_model,
 )
-from warpdrive.training.storage import ReplayBuffer, RolloutStorage
+from warpdrive.training.storage import EnvRollout, ReplayBuffer, RolloutStorage, agent_selector
 
 
 def test_discrete_head_samples_log_probs_and_entropy() -> None:
@@ -118,20 +118,40 @@ def test_register_custom_model() -> None:
 
 
 def test_rollout_storage_shapes_and_writes() -> None:
-    storage = RolloutStorage(5, 3, 2, 4, 1, torch.int64, torch.device("cpu"), global_state_size=8)
-    assert storage.obs.shape == (5, 3, 2, 4) and storage.actions.shape == (5, 3, 2, 1)
-    assert storage.actions.dtype == torch.int64
-    assert storage.rewards.shape == storage.values.shape == storage.logprobs.shape == (5, 3, 2)
-    assert storage.final_values.shape == (5, 3, 2) and storage.terminated.shape == (5, 3)
-    assert storage.global_state.shape == (5, 3, 8) and storage.last_global_state.shape == (3, 8)
-    assert storage.last_obs.shape == (3, 2, 4) and not hasattr(storage, "next_obs")
+    cpu = torch.device("cpu")
+    env_rollout = EnvRollout(5, 3, 4, 2, cpu, global_state_size=8)
+    assert env_rollout.obs.shape == env_rollout.final_obs.shape == (5, 3, 4, 2)
+    assert env_rollout.rewards.shape == (5, 3, 4) and env_rollout.terminated.shape == (5, 3)
+    assert env_rollout.global_state.shape == env_rollout.final_global_state.shape == (5, 3, 8)
+    assert env_rollout.last_global_state.shape == (3, 8) and env_rollout.last_obs.shape == (3, 4, 2)
+    first = RolloutStorage(env_rollout, agent_selector([0, 1], cpu), 1, torch.int64)
+    assert first.agents == slice(0, 2)
+    assert first.obs.shape == (5, 3, 2, 2) and first.actions.shape == (5, 3, 2, 1)
+    assert first.actions.dtype == torch.int64
+    assert first.rewards.shape == first.values.shape == first.logprobs.shape == (5, 3, 2)
+    assert first.last_obs.shape == (3, 2, 2) and first.global_state is env_rollout.global_state
     step = torch.tensor([2])
-    storage.write(step, obs=torch.ones(3, 2, 4), terminated=torch.tensor([True, False, True]))
-    assert storage.obs[2].eq(1).all() and storage.obs[[0, 1, 3, 4]].eq(0).all()
-    storage.write(step, truncated=torch.tensor([False, True, False]))
-    assert storage.dones[2].tolist() == [True, True, True]
-    off = RolloutStorage(5, 3, 2, 4, 2, torch.float32, torch.device("cpu"), on_policy=False)
-    assert off.next_obs.shape == (5, 3, 2, 4) and not hasattr(off, "values") and off.global_state is None
+    obs = torch.arange(24.0).reshape(3, 4, 2)
+    env_rollout.write(step, obs=obs, terminated=torch.tensor([True, False, True]))
+    assert env_rollout.obs[2].equal(obs) and env_rollout.obs[[0, 1, 3, 4]].eq(0).all()
+    assert first.obs[2].equal(obs[:, :2]) and first.obs.data_ptr() == env_rollout.obs.data_ptr()  # a view
+    scattered = RolloutStorage(env_rollout, agent_selector([1, 3], cpu), 2, torch.float32, on_policy=False)
+    assert isinstance(scattered.agents, torch.Tensor) and scattered.obs[2].equal(obs[:, [1, 3]])
+    assert not hasattr(scattered, "values")
+    env_rollout.write(step, truncated=torch.tensor([False, True, False]))
+    assert first.dones[2].tolist() == [True, True, True]
+
+
+def test_next_obs_is_the_final_obs_where_an_episode_ended() -> None:
+    cpu = torch.device("cpu")
+    env_rollout = EnvRollout(3, 2, 1, 1, cpu)
+    env_rollout.obs.copy_(torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]).view(3, 2, 1, 1))
+    env_rollout.final_obs.fill_(-1.0)
+    env_rollout.last_obs.fill_(9.0)
+    env_rollout.truncated[0, 1] = True
+    env_rollout.terminated[2, 0] = True
+    storage = RolloutStorage(env_rollout, slice(0, 1), 1, torch.float32, on_policy=False)
+    assert storage.next_obs.view(3, 2).tolist() == [[3.0, -1.0], [5.0, 6.0], [-1.0, 9.0]]
 
 
 def test_replay_buffer_ring() -> None:

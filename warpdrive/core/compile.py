@@ -285,7 +285,6 @@ class Program:
             self._launch = _cuda_launcher(runner, fingerprint, name)
         else:
             raise ValueError(f"target must be 'cpu' or 'cuda', got {target!r}")
-        self._streams: dict[int, Any] = {}
 
     def __call__(self, p: Any, s: Any, num_envs: int, shape: LaunchShape) -> None:
         if self.target == "cpu":
@@ -297,12 +296,83 @@ class Program:
         self._launch[shape.grid(num_envs), shape.block, self._current_stream()](p, s, num_envs, shape.lanes)
 
     def _current_stream(self) -> Any:
-        # Launch on torch's current stream, so that Numba kernels order with torch ops and are captured
-        # by torch.cuda.graph (which switches to a side stream while capturing).
+        return torch_current_stream()
+
+
+_external_streams: dict[int, Any] = {}
+
+
+def torch_current_stream() -> Any:
+    """torch's current CUDA stream as a Numba stream: launching there orders Numba kernels with torch ops
+    and lets ``torch.cuda.graph`` capture them (it switches to a side stream while capturing)."""
+    import torch
+
+    handle = torch.cuda.current_stream().cuda_stream
+    stream = _external_streams.get(handle)
+    if stream is None:
+        stream = _external_streams[handle] = cuda.external_stream(handle)
+    return stream
+
+
+class ParallelFor:
+    """``fn(i, args)`` for every ``i`` in ``range(n)``: one kernel function, compiled for both targets.
+
+    For work outside envs that is a loop over independent items, such as a backward scan over the time
+    steps of each (env, agent) column of a rollout. ``args`` is a tuple of torch tensors (all on one
+    device; passed to the kernel as zero-copy array views) and scalars. On the CPU the loop is
+    ``prange`` under ``njit(parallel=True)``; on CUDA one thread per ``i``, on torch's current stream.
+    """
+
+    _THREADS = 256
+
+    def __init__(self, fn: Callable[..., Any], name: str) -> None:
+        self.fn = fn
+        self.name = name
+        self._launchers: dict[str, Callable[..., Any]] = {}
+
+    def __call__(self, n: int, args: tuple[Any, ...]) -> None:
         import torch
 
-        handle = torch.cuda.current_stream().cuda_stream
-        stream = self._streams.get(handle)
-        if stream is None:
-            stream = self._streams[handle] = cuda.external_stream(handle)
-        return stream
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        if not tensors:
+            raise ValueError(f"{self.name}: expected at least one tensor argument")
+        if any(t.device != tensors[0].device for t in tensors):
+            raise ValueError(f"{self.name}: tensors on different devices: {sorted({str(t.device) for t in tensors})}")
+        if n <= 0:
+            return
+        if tensors[0].device.type == "cuda" and not simulator_enabled():
+            views = tuple(cuda.as_cuda_array(a.detach(), sync=False) if isinstance(a, torch.Tensor) else a
+                          for a in args)
+            blocks = -(-n // self._THREADS)
+            self._launcher("cuda")[blocks, self._THREADS, torch_current_stream()](n, views)
+        else:
+            views = tuple(a.detach().numpy() if isinstance(a, torch.Tensor) else a for a in args)
+            self._launcher("cpu")(n, views)
+
+    def _launcher(self, target: Target) -> Callable[..., Any]:
+        launcher = self._launchers.get(target)
+        if launcher is None:
+            set_numba_cache_dir()
+            fn, fingerprint = self.fn, source_fingerprint([self.fn])
+            if target == "cpu":
+                _prefer_workqueue_threads()
+
+                def launch(n, args):
+                    version = fingerprint  # noqa: F841 - part of the cache key, see source_fingerprint
+                    for i in prange(n):
+                        fn(i, args)
+
+                launch.__qualname__ = _cache_name(self.name)
+                launcher = njit(parallel=True, cache=True)(launch)
+            else:
+
+                def launch(n, args):
+                    version = fingerprint  # noqa: F841 - part of the cache key, see source_fingerprint
+                    i = cuda.grid(1)
+                    if i < n:
+                        fn(i, args)
+
+                launch.__qualname__ = _cache_name(self.name)
+                launcher = cuda.jit(cache=True)(launch)
+            self._launchers[target] = launcher
+        return launcher

@@ -65,16 +65,28 @@ def _end_step(env, p, s):
 
 
 @kernel_function
-def _keep_final_obs(env, agent, p, s):
-    for j in range(s.obs.shape[2]):
-        s.final_obs[env, agent, j] = s.obs[env, agent, j]
+def _add_reward(env, agent, p, s):
+    s.episode_return[env, agent] += s.rewards[env, agent]
 
 
 @kernel_function
-def _keep_final_metrics(env, p, s):
+def _finish_agent(env, agent, p, s):
+    for j in range(s.obs.shape[2]):
+        s.final_obs[env, agent, j] = s.obs[env, agent, j]
+    episode_return = s.episode_return[env, agent]
+    s.final_return[env, agent] = episode_return
+    s.finished_return[env, agent] += episode_return
+    s.episode_return[env, agent] = 0.0
+
+
+@kernel_function
+def _finish_env(env, p, s):
     s.final_length[env] = s.t[env]
+    s.finished_episodes[env] += 1.0
+    s.finished_length[env] += s.t[env]
     for j in range(s.metrics.shape[1]):
         s.final_metrics[env, j] = s.metrics[env, j]
+        s.finished_metrics[env, j] += s.metrics[env, j]
 
 
 @kernel_function
@@ -244,7 +256,18 @@ class Env:
         ``metrics``             [E, M]          float32    the env's per-episode statistics (:meth:`metric_names`)
         ``final_metrics``       [E, M]          float32    their values at the end of the episode that ended
         ``final_length``        [E]             int32      length of the episode that ended; valid where ``done``
+        ``episode_return``      [E, A]          float32    rewards summed over the current episode
+        ``final_return``        [E, A]          float32    the return of the episode that ended; valid where ``done``
+        ``finished_episodes``   [E]             float32    episodes finished since :meth:`episode_totals` last
+                                                           cleared the ``finished_*`` sums
+        ``finished_length``     [E]             float32    their lengths, summed
+        ``finished_return``     [E, A]          float32    their returns, summed
+        ``finished_metrics``    [E, M]          float32    their final metrics, summed
         ======================  ==============  =========  =====================================================
+
+        The ``finished_*`` sums are what a training loop logs: the step kernel adds every finished
+        episode to them, so that no per-step reduction is needed (Gymnasium's ``RecordEpisodeStatistics``,
+        inside the kernel).
         """
         d, h, m = self.observation_size(), self.action_heads(), len(self.metric_names())
         return [
@@ -260,6 +283,12 @@ class Env:
             ArraySpec("metrics", "env", torch.float32, "state", (m,)),
             ArraySpec("final_metrics", "env", torch.float32, "state", (m,)),
             ArraySpec("final_length", "env", torch.int32, "state"),
+            ArraySpec("episode_return", "agent", torch.float32, "state"),
+            ArraySpec("final_return", "agent", torch.float32, "state"),
+            ArraySpec("finished_episodes", "env", torch.float32, "state"),
+            ArraySpec("finished_length", "env", torch.float32, "state"),
+            ArraySpec("finished_return", "agent", torch.float32, "state"),
+            ArraySpec("finished_metrics", "env", torch.float32, "state", (m,)),
         ]
 
     # ------------------------------------------------------------------------------------------
@@ -292,6 +321,7 @@ class Env:
             self.seed = int(seed)
             self._set_params()
         self.store["episode"].zero_()
+        self.store["episode_return"].zero_()
         self._program("reset")(self._p, self._s, self.num_envs, self.shape)
         return self.obs
 
@@ -316,6 +346,26 @@ class Env:
             self._check_action_range(self.actions)
         self._program("step")(self._p, self._s, self.num_envs, self.shape)
         return self.step_outputs()
+
+    def episode_totals(self, clear: bool = True) -> dict[str, torch.Tensor]:
+        """Sums over the episodes finished since the last clear, over all replicas (device tensors).
+
+        Returns:
+            ``{"episodes": [], "length": [], "return": [A], "metrics": [M]}``: the number of finished
+            episodes, their lengths summed, each agent's returns summed, the env's metrics summed. Divide
+            by ``episodes`` for means. ``clear``: start the next sums from zero.
+        """
+        s = self.store
+        totals = {
+            "episodes": s["finished_episodes"].sum(),
+            "length": s["finished_length"].sum(),
+            "return": s["finished_return"].sum(0),
+            "metrics": s["finished_metrics"].sum(0),
+        }
+        if clear:
+            for name in ("finished_episodes", "finished_length", "finished_return", "finished_metrics"):
+                s[name].zero_()
+        return totals
 
     def step_without_reset(self) -> None:
         """One step from the actions in :attr:`actions`, leaving ended episodes as they are (for renders)."""
@@ -441,10 +491,10 @@ class Env:
 
     def _runner(self, name: str) -> Any:
         cls = type(self)
-        step = (per_env(_begin_step), *cls.step_phases, per_env(_end_step))
+        step = (per_env(_begin_step), *cls.step_phases, per_agent(_add_reward), per_env(_end_step))
         reset = (per_env(_begin_episode), *cls.reset_phases)
         if name == "step":
-            keep = (per_agent(_keep_final_obs), per_env(_keep_final_metrics))
+            keep = (per_agent(_finish_agent), per_env(_finish_env))
             return sequence(*step, only_where_done(sequence(*keep, *reset)))
         if name == "step_no_reset":
             return sequence(*step)

@@ -1,7 +1,7 @@
 """Action sampling on the device: no host sync, seeded through a ``torch.Generator``, graph-capturable.
 
-Categorical draws use the Gumbel-max trick (``argmax(logits + Gumbel noise)``), which needs one uniform
-per logit and no sort, cumulative sum or host round trip, and so runs inside CUDA graphs.
+Categorical draws use the exponential race (the Gumbel-max trick in another form), which needs one uniform
+per choice and no sort, cumulative sum or host round trip, and so runs inside CUDA graphs.
 """
 
 from __future__ import annotations
@@ -27,20 +27,24 @@ def categorical(logits: torch.Tensor, generator: torch.Generator | None = None,
     Returns:
         [...] int64 indices (or ``out``).
     """
-    u = torch.rand(logits.shape, device=logits.device, dtype=torch.float32, generator=generator)
-    # u < 1 always, so -log(u) > 0; the clamp keeps u = 0 from producing -log(0) = inf
-    gumbel = -torch.log(-torch.log(u.clamp_min(_TINY)))
-    index = torch.argmax(logits.float() + gumbel, dim=-1)
-    if out is None:
-        return index
-    out.copy_(index)
-    return out
+    return categorical_from_probs(torch.softmax(logits.float(), dim=-1), generator, out)
 
 
 def categorical_from_probs(probs: torch.Tensor, generator: torch.Generator | None = None,
                            out: torch.Tensor | None = None) -> torch.Tensor:
-    """Like :func:`categorical`, from probabilities [..., n] (rows need not be normalised)."""
-    return categorical(torch.log(probs.float().clamp_min(0.0)), generator, out)
+    """Like :func:`categorical`, from probabilities [..., n] (rows need not be normalised; 0 masks out).
+
+    The exponential race: with ``E_i = -log(U_i)`` independent Exp(1) draws, ``argmin_i E_i / p_i`` is
+    distributed as ``p`` (the Gumbel-max trick in another form). It is computed as
+    ``argmin_i p_i / log(U_i)``: four kernels (uniforms, log, divide, argmin), no clamping needed, as
+    ``U_i = 0`` gives ``p_i / -inf = -0``, which never wins against a draw with ``p_i > 0``.
+    """
+    u = torch.rand(probs.shape, device=probs.device, dtype=torch.float32, generator=generator)
+    index = torch.argmin(probs.float() / u.log_(), dim=-1)
+    if out is None:
+        return index
+    out.copy_(index)
+    return out
 
 
 def gaussian(mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator | None = None,

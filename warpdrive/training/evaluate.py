@@ -28,21 +28,19 @@ def evaluate(trainer: Trainer, *, random_actions: bool = False, deterministic: b
     env = trainer.env
     env.reset(seed=trainer.config.seed if seed is None else seed)
     num_envs = env.num_envs
-    running = torch.zeros(num_envs, env.num_agents, device=env.obs.device)
-    returns = torch.zeros_like(running)
-    lengths = torch.zeros(num_envs, device=running.device)
+    returns = torch.zeros_like(env.store["final_return"])
+    lengths = torch.zeros(num_envs, device=returns.device)
     metrics = torch.zeros_like(env.store["final_metrics"])
-    active = torch.ones(num_envs, dtype=torch.bool, device=running.device)
+    active = torch.ones(num_envs, dtype=torch.bool, device=returns.device)
     with torch.no_grad():
         for _ in range(env.config.episode_length):
             if random_actions:
                 env.sample_actions()
             else:
                 trainer.act(deterministic=deterministic)
-            _, rewards, _, _, info = env.step()
-            running += rewards * active[:, None]
+            _, _, _, _, info = env.step()
             ended = info["done"] & active
-            returns = torch.where(ended[:, None], running, returns)
+            returns = torch.where(ended[:, None], env.store["final_return"], returns)
             lengths = torch.where(ended, env.store["final_length"].float(), lengths)
             metrics = torch.where(ended[:, None], env.store["final_metrics"], metrics)
             active &= ~info["done"]

@@ -16,7 +16,8 @@ rollouts and ``[B, D]`` during updates); ``H`` is the number of action heads.
 
 Custom models: decorate a class with ``@register_model("name")``; it is built as
 ``cls(obs_size, action_space, spec, critic_input_size)`` and must offer the methods of the built-in model
-its algorithm uses (see :class:`ActorCritic` and :class:`DeterministicActorCritic`).
+its algorithm uses (see :class:`ActorCritic`: ``distribution``, ``value``, ``distribution_and_value``; and
+:class:`DeterministicActorCritic`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from warpdrive.core.sampling import categorical, gaussian
+from warpdrive.core.sampling import categorical_from_probs, gaussian
 from warpdrive.training.typed import ConfigError
 
 __all__ = [
@@ -126,8 +127,8 @@ class MultiCategorical:
         self.log_probs = torch.log_softmax(self.logits, dim=-1)
 
     def sample(self) -> torch.Tensor:
-        """[..., H] int64 action indices (Gumbel-max on the device)."""
-        return categorical(self.logits)
+        """[..., H] int64 action indices (drawn on the device)."""
+        return categorical_from_probs(self.log_probs.exp())
 
     def mode(self) -> torch.Tensor:
         """[..., H] the most likely action of each head."""
@@ -251,7 +252,9 @@ class ActorCritic(nn.Module):
             mask: optional bool [..., sum of head sizes] for discrete spaces, True where an action is
                 allowed (the heads' choices laid end to end); a masked action gets logit ``-inf``.
         """
-        out = self.actor_head(self.actor_trunk(obs))
+        return self._distribution(self.actor_head(self.actor_trunk(obs)), mask)
+
+    def _distribution(self, out: torch.Tensor, mask: torch.Tensor | None) -> MultiCategorical | DiagGaussian:
         if self.sizes is None:
             return DiagGaussian(out, self.log_std)
         if mask is not None:
@@ -268,6 +271,14 @@ class ActorCritic(nn.Module):
         """State values [...] from the critic's input [..., C]."""
         trunk = self.actor_trunk if self.critic_trunk is None else self.critic_trunk
         return self.value_head(trunk(critic_obs)).squeeze(-1).float()
+
+    def distribution_and_value(self, obs: torch.Tensor, critic_obs: torch.Tensor,
+                               mask: torch.Tensor | None = None) -> tuple[MultiCategorical | DiagGaussian, torch.Tensor]:
+        """:meth:`distribution` and :meth:`value` together; a shared trunk runs once for both."""
+        if self.critic_trunk is not None:
+            return self.distribution(obs, mask), self.value(critic_obs)
+        features = self.actor_trunk(obs)
+        return self._distribution(self.actor_head(features), mask), self.value_head(features).squeeze(-1).float()
 
 
 @register_model("mlp_ddpg")

@@ -10,7 +10,7 @@ it ended an episode. Instead:
 
 - terminated (the env's rules ended the episode): the next state has value 0, no bootstrap;
 - truncated (time limit): the episode could have gone on, so bootstrap from ``V(final_obs)``, the value of
-  the last observation of the finished episode, computed during the rollout (``final_values``).
+  the last observation of the finished episode (the env's ``final_obs``, stored during the rollout).
 
 :func:`next_state_values` folds these cases into one tensor ``next_values[t]``, the value of the state
 that transition ``t`` actually reached; :func:`gae` and :func:`discounted_returns` then cut their recursion
@@ -19,7 +19,11 @@ at every done step.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+from warpdrive.core.compile import ParallelFor
+from warpdrive.core.device import kernel_function
 
 __all__ = ["discounted_returns", "gae", "next_state_values"]
 
@@ -48,6 +52,35 @@ def next_state_values(values: torch.Tensor, last_values: torch.Tensor, final_val
     return torch.where(_per_agent(terminated, values), torch.zeros_like(reached), reached)
 
 
+@kernel_function
+def _gae_column(i, args):
+    rewards, values, next_values, not_done, gamma_lam, gamma, advantages = args
+    running = np.float32(0.0)
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        delta = rewards[t, i] + gamma * next_values[t, i] - values[t, i]
+        running = delta + gamma_lam * not_done[t, i] * running
+        advantages[t, i] = running
+
+
+@kernel_function
+def _returns_column(i, args):
+    rewards, next_values, not_done, gamma, returns = args
+    running = next_values[rewards.shape[0] - 1, i]
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        following = running if not_done[t, i] > 0 else next_values[t, i]
+        running = rewards[t, i] + gamma * following
+        returns[t, i] = running
+
+
+_gae_scan = ParallelFor(_gae_column, "warpdrive.training.returns.gae")
+_returns_scan = ParallelFor(_returns_column, "warpdrive.training.returns.discounted_returns")
+
+
+def _columns(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``x`` broadcast to ``like`` [T, ...] as a contiguous float32 [T, N] (one column per env and agent)."""
+    return x.to(torch.float32).expand_as(like).reshape(like.shape[0], -1).contiguous()
+
+
 def gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor, dones: torch.Tensor,
         gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation (Schulman et al. 2016, arXiv:1506.02438).
@@ -55,20 +88,21 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor, 
     ``delta[t] = r[t] + gamma * next_values[t] - values[t]`` and
     ``A[t] = delta[t] + gamma * lam * (1 - done[t]) * A[t + 1]``, with ``A[T] = 0``.
 
+    One kernel launch: a backward scan per (env, agent) column, on the device of the inputs.
+
     Args:
         rewards, values, next_values: [T, E, A] (``next_values`` from :func:`next_state_values`).
         dones: [T, E] or [T, E, A] bool, terminated or truncated: the recursion stops there.
 
     Returns:
-        ``(advantages, returns)``, both [T, E, A]; ``returns = advantages + values`` (the critic's target).
+        ``(advantages, returns)``, both [T, E, A] float32; ``returns = advantages + values`` (the critic's
+        target).
     """
-    not_done = 1.0 - _per_agent(dones, values).to(values.dtype)
-    deltas = rewards + gamma * next_values - values
-    advantages = torch.empty_like(values)
-    running = torch.zeros_like(values[0])
-    for t in reversed(range(values.shape[0])):
-        running = deltas[t] + gamma * lam * not_done[t] * running
-        advantages[t] = running
+    not_done = _columns(~_per_agent(dones, values), values)
+    r, v, nv = (_columns(x, values) for x in (rewards, values, next_values))
+    advantages = torch.empty_like(r)
+    _gae_scan(r.shape[1], (r, v, nv, not_done, np.float32(gamma * lam), np.float32(gamma), advantages))
+    advantages = advantages.view(values.shape)
     return advantages, advantages + values
 
 
@@ -77,19 +111,18 @@ def discounted_returns(rewards: torch.Tensor, next_values: torch.Tensor, dones: 
     """n-step discounted returns, bootstrapped at the end of the rollout and at truncations.
 
     ``R[t] = r[t] + gamma * (next_values[t] if done[t] or t = T - 1 else R[t + 1])``: every step looks
-    ahead to the end of its episode or of the rollout, whichever comes first (A2C's targets).
+    ahead to the end of its episode or of the rollout, whichever comes first (A2C's targets). One kernel
+    launch, as :func:`gae`.
 
     Args:
         rewards, next_values: [T, E, A] (``next_values`` from :func:`next_state_values`).
         dones: [T, E] or [T, E, A] bool.
 
     Returns:
-        [T, E, A] returns.
+        [T, E, A] float32 returns.
     """
-    done = _per_agent(dones, rewards)
-    returns = torch.empty_like(rewards)
-    running = next_values[-1]
-    for t in reversed(range(rewards.shape[0])):
-        running = rewards[t] + gamma * torch.where(done[t], next_values[t], running)
-        returns[t] = running
-    return returns
+    not_done = _columns(~_per_agent(dones, rewards), rewards)
+    r, nv = _columns(rewards, rewards), _columns(next_values, rewards)
+    returns = torch.empty_like(r)
+    _returns_scan(r.shape[1], (r, nv, not_done, np.float32(gamma), returns))
+    return returns.view(rewards.shape)

@@ -8,34 +8,49 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["ReplayBuffer", "RolloutStorage"]
+__all__ = ["EnvRollout", "ReplayBuffer", "RolloutStorage", "agent_selector", "select_agents"]
 
 
-class RolloutStorage:
-    """One policy's rollout, ``T`` steps of ``E`` envs for its ``A`` agents.
+def agent_selector(ids: list[int] | torch.Tensor, device: torch.device) -> slice | torch.Tensor:
+    """How to pick agents ``ids`` out of an agent axis: a ``slice`` when they are a contiguous range (a
+    view, no copy: the common case, as env groups are contiguous), else an int64 index tensor."""
+    ids = [int(i) for i in ids]
+    if ids and ids == list(range(ids[0], ids[0] + len(ids))):
+        return slice(ids[0], ids[0] + len(ids))
+    return torch.tensor(ids, dtype=torch.int64, device=device)
 
-    ========================  ==============  ========  ===============================================
-    field                     shape           dtype     meaning
-    ========================  ==============  ========  ===============================================
-    ``obs``                   [T, E, A, D]    float32   observation the action was taken from
-    ``actions``               [T, E, A, H]    int64 or  action taken (float32 for Box spaces; unclipped,
-                                              float32   as sampled)
-    ``rewards``               [T, E, A]       float32   reward of the step
-    ``terminated``            [T, E]          bool      the step ended the episode by the env's rules
-    ``truncated``             [T, E]          bool      the step ended the episode at the time limit
-    ``logprobs``              [T, E, A]       float32   on-policy: log-probability of the action
-    ``values``                [T, E, A]       float32   on-policy: ``V(obs)``
-    ``final_values``          [T, E, A]       float32   on-policy: ``V(final_obs)``, valid where truncated
-    ``next_obs``              [T, E, A, D]    float32   off-policy: the observation reached (``final_obs``
-                                                        where the episode ended)
-    ``global_state``          [T, E, G]       float32   when the critic is global: the env's state
-    ``last_obs``              [E, A, D]       float32   observation after the last step (bootstrap)
-    ``last_global_state``     [E, G]          float32   its global state, when the critic is global
-    ========================  ==============  ========  ===============================================
+
+def select_agents(x: torch.Tensor, agents: slice | torch.Tensor, dim: int) -> torch.Tensor:
+    """``x`` restricted to ``agents`` along ``dim``: a view for a slice, a gathered copy for an index."""
+    if isinstance(agents, slice):
+        return x.narrow(dim, agents.start, agents.stop - agents.start)
+    return x.index_select(dim, agents)
+
+
+class EnvRollout:
+    """What the envs produced during one rollout of ``T`` steps, for all ``A`` agents.
+
+    Written once per step for every policy at once (a few whole-tensor copies, whatever the number of
+    policies); each policy reads its agents through a :class:`RolloutStorage`.
+
+    ======================  ==============  ========  =================================================
+    field                   shape           dtype     meaning
+    ======================  ==============  ========  =================================================
+    ``obs``                 [T, E, A, D]    float32   observation the step's action was taken from
+    ``rewards``             [T, E, A]       float32   reward of the step
+    ``terminated``          [T, E]          bool      the step ended the episode by the env's rules
+    ``truncated``           [T, E]          bool      the step ended the episode at the time limit
+    ``final_obs``           [T, E, A, D]    float32   last observation of the episode the step ended (the
+                                                      env's ``final_obs``); valid where terminated or
+                                                      truncated
+    ``last_obs``            [E, A, D]       float32   observation after the last step (bootstrap)
+    ``global_state``        [T, E, G]       float32   with centralised critics: the env's state
+    ``final_global_state``  [T, E, G]       float32   ... and that of ``final_obs``
+    ``last_global_state``   [E, G]          float32   ... and that of ``last_obs``
+    ======================  ==============  ========  =================================================
     """
 
-    def __init__(self, num_steps: int, num_envs: int, num_agents: int, obs_size: int, action_size: int,
-                 action_dtype: torch.dtype, device: torch.device, *, on_policy: bool = True,
+    def __init__(self, num_steps: int, num_envs: int, num_agents: int, obs_size: int, device: torch.device, *,
                  global_state_size: int = 0) -> None:
         t, e, a = num_steps, num_envs, num_agents
         self.num_steps, self.num_envs, self.num_agents = t, e, a
@@ -44,20 +59,15 @@ class RolloutStorage:
             return torch.zeros(shape, dtype=dtype, device=device)
 
         self.obs = zeros(t, e, a, obs_size)
-        self.actions = zeros(t, e, a, action_size, dtype=action_dtype)
         self.rewards = zeros(t, e, a)
         self.terminated = zeros(t, e, dtype=torch.bool)
         self.truncated = zeros(t, e, dtype=torch.bool)
-        self.on_policy = on_policy
-        if on_policy:
-            self.logprobs = zeros(t, e, a)
-            self.values = zeros(t, e, a)
-            self.final_values = zeros(t, e, a)
-        else:
-            self.next_obs = zeros(t, e, a, obs_size)
-        self.global_state = zeros(t, e, global_state_size) if global_state_size else None
+        self.final_obs = zeros(t, e, a, obs_size)
         self.last_obs = zeros(e, a, obs_size)
-        self.last_global_state = zeros(e, global_state_size) if global_state_size else None
+        g = global_state_size
+        self.global_state = zeros(t, e, g) if g else None
+        self.final_global_state = zeros(t, e, g) if g else None
+        self.last_global_state = zeros(e, g) if g else None
 
     def write(self, step: torch.Tensor, **fields: torch.Tensor) -> None:
         """Store one step: ``fields[name]`` [E, ...] goes to ``self.<name>[step]``.
@@ -65,13 +75,101 @@ class RolloutStorage:
         Args:
             step: int64 tensor [1] on the device (so that a captured CUDA graph writes where it points).
         """
-        for name, value in fields.items():
-            getattr(self, name).index_copy_(0, step, value.unsqueeze(0))
+        _write(self, step, fields)
+
+
+def _write(owner: object, step: torch.Tensor, fields: dict[str, torch.Tensor]) -> None:
+    for name, value in fields.items():
+        getattr(owner, name).index_copy_(0, step, value.unsqueeze(0))
+
+
+class RolloutStorage:
+    """One policy's rollout: the env's fields for the policy's agents, and what the policy decided.
+
+    The env's fields (``obs``, ``rewards``, ``terminated``, ``truncated``, ``final_obs``, ``last_obs``,
+    the global states; see :class:`EnvRollout`) are read through to ``env_rollout``, restricted to the
+    policy's ``A_p`` agents: views when the agents are a contiguous range, copies otherwise. The policy's
+    own fields:
+
+    ========================  ==============  ========  ===============================================
+    field                     shape           dtype     meaning
+    ========================  ==============  ========  ===============================================
+    ``actions``               [T, E, A_p, H]  int64 or  action taken (float32 for Box spaces; unclipped,
+                                              float32   as sampled)
+    ``logprobs``              [T, E, A_p]     float32   on-policy: log-probability of the action
+    ``values``                [T, E, A_p]     float32   on-policy: ``V(obs)``
+    ========================  ==============  ========  ===============================================
+    """
+
+    def __init__(self, env_rollout: EnvRollout, agents: slice | torch.Tensor, action_size: int,
+                 action_dtype: torch.dtype, *, on_policy: bool = True) -> None:
+        self.env_rollout = env_rollout
+        self.agents = agents
+        t, e = env_rollout.num_steps, env_rollout.num_envs
+        a = len(range(env_rollout.num_agents)[agents]) if isinstance(agents, slice) else int(agents.numel())
+        self.num_steps, self.num_envs, self.num_agents = t, e, a
+        device = env_rollout.obs.device
+        self.actions = torch.zeros(t, e, a, action_size, dtype=action_dtype, device=device)
+        self.on_policy = on_policy
+        if on_policy:
+            self.logprobs = torch.zeros(t, e, a, device=device)
+            self.values = torch.zeros(t, e, a, device=device)
+
+    def write(self, step: torch.Tensor, **fields: torch.Tensor) -> None:
+        """Store the policy's fields for one step (as :meth:`EnvRollout.write`)."""
+        _write(self, step, fields)
+
+    def _select(self, x: torch.Tensor, dim: int = 2) -> torch.Tensor:
+        return select_agents(x, self.agents, dim)
+
+    @property
+    def obs(self) -> torch.Tensor:
+        return self._select(self.env_rollout.obs)
+
+    @property
+    def rewards(self) -> torch.Tensor:
+        return self._select(self.env_rollout.rewards)
+
+    @property
+    def final_obs(self) -> torch.Tensor:
+        return self._select(self.env_rollout.final_obs)
+
+    @property
+    def last_obs(self) -> torch.Tensor:
+        return self._select(self.env_rollout.last_obs, dim=1)
+
+    @property
+    def terminated(self) -> torch.Tensor:
+        return self.env_rollout.terminated
+
+    @property
+    def truncated(self) -> torch.Tensor:
+        return self.env_rollout.truncated
+
+    @property
+    def global_state(self) -> torch.Tensor | None:
+        return self.env_rollout.global_state
+
+    @property
+    def final_global_state(self) -> torch.Tensor | None:
+        return self.env_rollout.final_global_state
+
+    @property
+    def last_global_state(self) -> torch.Tensor | None:
+        return self.env_rollout.last_global_state
 
     @property
     def dones(self) -> torch.Tensor:
         """[T, E] bool: the step ended the episode (terminated or truncated)."""
         return self.terminated | self.truncated
+
+    @property
+    def next_obs(self) -> torch.Tensor:
+        """[T, E, A_p, D] the observation each step reached: ``final_obs`` where the episode ended, else the
+        next step's observation (``last_obs`` after the last step)."""
+        obs = self.obs
+        following = torch.cat([obs[1:], self.last_obs.unsqueeze(0)], dim=0)
+        return torch.where(self.dones[:, :, None, None], self.final_obs, following)
 
 
 class ReplayBuffer:

@@ -1,11 +1,14 @@
 """The training loop: rollouts that never leave the device, one policy per agent group, then updates.
 
-Per rollout step, for each policy (``for policy in policies``, BenchMARL-style): gather its agents'
-observations (``index_select`` on the agent axis), run the policy, sample on the device, write the actions
-into the env's action buffer at those agents' ids; then one ``env.step()`` for every env at once; then
-store the step in each policy's :class:`~warpdrive.training.storage.RolloutStorage` at a step index held
-in a device tensor. Episodic returns and lengths are accumulated on the device with masks (no host sync
-per step) and read once per iteration.
+Per rollout step: store the env's observations once for all policies
+(:class:`~warpdrive.training.storage.EnvRollout`); for each policy (``for policy in policies``,
+BenchMARL-style) take its agents' observations (a slice of the agent axis), run the policy, sample on the
+device, write the actions into the env's action buffer at those agents and store what the policy decided
+in its :class:`~warpdrive.training.storage.RolloutStorage`; then one ``env.step()`` for every env at once,
+and store its rewards, done flags and final observations, again once for all policies. Writes go to a step
+index held in a device tensor. Episode statistics are summed by the env's step kernel itself
+(:meth:`~warpdrive.core.env.Env.episode_totals`) and read once per iteration: the loop does no per-step
+reduction and no host sync.
 
 On CUDA, one rollout step (policy forward passes, sampling, the env kernel, storage writes, statistics)
 is captured in a ``torch.cuda.CUDAGraph`` and replayed ``T`` times per rollout: the env's Numba kernels
@@ -36,7 +39,7 @@ from warpdrive.core.device import cuda_available
 from warpdrive.envs import make
 from warpdrive.training.algorithms import Algorithm, algorithm_class
 from warpdrive.training.config import SHARED, TrainConfig
-from warpdrive.training.storage import RolloutStorage
+from warpdrive.training.storage import EnvRollout, RolloutStorage, agent_selector, select_agents
 from warpdrive.training.typed import ConfigError
 
 __all__ = ["Policy", "Trainer", "metric_name", "resolve_device", "seed_everything"]
@@ -77,12 +80,25 @@ class Policy:
     """The group's name, or ``shared``."""
     groups: list[str]
     """The env's agent groups this policy acts for."""
-    agent_ids: torch.Tensor
-    """[A_p] int64 agent ids on the device, sorted."""
+    agent_ids: list[int]
+    """The env's agent ids this policy controls, sorted."""
+    agents: slice | torch.Tensor
+    """How to select them on an agent axis (a slice when they are a contiguous range)."""
     algorithm: Algorithm
     storage: RolloutStorage | None
     """``None`` for fixed (non-learning) policies."""
     global_critic: bool
+
+    def observations(self, obs: torch.Tensor) -> torch.Tensor:
+        """This policy's agents' rows of ``obs`` [E, A, ...], contiguous: [E, A_p, ...]."""
+        return select_agents(obs, self.agents, 1).contiguous()
+
+    def put_actions(self, env_actions: torch.Tensor, actions: torch.Tensor) -> None:
+        """Write ``actions`` [E, A_p, H] into the env's action buffer [E, A, H] (converting the dtype)."""
+        if isinstance(self.agents, slice):
+            env_actions[:, self.agents].copy_(actions)
+        else:
+            env_actions.index_copy_(1, self.agents, actions.to(env_actions.dtype))
 
 
 class Trainer:
@@ -126,15 +142,12 @@ class Trainer:
         self.policies = self._build_policies()
         self._needs_global = any(p.global_critic for p in self.policies)
 
-        # episode statistics, accumulated on the device: [episodes, length sum, return sum per group,
-        # env metric sums]; a group's return is the mean over its agents of their episode sums
-        e, a = self.num_envs, self.env.num_agents
+        # a group's episodic return is the mean over its agents of their returns
         self.metric_names = self.env.metric_names()
-        self._group_weights = torch.zeros(a, len(self.groups), device=self.device)
+        self._group_weights = torch.zeros(self.env.num_agents, len(self.groups), device=self.device)
         for column, ids in enumerate(self.groups.values()):
             self._group_weights[ids, column] = 1.0 / len(ids)
-        self._episode_return = torch.zeros(e, a, device=self.device)
-        self._stats = torch.zeros(2 + len(self.groups) + len(self.metric_names), device=self.device)
+        self.env.episode_totals(clear=True)  # count only episodes that finish during training
         self._step_index = torch.zeros(1, dtype=torch.int64, device=self.device)
 
         self._use_graph = config.cuda_graph and self.device.type == "cuda"
@@ -161,6 +174,13 @@ class Trainer:
             assignment = {g: [g] for g in self.groups}
 
         spaces = self.env.group_spaces()
+        trainable = [algorithm_class(specs[name].algorithm).trainable for name in assignment]
+        global_critics = [specs[name].model.critic_input == "global" for name in assignment]
+        self.env_rollout: EnvRollout | None = None
+        if any(trainable):
+            self.env_rollout = EnvRollout(self.num_steps, self.num_envs, self.env.num_agents,
+                                          self.env.observation_size(), self.device,
+                                          global_state_size=self.global_state_size if any(global_critics) else 0)
         policies = []
         for name, groups in assignment.items():
             spec, path = specs[name], f"policies.{name}"
@@ -186,16 +206,16 @@ class Trainer:
                                 self.config.mixed_precision == "bf16")
             except (KeyError, TypeError, ValueError) as err:
                 raise ConfigError(path, str(err.args[0] if err.args else err)) from None
+            agents = agent_selector(ids, self.device)
             storage = None
             if cls.trainable:
                 if cls.name == "ppo" and spec.ppo.num_minibatches > self.batch_env_steps * len(ids):
                     raise ConfigError(f"{path}.ppo.num_minibatches", f"{spec.ppo.num_minibatches} minibatches "
                                       f"do not fit a batch of {self.batch_env_steps * len(ids)} samples")
-                storage = RolloutStorage(self.num_steps, self.num_envs, len(ids), obs_size, algorithm.action_size,
-                                         algorithm.stored_action_dtype, self.device, on_policy=cls.on_policy,
-                                         global_state_size=global_size)
-            agent_ids = torch.tensor(ids, dtype=torch.int64, device=self.device)
-            policies.append(Policy(name, groups, agent_ids, algorithm, storage, global_critic))
+                assert self.env_rollout is not None
+                storage = RolloutStorage(self.env_rollout, agents, algorithm.action_size,
+                                         algorithm.stored_action_dtype, on_policy=cls.on_policy)
+            policies.append(Policy(name, groups, ids, agents, algorithm, storage, global_critic))
         return policies
 
     # ----------------------------------------------------------------------------------------------
@@ -222,54 +242,33 @@ class Trainer:
         global_state = self.global_state(obs) if self._needs_global else None
         with torch.no_grad():
             for policy in self.policies:
-                act = policy.algorithm.act(obs.index_select(1, policy.agent_ids),
+                act = policy.algorithm.act(policy.observations(obs),
                                            global_state if policy.global_critic else None, deterministic)
-                self.env.actions.index_copy_(1, policy.agent_ids, act.env_actions)
+                policy.put_actions(self.env.actions, act.env_actions)
 
     def _step(self) -> None:
         """One rollout step of every env; writes at ``self._step_index`` and advances it (graph-safe)."""
-        env, t = self.env, self._step_index
+        env, t, stored = self.env, self._step_index, self.env_rollout
         obs = env.obs
         global_state = self.global_state(obs) if self._needs_global else None
+        if stored is not None:
+            stored.write(t, obs=obs, **({"global_state": global_state} if stored.global_state is not None else {}))
         for policy in self.policies:
-            obs_p = obs.index_select(1, policy.agent_ids)
-            act = policy.algorithm.act(obs_p, global_state if policy.global_critic else None)
-            env.actions.index_copy_(1, policy.agent_ids, act.env_actions)
+            act = policy.algorithm.act(policy.observations(obs), global_state if policy.global_critic else None)
+            policy.put_actions(env.actions, act.env_actions)
             if policy.storage is not None:
-                fields = {"obs": obs_p, "actions": act.actions}
+                fields = {"actions": act.actions}
                 if policy.storage.on_policy:
                     fields.update(logprobs=act.logprobs, values=act.values)
-                if policy.global_critic:
-                    fields["global_state"] = global_state
                 policy.storage.write(t, **fields)
 
-        next_obs, rewards, terminated, truncated, info = env.step()
+        _, rewards, terminated, truncated, info = env.step()
 
-        done, final_obs = info["done"], info["final_obs"]
-        final_global = self.global_state(final_obs) if self._needs_global else None
-        for policy in self.policies:
-            if policy.storage is None:
-                continue
-            ids = policy.agent_ids
-            fields = {"rewards": rewards.index_select(1, ids), "terminated": terminated, "truncated": truncated}
-            final_obs_p = final_obs.index_select(1, ids)
-            if policy.storage.on_policy:
-                # V(final_obs) for every env: needed where truncated, and cheaper than a data-dependent branch
-                fields["final_values"] = policy.algorithm.value(final_obs_p,
-                                                                final_global if policy.global_critic else None)
-            else:
-                fields["next_obs"] = torch.where(done[:, None, None], final_obs_p, next_obs.index_select(1, ids))
-            policy.storage.write(t, **fields)
-
-        finished = done.float()
-        self._episode_return += rewards
-        self._stats += torch.cat([
-            finished.sum().view(1),
-            (env.store["final_length"].float() * finished).sum().view(1),
-            ((self._episode_return @ self._group_weights) * finished[:, None]).sum(0),
-            (env.store["final_metrics"] * finished[:, None]).sum(0),
-        ])
-        self._episode_return *= (1.0 - finished)[:, None]
+        if stored is not None:
+            final_obs = info["final_obs"]
+            stored.write(t, rewards=rewards, terminated=terminated, truncated=truncated, final_obs=final_obs)
+            if stored.final_global_state is not None:
+                stored.write(t, final_global_state=self.global_state(final_obs))
         t += 1
 
     def rollout(self) -> None:
@@ -284,13 +283,11 @@ class Trainer:
                     self._graph.replay()
                 else:
                     self._step()
-            obs = self.env.obs
-            global_state = self.global_state(obs) if self._needs_global else None
-            for policy in self.policies:
-                if policy.storage is not None:
-                    policy.storage.last_obs.copy_(obs.index_select(1, policy.agent_ids))
-                    if policy.global_critic:
-                        policy.storage.last_global_state.copy_(global_state)
+            stored = self.env_rollout
+            if stored is not None:
+                stored.last_obs.copy_(self.env.obs)
+                if stored.last_global_state is not None:
+                    stored.last_global_state.copy_(self.global_state(self.env.obs))
 
     def _capture_graph(self) -> int:
         """Capture one rollout step in a CUDA graph; returns the eager warm-up steps it took.
@@ -328,6 +325,7 @@ class Trainer:
                 continue
             for key, value in policy.algorithm.update(policy.storage, progress).items():
                 metrics[f"losses/{policy.name}/{metric_name(key)}"] = value
+            policy.algorithm.sync_acting_model()
         return metrics
 
     def _sync(self) -> None:
@@ -347,21 +345,21 @@ class Trainer:
         self.env_steps += self.batch_env_steps
 
         # one device -> host transfer for the whole iteration
-        count = self._stats.numel()
+        totals = self.env.episode_totals(clear=True)
+        group_returns = totals["return"] @ self._group_weights
+        stats = [totals["episodes"].view(1), totals["length"].view(1), group_returns, totals["metrics"]]
         losses_1d = [torch.as_tensor(v, dtype=torch.float32, device=self.device).reshape(1) for v in losses.values()]
-        host = torch.cat([self._stats, *losses_1d]).tolist()
-        stats = host[:count]
-        self._stats.zero_()
+        host = torch.cat([*stats, *losses_1d]).tolist()
+        count = len(host) - len(losses_1d)
 
         metrics: dict[str, float] = {}
-        episodes = stats[0]
+        episodes = host[0]
         metrics["charts/episodes"] = episodes
         if episodes > 0:
-            group_returns = stats[2: 2 + len(self.groups)]
-            for group, total in zip(self.groups, group_returns, strict=True):
+            for group, total in zip(self.groups, host[2: 2 + len(self.groups)], strict=True):
                 metrics[f"charts/episodic_return/{group}"] = total / episodes
-            metrics["charts/episodic_length"] = stats[1] / episodes
-            for name, total in zip(self.metric_names, stats[2 + len(self.groups):], strict=True):
+            metrics["charts/episodic_length"] = host[1] / episodes
+            for name, total in zip(self.metric_names, host[2 + len(self.groups): count], strict=True):
                 metrics[f"env/{name}"] = total / episodes
         metrics["charts/SPS"] = self.batch_env_steps / (end - start)
         metrics["time/rollout_s"] = rolled - start
@@ -391,10 +389,11 @@ class Trainer:
                     raise KeyError(f"the checkpoint has no weights for policy {policy.name!r} ({module_name}); "
                                    f"it holds: {sorted({k.split('/')[0] for k in tensors})}")
                 module.load_state_dict(state)
+            policy.algorithm.sync_acting_model()
 
     def state_dict(self) -> dict[str, Any]:
         """Everything but the networks that an exact resume needs: optimisers, counters, the env's full
-        state, in-flight episode returns and every random generator's state."""
+        state (in-flight episode returns included) and every random generator's state."""
         rng: dict[str, Any] = {
             "torch": torch.get_rng_state(),
             "numpy": np.random.get_state(),
@@ -406,7 +405,6 @@ class Trainer:
             "iteration": self.iteration,
             "env_steps": self.env_steps,
             "policies": {p.name: p.algorithm.state_dict() for p in self.policies},
-            "episode_return": self._episode_return.clone(),
             "env": {"store": self.env.store.state_dict(), "seed": self.env.seed},
             "rng": rng,
         }
@@ -416,7 +414,6 @@ class Trainer:
         self.env_steps = int(state["env_steps"])
         for policy in self.policies:
             policy.algorithm.load_state_dict(state["policies"][policy.name])
-        self._episode_return.copy_(state["episode_return"])
         if int(state["env"]["seed"]) != self.env.seed:
             self.env.reset(seed=int(state["env"]["seed"]))
         self.env.store.load_state_dict(state["env"]["store"])

@@ -73,10 +73,9 @@ class A2C(ActorCriticAlgorithm):
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
         with self.autocast():
-            dist = self.model.distribution(obs)
+            dist, newvalue = self.model.distribution_and_value(obs, critic_input(obs, global_state))
             logprob = dist.log_prob(storage.actions.flatten(0, 2))
             entropy = dist.entropy().mean()
-            newvalue = self.model.value(critic_input(obs, global_state))
         losses: dict[str, torch.Tensor] = {
             "loss_policy": -(advantages * logprob).mean(),
             "loss_value": c.vf_coef * 0.5 * ((newvalue - returns) ** 2).mean(),

@@ -9,6 +9,7 @@ entries are logged as they are.
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -34,7 +35,8 @@ class Act:
     actions: torch.Tensor
     """[E, A, H] as sampled (stored for the update)."""
     env_actions: torch.Tensor
-    """[E, A, H] what the env receives: its action dtype, clipped to Box bounds."""
+    """[E, A, H] what the env receives: clipped to the Box bounds for continuous spaces; for discrete ones
+    the indices as sampled (converted to the env's dtype when written into its action buffer)."""
     logprobs: torch.Tensor | None = None
     """[E, A] log-probability of ``actions`` (stochastic policies)."""
     values: torch.Tensor | None = None
@@ -100,6 +102,14 @@ class Algorithm:
             critic_size = global_state_size + obs_size
             self.model = build_model(spec.model.name or self.default_model, obs_size, action_space, spec.model,
                                      critic_size).to(device)
+        # Rollouts act through `acting_model`: the model itself, or with bf16 mixed precision a bf16 copy of
+        # it, refreshed after every update (sync_acting_model). Autocast would instead cast every weight
+        # again at every rollout step: two dozen extra kernels per step for two policies.
+        self.acting_model = self.model
+        self.acting_dtype = torch.float32
+        if self.mixed_precision and self.model is not None:
+            self.acting_model = copy.deepcopy(self.model).to(torch.bfloat16).requires_grad_(False)
+            self.acting_dtype = torch.bfloat16
 
     # -- what subclasses implement ------------------------------------------------------------------
 
@@ -122,10 +132,17 @@ class Algorithm:
         return torch.float32 if self.continuous_actions else torch.int64
 
     def to_env_actions(self, actions: torch.Tensor) -> torch.Tensor:
-        """Actions as the env takes them: int32 indices, or floats clipped to the Box bounds."""
+        """Actions as the env takes them: floats clipped to the Box bounds; indices as they are."""
         if self.continuous_actions:
             return torch.maximum(torch.minimum(actions, self.high), self.low)
-        return actions.to(self.env_action_dtype)
+        return actions
+
+    def sync_acting_model(self) -> None:
+        """Copy the model's weights into the acting copy (after an update, or after loading weights)."""
+        if self.acting_model is not self.model:
+            with torch.no_grad():
+                for acting, learned in zip(self.acting_model.parameters(), self.model.parameters(), strict=True):
+                    acting.copy_(learned)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """bf16 autocast on CUDA when mixed precision is on (no weight cache: safe in CUDA graphs)."""
@@ -134,7 +151,9 @@ class Algorithm:
         return contextlib.nullcontext()
 
     def make_optimizer(self, parameters: Any) -> torch.optim.Optimizer:
-        return torch.optim.Adam(parameters, lr=self.spec.optimizer.lr, eps=self.spec.optimizer.eps)
+        # fused: one kernel for every parameter's update on CUDA (the default launches several per tensor)
+        return torch.optim.Adam(parameters, lr=self.spec.optimizer.lr, eps=self.spec.optimizer.eps,
+                                fused=self.device.type == "cuda")
 
     def set_learning_rate(self, progress: float, *optimizers: torch.optim.Optimizer) -> float:
         """Apply the learning-rate schedule at ``progress``; returns the rate."""
@@ -168,10 +187,11 @@ class ActorCriticAlgorithm(Algorithm):
         self.optimizer = self.make_optimizer(self.model.parameters())
 
     def act(self, obs: torch.Tensor, global_state: torch.Tensor | None, deterministic: bool = False) -> Act:
-        with self.autocast():
-            dist = self.model.distribution(obs)
-            actions = dist.mode() if deterministic else dist.sample()
-            values = self.model.value(critic_input(obs, global_state))
+        obs = obs.to(self.acting_dtype)
+        if global_state is not None:
+            global_state = global_state.to(self.acting_dtype)
+        dist, values = self.acting_model.distribution_and_value(obs, critic_input(obs, global_state))
+        actions = dist.mode() if deterministic else dist.sample()
         return Act(actions, self.to_env_actions(actions), dist.log_prob(actions), values)
 
     def value(self, obs: torch.Tensor, global_state: torch.Tensor | None) -> torch.Tensor:
@@ -183,8 +203,23 @@ class ActorCriticAlgorithm(Algorithm):
         """Value of the state after each stored step [T, E, A]: V(final_obs) where an episode was truncated,
         0 where it terminated, else the next step's value (the last step's from ``storage.last_obs``)."""
         last_values = self.value(storage.last_obs, storage.last_global_state)
-        return next_state_values(storage.values, last_values, storage.final_values,
+        return next_state_values(storage.values, last_values, self.truncation_values(storage),
                                  storage.terminated, storage.truncated)
+
+    def truncation_values(self, storage: RolloutStorage) -> torch.Tensor:
+        """``V(final_obs)`` [T, E, A] where the episode was truncated, 0 elsewhere.
+
+        Computed here, once per update, for the truncated (step, env) pairs only rather than for every
+        env at every rollout step: a small fraction of the rows, at the price of one host sync to learn
+        how many there are.
+        """
+        values = torch.zeros_like(storage.values)
+        steps, envs = storage.truncated.nonzero(as_tuple=True)
+        if steps.numel() > 0:
+            final_global = storage.final_global_state
+            global_state = final_global[steps, envs] if final_global is not None else None
+            values[steps, envs] = self.value(storage.final_obs[steps, envs], global_state)
+        return values
 
     def clip_and_step(self, loss: torch.Tensor, max_grad_norm: float | None) -> torch.Tensor:
         """Backpropagate ``loss``, clip the gradient norm, step; returns the norm before clipping."""

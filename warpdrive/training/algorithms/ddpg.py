@@ -84,8 +84,7 @@ class DDPG(Algorithm):
         self.critic_steps = 0
 
     def act(self, obs: torch.Tensor, global_state: torch.Tensor | None, deterministic: bool = False) -> Act:
-        with self.autocast():
-            mu = self.model.action(obs)
+        mu = self.acting_model.action(obs.to(self.acting_dtype))
         if deterministic:
             return Act(mu, self.to_env_actions(mu))
         noisy = gaussian(mu, self.noise_std.expand_as(mu), low=self.low, high=self.high)

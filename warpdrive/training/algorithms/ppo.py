@@ -76,10 +76,9 @@ def ppo_loss(model: Any, mb: dict[str, torch.Tensor], config: PPOConfig, ent_coe
         mb: [B, ...] tensors: ``obs``, ``critic_obs``, ``actions``, ``logprobs`` (at rollout time),
             ``advantages``, ``returns``, ``values`` (at rollout time).
     """
-    dist = model.distribution(mb["obs"])
+    dist, newvalue = model.distribution_and_value(mb["obs"], mb["critic_obs"])
     newlogprob = dist.log_prob(mb["actions"])
     entropy = dist.entropy().mean()
-    newvalue = model.value(mb["critic_obs"])
     logratio = newlogprob - mb["logprobs"]
     ratio = logratio.exp()
     with torch.no_grad():
