@@ -272,8 +272,9 @@ class ActorCritic(nn.Module):
         trunk = self.actor_trunk if self.critic_trunk is None else self.critic_trunk
         return self.value_head(trunk(critic_obs)).squeeze(-1).float()
 
-    def distribution_and_value(self, obs: torch.Tensor, critic_obs: torch.Tensor,
-                               mask: torch.Tensor | None = None) -> tuple[MultiCategorical | DiagGaussian, torch.Tensor]:
+    def distribution_and_value(
+        self, obs: torch.Tensor, critic_obs: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[MultiCategorical | DiagGaussian, torch.Tensor]:
         """:meth:`distribution` and :meth:`value` together; a shared trunk runs once for both."""
         if self.critic_trunk is not None:
             return self.distribution(obs, mask), self.value(critic_obs)
