@@ -151,6 +151,9 @@ class Trainer:
         self._step_index = torch.zeros(1, dtype=torch.int64, device=self.device)
 
         self._use_graph = config.cuda_graph and self.device.type == "cuda"
+        self._policy_streams: list[torch.cuda.Stream] = []
+        if self.device.type == "cuda" and len(self.policies) > 1:
+            self._policy_streams = [torch.cuda.Stream(device=self.device) for _ in self.policies]
         self._graph: torch.cuda.CUDAGraph | None = None
 
     # ----------------------------------------------------------------------------------------------
@@ -246,6 +249,16 @@ class Trainer:
                                            global_state if policy.global_critic else None, deterministic)
                 policy.put_actions(self.env.actions, act.env_actions)
 
+    def _act_and_store(self, policy: Policy, obs: torch.Tensor, global_state: torch.Tensor | None) -> None:
+        """One policy's part of a rollout step: act for its agents, write their actions, store its fields."""
+        act = policy.algorithm.act(policy.observations(obs), global_state if policy.global_critic else None)
+        policy.put_actions(self.env.actions, act.env_actions)
+        if policy.storage is not None:
+            fields = {"actions": act.actions}
+            if policy.storage.on_policy:
+                fields.update(logprobs=act.logprobs, values=act.values)
+            policy.storage.write(self._step_index, **fields)
+
     def _step(self) -> None:
         """One rollout step of every env; writes at ``self._step_index`` and advances it (graph-safe)."""
         env, t, stored = self.env, self._step_index, self.env_rollout
@@ -253,14 +266,20 @@ class Trainer:
         global_state = self.global_state(obs) if self._needs_global else None
         if stored is not None:
             stored.write(t, obs=obs, **({"global_state": global_state} if stored.global_state is not None else {}))
-        for policy in self.policies:
-            act = policy.algorithm.act(policy.observations(obs), global_state if policy.global_critic else None)
-            policy.put_actions(env.actions, act.env_actions)
-            if policy.storage is not None:
-                fields = {"actions": act.actions}
-                if policy.storage.on_policy:
-                    fields.update(logprobs=act.logprobs, values=act.values)
-                policy.storage.write(t, **fields)
+        if self._policy_streams:
+            # The policies' forward passes are independent chains of small kernels: on streams of their own
+            # they overlap (a CUDA graph captures the fork and the join). Every tensor that crosses streams
+            # is allocated before the fork and held until after the join.
+            main = torch.cuda.current_stream(self.device)
+            for policy, stream in zip(self.policies, self._policy_streams, strict=True):
+                stream.wait_stream(main)
+                with torch.cuda.stream(stream):
+                    self._act_and_store(policy, obs, global_state)
+            for stream in self._policy_streams:
+                main.wait_stream(stream)
+        else:
+            for policy in self.policies:
+                self._act_and_store(policy, obs, global_state)
 
         _, rewards, terminated, truncated, info = env.step()
 
