@@ -10,9 +10,10 @@ index held in a device tensor. Episode statistics are summed by the env's step k
 (:meth:`~warpdrive.core.env.Env.episode_totals`) and read once per iteration: the loop does no per-step
 reduction and no host sync.
 
-On CUDA, one rollout step (policy forward passes, sampling, the env kernel, storage writes, statistics)
-is captured in a ``torch.cuda.CUDAGraph`` and replayed ``T`` times per rollout: the env's Numba kernels
-launch on torch's current stream, so they are part of the graph. Sampling uses torch's default CUDA
+On CUDA, one rollout step (policy forward passes, sampling, the env kernel, storage writes) is captured
+in a ``torch.cuda.CUDAGraph`` and replayed ``T`` times per rollout (the env's Numba kernels launch on
+torch's current stream, so they are part of the graph); with several policies, their forward passes run on
+streams of their own and overlap. Sampling uses torch's default CUDA
 generator, which graphs handle (each replay draws fresh numbers).
 
 Metrics per iteration (stable names): ``charts/episodic_return/<group>``, ``charts/episodic_length``,
