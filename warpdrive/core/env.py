@@ -10,6 +10,11 @@ An env subclass declares, in one module:
 - ``step_phases`` and ``reset_phases``: its logic, as phases of kernel functions (see
   :mod:`warpdrive.core.compile`).
 
+Envs whose agents cannot always take every action declare one more array, ``action_mask``: shape
+``[E, A, n_1 + ... + n_H]`` bool (the heads' choices laid end to end, True where allowed), role
+``"action_mask"``, written by their step and reset phases for the observation they produce. Samplers and
+policies then draw only allowed actions, and ``validate`` rejects the others.
+
 The base class adds the standard arrays every env has (see :meth:`Env.standard_arrays`), compiles the
 phases for the CPU or the GPU, and offers a batched, Gymnasium-style API whose tensors stay on the device.
 
@@ -169,6 +174,7 @@ class Env:
 
         specs = self.standard_arrays() + self.state_arrays()
         self._check_memory(specs)
+        self._check_action_mask_spec(specs)
         self.store = DataStore(specs, num_envs, self.num_agents, self.device)
         self._load_start_state()
         if launch is None:
@@ -305,6 +311,21 @@ class Env:
         return self.store["actions"]
 
     @property
+    def action_mask(self) -> torch.Tensor | None:
+        """[envs, agents, n_1 + ... + n_H] bool, True where an action is allowed; ``None`` when the env
+        declares no ``action_mask`` array (every action always allowed)."""
+        return self.store.get("action_mask")
+
+    def action_choices(self) -> list[int]:
+        """Number of choices per action head (discrete spaces; empty for Box)."""
+        space = self.single_action_space()
+        if isinstance(space, gym.spaces.Discrete):
+            return [int(space.n)]
+        if isinstance(space, gym.spaces.MultiDiscrete):
+            return [int(n) for n in np.asarray(space.nvec).reshape(-1)]
+        return []
+
+    @property
     def single_observation_space(self) -> gym.spaces.Box:
         return gym.spaces.Box(-np.inf, np.inf, (self.observation_size(),), np.float32)
 
@@ -381,7 +402,7 @@ class Env:
         """Uniformly random actions [envs, agents, heads] drawn on the device (written into :attr:`actions`)."""
         from warpdrive.core.sampling import uniform_actions
 
-        return uniform_actions(self.single_action_space(), self.actions, generator)
+        return uniform_actions(self.single_action_space(), self.actions, generator, mask=self.action_mask)
 
     # ------------------------------------------------------------------------------------------
     # internals
@@ -422,6 +443,19 @@ class Env:
         if backend == "cudasim" and not simulator_enabled():
             raise RuntimeError("backend 'cudasim' needs NUMBA_ENABLE_CUDASIM=1 set before numba is imported")
         return backend, device
+
+    def _check_action_mask_spec(self, specs: list[ArraySpec]) -> None:
+        spec = next((s for s in specs if s.name == "action_mask"), None)
+        if spec is None:
+            return
+        choices = self.action_choices()
+        if not choices:
+            raise ValueError(f"{type(self).__name__} declares an action_mask, but its action space "
+                             f"{self.single_action_space()} is not discrete")
+        if spec.per != "agent" or spec.dtype != torch.bool or tuple(spec.shape) != (sum(choices),):
+            raise ValueError(f"{type(self).__name__}'s action_mask must be ArraySpec('action_mask', 'agent', "
+                             f"torch.bool, 'action_mask', ({sum(choices)},)) (one flag per choice of "
+                             f"{choices}), got {spec}")
 
     def _check_memory(self, specs: list[ArraySpec]) -> None:
         need = DataStore.required_bytes(specs, self.num_envs, self.num_agents)
@@ -534,3 +568,13 @@ class Env:
                 f"action out of range: actions[{env}, {agent}, {head}] = {value}, expected {bounds} "
                 f"(action space {space}); a sampler must produce valid actions: nothing is clipped"
             )
+        mask = self.action_mask
+        if mask is not None:
+            offsets = torch.as_tensor(np.cumsum([0, *self.action_choices()[:-1]]), device=actions.device)
+            allowed = mask.gather(2, actions.long() + offsets)
+            if not bool(allowed.all()):
+                env, agent, head = (int(i) for i in (~allowed).nonzero()[0])
+                raise ValueError(
+                    f"action not allowed: actions[{env}, {agent}, {head}] = {actions[env, agent, head].item()} is "
+                    f"masked out (env.action_mask[{env}, {agent}] is False there); sample from the allowed actions"
+                )

@@ -59,14 +59,28 @@ def gaussian(mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator |
 
 
 def uniform_actions(
-    space: gym.spaces.Space, out: torch.Tensor, generator: torch.Generator | None = None
+    space: gym.spaces.Space, out: torch.Tensor, generator: torch.Generator | None = None,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Fill ``out`` [envs, agents, heads] with uniformly random valid actions of ``space``, on its device."""
+    """Fill ``out`` [envs, agents, heads] with uniformly random valid actions of ``space``, on its device.
+
+    Args:
+        mask: optional bool [envs, agents, n_1 + ... + n_H] for discrete spaces (the heads' choices laid end
+            to end, True where allowed): each head draws uniformly among its allowed choices.
+    """
     if isinstance(space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
         limits = np.atleast_1d(space.n if isinstance(space, gym.spaces.Discrete) else space.nvec).reshape(-1)
+        start = 0
         for head, n in enumerate(limits):
-            out[..., head].random_(0, int(n), generator=generator)
+            if mask is None:
+                out[..., head].random_(0, int(n), generator=generator)
+            else:
+                allowed = mask[..., start:start + int(n)].float()
+                out[..., head] = categorical_from_probs(allowed, generator)
+            start += int(n)
         return out
+    if mask is not None:
+        raise ValueError(f"action masks need a discrete action space, got {space}")
     if isinstance(space, gym.spaces.Box):
         low = torch.as_tensor(space.low.reshape(-1), device=out.device)
         high = torch.as_tensor(space.high.reshape(-1), device=out.device)

@@ -16,10 +16,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-Role = Literal["state", "observation", "action", "reward", "done", "constant", "scratch"]
+Role = Literal["state", "observation", "action", "action_mask", "reward", "done", "constant", "scratch"]
 Per = Literal["agent", "env", "global"]
 
-ROLES: tuple[str, ...] = ("state", "observation", "action", "reward", "done", "constant", "scratch")
+ROLES: tuple[str, ...] = ("state", "observation", "action", "action_mask", "reward", "done", "constant", "scratch")
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,10 @@ class DataStore:
 
     def __contains__(self, name: str) -> bool:
         return name in self.tensors
+
+    def get(self, name: str) -> torch.Tensor | None:
+        """The array ``name``, or ``None`` when the store has none by that name (optional arrays)."""
+        return self.tensors.get(name)
 
     def names(self, role: Role | None = None) -> list[str]:
         return [n for n, s in self.specs.items() if role is None or s.role == role]

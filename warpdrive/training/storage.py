@@ -43,6 +43,8 @@ class EnvRollout:
     ``final_obs``           [T, E, A, D]    float32   last observation of the episode the step ended (the
                                                       env's ``final_obs``); valid where terminated or
                                                       truncated
+    ``action_mask``         [T, E, A, M]    bool      with envs that mask actions: what was allowed at
+                                                      ``obs`` (``None`` otherwise)
     ``last_obs``            [E, A, D]       float32   observation after the last step (bootstrap)
     ``global_state``        [T, E, G]       float32   with centralised critics: the env's state
     ``final_global_state``  [T, E, G]       float32   ... and that of ``final_obs``
@@ -51,7 +53,7 @@ class EnvRollout:
     """
 
     def __init__(self, num_steps: int, num_envs: int, num_agents: int, obs_size: int, device: torch.device, *,
-                 global_state_size: int = 0) -> None:
+                 global_state_size: int = 0, action_mask_size: int = 0) -> None:
         t, e, a = num_steps, num_envs, num_agents
         self.num_steps, self.num_envs, self.num_agents = t, e, a
 
@@ -64,6 +66,7 @@ class EnvRollout:
         self.truncated = zeros(t, e, dtype=torch.bool)
         self.final_obs = zeros(t, e, a, obs_size)
         self.last_obs = zeros(e, a, obs_size)
+        self.action_mask = zeros(t, e, a, action_mask_size, dtype=torch.bool) if action_mask_size else None
         g = global_state_size
         self.global_state = zeros(t, e, g) if g else None
         self.final_global_state = zeros(t, e, g) if g else None
@@ -137,6 +140,11 @@ class RolloutStorage:
     @property
     def last_obs(self) -> torch.Tensor:
         return self._select(self.env_rollout.last_obs, dim=1)
+
+    @property
+    def action_mask(self) -> torch.Tensor | None:
+        mask = self.env_rollout.action_mask
+        return None if mask is None else self._select(mask)
 
     @property
     def terminated(self) -> torch.Tensor:

@@ -182,9 +182,11 @@ class Trainer:
         global_critics = [specs[name].model.critic_input == "global" for name in assignment]
         self.env_rollout: EnvRollout | None = None
         if any(trainable):
+            mask = self.env.action_mask
             self.env_rollout = EnvRollout(self.num_steps, self.num_envs, self.env.num_agents,
                                           self.env.observation_size(), self.device,
-                                          global_state_size=self.global_state_size if any(global_critics) else 0)
+                                          global_state_size=self.global_state_size if any(global_critics) else 0,
+                                          action_mask_size=0 if mask is None else mask.shape[-1])
         policies = []
         for name, groups in assignment.items():
             spec, path = specs[name], f"policies.{name}"
@@ -245,14 +247,17 @@ class Trainer:
         obs = self.env.obs
         global_state = self.global_state(obs) if self._needs_global else None
         with torch.no_grad():
+            mask = self.env.action_mask
             for policy in self.policies:
-                act = policy.algorithm.act(policy.observations(obs),
-                                           global_state if policy.global_critic else None, deterministic)
+                act = policy.algorithm.act(policy.observations(obs), global_state if policy.global_critic else None,
+                                           deterministic, None if mask is None else policy.observations(mask))
                 policy.put_actions(self.env.actions, act.env_actions)
 
     def _act_and_store(self, policy: Policy, obs: torch.Tensor, global_state: torch.Tensor | None) -> None:
         """One policy's part of a rollout step: act for its agents, write their actions, store its fields."""
-        act = policy.algorithm.act(policy.observations(obs), global_state if policy.global_critic else None)
+        mask = self.env.action_mask
+        act = policy.algorithm.act(policy.observations(obs), global_state if policy.global_critic else None,
+                                   mask=None if mask is None else policy.observations(mask))
         policy.put_actions(self.env.actions, act.env_actions)
         if policy.storage is not None:
             fields = {"actions": act.actions}
@@ -266,7 +271,12 @@ class Trainer:
         obs = env.obs
         global_state = self.global_state(obs) if self._needs_global else None
         if stored is not None:
-            stored.write(t, obs=obs, **({"global_state": global_state} if stored.global_state is not None else {}))
+            fields = {"obs": obs}
+            if stored.global_state is not None:
+                fields["global_state"] = global_state
+            if stored.action_mask is not None:
+                fields["action_mask"] = env.action_mask
+            stored.write(t, **fields)
         if self._policy_streams:
             # The policies' forward passes are independent chains of small kernels: on streams of their own
             # they overlap (a CUDA graph captures the fork and the join). Every tensor that crosses streams

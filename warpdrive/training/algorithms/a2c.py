@@ -73,7 +73,8 @@ class A2C(ActorCriticAlgorithm):
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
         with self.autocast():
-            dist, newvalue = self.model.distribution_and_value(obs, critic_input(obs, global_state))
+            mask = storage.action_mask.flatten(0, 2) if storage.action_mask is not None else None
+            dist, newvalue = self.model.distribution_and_value(obs, critic_input(obs, global_state), mask)
             logprob = dist.log_prob(storage.actions.flatten(0, 2))
             entropy = dist.entropy().mean()
         losses: dict[str, torch.Tensor] = {

@@ -113,10 +113,12 @@ class Algorithm:
 
     # -- what subclasses implement ------------------------------------------------------------------
 
-    def act(self, obs: torch.Tensor, global_state: torch.Tensor | None, deterministic: bool = False) -> Act:
+    def act(self, obs: torch.Tensor, global_state: torch.Tensor | None, deterministic: bool = False,
+            mask: torch.Tensor | None = None) -> Act:
         """Decide actions for ``obs`` [E, A, D] (``global_state`` [E, G] for a global critic).
 
         ``deterministic``: the policy's most likely action, without exploration (evaluation, rendering).
+        ``mask``: bool [E, A, n_1 + ... + n_H], True where an action is allowed (envs that mask actions).
         Must not sync with the host: rollouts may be captured in a CUDA graph.
         """
         raise NotImplementedError
@@ -186,11 +188,12 @@ class ActorCriticAlgorithm(Algorithm):
         assert self.model is not None
         self.optimizer = self.make_optimizer(self.model.parameters())
 
-    def act(self, obs: torch.Tensor, global_state: torch.Tensor | None, deterministic: bool = False) -> Act:
+    def act(self, obs: torch.Tensor, global_state: torch.Tensor | None, deterministic: bool = False,
+            mask: torch.Tensor | None = None) -> Act:
         obs = obs.to(self.acting_dtype)
         if global_state is not None:
             global_state = global_state.to(self.acting_dtype)
-        dist, values = self.acting_model.distribution_and_value(obs, critic_input(obs, global_state))
+        dist, values = self.acting_model.distribution_and_value(obs, critic_input(obs, global_state), mask)
         actions = dist.mode() if deterministic else dist.sample()
         return Act(actions, self.to_env_actions(actions), dist.log_prob(actions), values)
 

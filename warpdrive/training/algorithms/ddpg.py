@@ -83,7 +83,8 @@ class DDPG(Algorithm):
         self.noise_std = c.exploration_noise * self.model.action_scale
         self.critic_steps = 0
 
-    def act(self, obs: torch.Tensor, global_state: torch.Tensor | None, deterministic: bool = False) -> Act:
+    def act(self, obs: torch.Tensor, global_state: torch.Tensor | None, deterministic: bool = False,
+            mask: torch.Tensor | None = None) -> Act:
         mu = self.acting_model.action(obs.to(self.acting_dtype))
         if deterministic:
             return Act(mu, self.to_env_actions(mu))

@@ -74,9 +74,10 @@ def ppo_loss(model: Any, mb: dict[str, torch.Tensor], config: PPOConfig, ent_coe
     Args:
         model: an :class:`~warpdrive.training.models.ActorCritic`.
         mb: [B, ...] tensors: ``obs``, ``critic_obs``, ``actions``, ``logprobs`` (at rollout time),
-            ``advantages``, ``returns``, ``values`` (at rollout time).
+            ``advantages``, ``returns``, ``values`` (at rollout time), and ``action_mask`` where the env
+            masks actions.
     """
-    dist, newvalue = model.distribution_and_value(mb["obs"], mb["critic_obs"])
+    dist, newvalue = model.distribution_and_value(mb["obs"], mb["critic_obs"], mb.get("action_mask"))
     newlogprob = dist.log_prob(mb["actions"])
     entropy = dist.entropy().mean()
     logratio = newlogprob - mb["logprobs"]
@@ -138,6 +139,8 @@ class PPO(ActorCriticAlgorithm):
             "returns": returns.flatten(),
             "values": storage.values.flatten(),
         }
+        if storage.action_mask is not None:
+            b["action_mask"] = storage.action_mask.flatten(0, 2)
         b_global = storage.global_state.flatten(0, 1) if storage.global_state is not None else None
         batch_size = b["obs"].shape[0]
         minibatch_size = max(batch_size // c.num_minibatches, 1)

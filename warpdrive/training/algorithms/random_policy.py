@@ -12,14 +12,16 @@ __all__ = ["RandomPolicy"]
 
 
 class RandomPolicy(Algorithm):
-    """Uniformly random actions from the action space, drawn on the device; never learns."""
+    """Uniformly random actions from the action space (among the allowed ones where the env masks actions),
+    drawn on the device; never learns."""
 
     name = "random"
     trainable = False
 
-    def act(self, obs: torch.Tensor, global_state: torch.Tensor | None, deterministic: bool = False) -> Act:
+    def act(self, obs: torch.Tensor, global_state: torch.Tensor | None, deterministic: bool = False,
+            mask: torch.Tensor | None = None) -> Act:
         out = torch.empty((*obs.shape[:-1], self.action_size), dtype=self.env_action_dtype, device=obs.device)
-        actions = uniform_actions(self.action_space, out)
+        actions = uniform_actions(self.action_space, out, mask=mask)
         return Act(actions, actions)
 
     def update(self, storage: RolloutStorage, progress: float) -> dict[str, torch.Tensor | float]:
