@@ -12,6 +12,7 @@ import torch
 
 from warpdrive import ArraySpec, Env, kernel_function
 from warpdrive.core.compile import per_agent
+from warpdrive.core.device import cuda_available
 from warpdrive.envs import REGISTRY, register
 from warpdrive.training.config import load_config
 from warpdrive.training.trainer import Trainer
@@ -127,3 +128,16 @@ def test_training_acts_within_the_mask_and_learns_from_it(algorithm: str) -> Non
     else:
         assert last["charts/episodic_return/agents"] > first["charts/episodic_return/agents"] + 1.0
         assert last["charts/episodic_return/agents"] / 6 > 0.75
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU")
+def test_masked_rollouts_replayed_from_a_cuda_graph_stay_within_the_mask() -> None:
+    config = {"env": {"name": "masked_choice", "num_envs": 256}, "rollout_length": 12, "total_env_steps": 256 * 12 * 3,
+              "device": "cuda", "policies": {"shared": {"algorithm": "ppo"}}}
+    trainer = Trainer(load_config(config))
+    for _ in range(3):
+        trainer.train_iteration()
+    assert trainer.uses_cuda_graph
+    storage = trainer.policies[0].storage
+    assert allowed(storage.actions.cpu(), storage.action_mask.cpu()).all()
