@@ -46,6 +46,7 @@ from warpdrive.core.compile import (
     source_fingerprint,
 )
 from warpdrive.core.device import cuda_available, kernel_function, simulator_enabled
+from warpdrive.core.sampling import discrete_choices, uniform_actions
 from warpdrive.core.store import ArraySpec, DataStore, kernel_tuple_type
 
 Backend = Literal["cpu", "cuda", "cudasim"]
@@ -316,15 +317,6 @@ class Env:
         declares no ``action_mask`` array (every action always allowed)."""
         return self.store.get("action_mask")
 
-    def action_choices(self) -> list[int]:
-        """Number of choices per action head (discrete spaces; empty for Box)."""
-        space = self.single_action_space()
-        if isinstance(space, gym.spaces.Discrete):
-            return [int(space.n)]
-        if isinstance(space, gym.spaces.MultiDiscrete):
-            return [int(n) for n in np.asarray(space.nvec).reshape(-1)]
-        return []
-
     @property
     def single_observation_space(self) -> gym.spaces.Box:
         return gym.spaces.Box(-np.inf, np.inf, (self.observation_size(),), np.float32)
@@ -400,8 +392,6 @@ class Env:
 
     def sample_actions(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """Uniformly random actions [envs, agents, heads] drawn on the device (written into :attr:`actions`)."""
-        from warpdrive.core.sampling import uniform_actions
-
         return uniform_actions(self.single_action_space(), self.actions, generator, mask=self.action_mask)
 
     # ------------------------------------------------------------------------------------------
@@ -448,8 +438,8 @@ class Env:
         spec = next((s for s in specs if s.name == "action_mask"), None)
         if spec is None:
             return
-        choices = self.action_choices()
-        if not choices:
+        choices = discrete_choices(self.single_action_space())
+        if choices is None:
             raise ValueError(f"{type(self).__name__} declares an action_mask, but its action space "
                              f"{self.single_action_space()} is not discrete")
         if spec.per != "agent" or spec.dtype != torch.bool or tuple(spec.shape) != (sum(choices),):
@@ -555,8 +545,7 @@ class Env:
             bad = ~((actions >= low) & (actions <= high))  # NaN fails both comparisons
             expected = "a value in [{low}, {high}]"
         else:
-            limits = space.n if isinstance(space, gym.spaces.Discrete) else space.nvec
-            high = torch.as_tensor(np.atleast_1d(limits), device=actions.device).reshape(-1)
+            high = torch.as_tensor(discrete_choices(space), device=actions.device)
             low = torch.zeros_like(high)
             bad = (actions < 0) | (actions >= high)
             expected = "0 <= index < {high}"
@@ -568,13 +557,17 @@ class Env:
                 f"action out of range: actions[{env}, {agent}, {head}] = {value}, expected {bounds} "
                 f"(action space {space}); a sampler must produce valid actions: nothing is clipped"
             )
-        mask = self.action_mask
-        if mask is not None:
-            offsets = torch.as_tensor(np.cumsum([0, *self.action_choices()[:-1]]), device=actions.device)
-            allowed = mask.gather(2, actions.long() + offsets)
-            if not bool(allowed.all()):
-                env, agent, head = (int(i) for i in (~allowed).nonzero()[0])
-                raise ValueError(
-                    f"action not allowed: actions[{env}, {agent}, {head}] = {actions[env, agent, head].item()} is "
-                    f"masked out (env.action_mask[{env}, {agent}] is False there); sample from the allowed actions"
-                )
+        if self.action_mask is not None:
+            self._check_allowed(actions, self.action_mask)
+
+    def _check_allowed(self, actions: torch.Tensor, mask: torch.Tensor) -> None:
+        """Every (in-range) action index must be allowed by ``mask``."""
+        choices = discrete_choices(self.single_action_space())
+        offsets = torch.as_tensor(np.cumsum([0, *choices[:-1]]), device=actions.device)
+        allowed = mask.gather(2, actions.long() + offsets)
+        if not bool(allowed.all()):
+            env, agent, head = (int(i) for i in (~allowed).nonzero()[0])
+            raise ValueError(
+                f"action not allowed: actions[{env}, {agent}, {head}] = {actions[env, agent, head].item()} is "
+                f"masked out (env.action_mask[{env}, {agent}] is False there); sample from the allowed actions"
+            )

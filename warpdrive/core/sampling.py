@@ -10,9 +10,20 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-__all__ = ["categorical", "categorical_from_probs", "gaussian", "uniform_actions"]
+__all__ = ["categorical", "categorical_from_probs", "discrete_choices", "gaussian", "uniform_actions"]
 
 _TINY = 1e-20
+
+
+def discrete_choices(space: gym.spaces.Space) -> list[int] | None:
+    """Number of choices per action head for Discrete/MultiDiscrete spaces; ``None`` for Box."""
+    if isinstance(space, gym.spaces.Discrete):
+        return [int(space.n)]
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return [int(n) for n in np.asarray(space.nvec).reshape(-1)]
+    if isinstance(space, gym.spaces.Box):
+        return None
+    raise TypeError(f"unsupported action space {space}; expected Discrete, MultiDiscrete or Box")
 
 
 def categorical(logits: torch.Tensor, generator: torch.Generator | None = None,
@@ -68,23 +79,20 @@ def uniform_actions(
         mask: optional bool [envs, agents, n_1 + ... + n_H] for discrete spaces (the heads' choices laid end
             to end, True where allowed): each head draws uniformly among its allowed choices.
     """
-    if isinstance(space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
-        limits = np.atleast_1d(space.n if isinstance(space, gym.spaces.Discrete) else space.nvec).reshape(-1)
+    choices = discrete_choices(space)
+    if choices is not None:
         start = 0
-        for head, n in enumerate(limits):
+        for head, n in enumerate(choices):
             if mask is None:
-                out[..., head].random_(0, int(n), generator=generator)
+                out[..., head].random_(0, n, generator=generator)
             else:
-                allowed = mask[..., start:start + int(n)].float()
-                out[..., head] = categorical_from_probs(allowed, generator)
-            start += int(n)
+                out[..., head] = categorical_from_probs(mask[..., start:start + n].float(), generator)
+            start += n
         return out
     if mask is not None:
         raise ValueError(f"action masks need a discrete action space, got {space}")
-    if isinstance(space, gym.spaces.Box):
-        low = torch.as_tensor(space.low.reshape(-1), device=out.device)
-        high = torch.as_tensor(space.high.reshape(-1), device=out.device)
-        out.uniform_(0.0, 1.0, generator=generator)
-        out.mul_(high - low).add_(low)
-        return out
-    raise TypeError(f"unsupported action space {space}")
+    low = torch.as_tensor(space.low.reshape(-1), device=out.device)
+    high = torch.as_tensor(space.high.reshape(-1), device=out.device)
+    out.uniform_(0.0, 1.0, generator=generator)
+    out.mul_(high - low).add_(low)
+    return out

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from warpdrive.core.sampling import categorical_from_probs, gaussian
+from warpdrive.core.sampling import categorical_from_probs, discrete_choices, gaussian
 from warpdrive.training.typed import ConfigError
 
 __all__ = [
@@ -174,17 +174,6 @@ class DiagGaussian:
         return (self.log_std + 0.5 * (1.0 + math.log(2 * math.pi))).sum(-1)
 
 
-def discrete_sizes(space: gym.spaces.Space) -> list[int] | None:
-    """Number of choices per head for Discrete/MultiDiscrete spaces; ``None`` for Box."""
-    if isinstance(space, gym.spaces.Discrete):
-        return [int(space.n)]
-    if isinstance(space, gym.spaces.MultiDiscrete):
-        return [int(n) for n in np.asarray(space.nvec).reshape(-1)]
-    if isinstance(space, gym.spaces.Box):
-        return None
-    raise TypeError(f"unsupported action space {space}; expected Discrete, MultiDiscrete or Box")
-
-
 # --------------------------------------------------------------------------------------------------
 # registry
 
@@ -227,7 +216,7 @@ class ActorCritic(nn.Module):
     def __init__(self, obs_size: int, action_space: gym.spaces.Space, spec: ModelSpec,
                  critic_input_size: int) -> None:
         super().__init__()
-        self.sizes = discrete_sizes(action_space)
+        self.sizes = discrete_choices(action_space)
         hidden = spec.hidden_sizes
         feature_size = hidden[-1] if hidden else obs_size
         out_size = sum(self.sizes) if self.sizes is not None else int(np.prod(action_space.shape))

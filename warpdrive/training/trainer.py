@@ -39,6 +39,7 @@ import torch
 from warpdrive.core.device import cuda_available
 from warpdrive.envs import make
 from warpdrive.training.algorithms import Algorithm, algorithm_class
+from warpdrive.training.algorithms.base import Act
 from warpdrive.training.config import SHARED, TrainConfig
 from warpdrive.training.storage import EnvRollout, RolloutStorage, agent_selector, select_agents
 from warpdrive.training.typed import ConfigError
@@ -90,9 +91,10 @@ class Policy:
     """``None`` for fixed (non-learning) policies."""
     global_critic: bool
 
-    def observations(self, obs: torch.Tensor) -> torch.Tensor:
-        """This policy's agents' rows of ``obs`` [E, A, ...], contiguous: [E, A_p, ...]."""
-        return select_agents(obs, self.agents, 1).contiguous()
+    def own_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """This policy's agents' rows of ``x`` [E, A, ...] (observations, action masks), contiguous:
+        [E, A_p, ...]."""
+        return select_agents(x, self.agents, 1).contiguous()
 
     def put_actions(self, env_actions: torch.Tensor, actions: torch.Tensor) -> None:
         """Write ``actions`` [E, A_p, H] into the env's action buffer [E, A, H] (converting the dtype)."""
@@ -247,18 +249,22 @@ class Trainer:
         obs = self.env.obs
         global_state = self.global_state(obs) if self._needs_global else None
         with torch.no_grad():
-            mask = self.env.action_mask
             for policy in self.policies:
-                act = policy.algorithm.act(policy.observations(obs), global_state if policy.global_critic else None,
-                                           deterministic, None if mask is None else policy.observations(mask))
-                policy.put_actions(self.env.actions, act.env_actions)
+                self._decide(policy, obs, global_state, deterministic)
+
+    def _decide(self, policy: Policy, obs: torch.Tensor, global_state: torch.Tensor | None,
+                deterministic: bool = False) -> Act:
+        """``policy`` acts for its agents (within the env's action mask, if any); the actions go into
+        ``env.actions``."""
+        mask = self.env.action_mask
+        act = policy.algorithm.act(policy.own_rows(obs), global_state if policy.global_critic else None,
+                                   deterministic, None if mask is None else policy.own_rows(mask))
+        policy.put_actions(self.env.actions, act.env_actions)
+        return act
 
     def _act_and_store(self, policy: Policy, obs: torch.Tensor, global_state: torch.Tensor | None) -> None:
         """One policy's part of a rollout step: act for its agents, write their actions, store its fields."""
-        mask = self.env.action_mask
-        act = policy.algorithm.act(policy.observations(obs), global_state if policy.global_critic else None,
-                                   mask=None if mask is None else policy.observations(mask))
-        policy.put_actions(self.env.actions, act.env_actions)
+        act = self._decide(policy, obs, global_state)
         if policy.storage is not None:
             fields = {"actions": act.actions}
             if policy.storage.on_policy:
