@@ -91,6 +91,18 @@ def test_ddpg_waits_for_learning_starts_then_updates_targets() -> None:
     assert (act.env_actions.abs() <= 2.0).all()
 
 
+def test_ddpg_warm_up_exploration_is_for_training_rollouts_only() -> None:
+    algorithm = make_algorithm("ddpg", BOX, exploration_noise=0.0)
+    assert bool(algorithm.explore_randomly)  # a fresh algorithm, as evaluation builds one from a checkpoint
+    obs = torch.randn(64, 2, 5)
+    with torch.no_grad():
+        mu = algorithm.model.action(obs)
+        training = algorithm.act(obs, None).env_actions
+        evaluation = algorithm.act(obs, None, explore=False).env_actions
+    torch.testing.assert_close(evaluation, mu)  # the learned actor (noise 0 here), not uniform actions
+    assert (training - mu).abs().mean() > 0.5  # uniform over [-2, 2] during the warm-up
+
+
 def test_ddpg_refuses_discrete_actions() -> None:
     spec = from_dict(PolicySpec, {"algorithm": "ddpg"})
     with pytest.raises(TypeError, match="needs a Box action space"):

@@ -245,20 +245,20 @@ class Trainer:
 
     def act(self, deterministic: bool = False) -> None:
         """Write every policy's actions for the current observations into ``env.actions`` (for evaluation
-        and rendering; nothing is stored)."""
+        and rendering: nothing is stored, and no warm-up exploration is used)."""
         obs = self.env.obs
         global_state = self.global_state(obs) if self._needs_global else None
         with torch.no_grad():
             for policy in self.policies:
-                self._decide(policy, obs, global_state, deterministic)
+                self._decide(policy, obs, global_state, deterministic, explore=False)
 
     def _decide(self, policy: Policy, obs: torch.Tensor, global_state: torch.Tensor | None,
-                deterministic: bool = False) -> Act:
+                deterministic: bool = False, explore: bool = True) -> Act:
         """``policy`` acts for its agents (within the env's action mask, if any); the actions go into
-        ``env.actions``."""
+        ``env.actions``. ``explore``: the algorithm's warm-up exploration, for training rollouts only."""
         mask = self.env.action_mask
         act = policy.algorithm.act(policy.own_rows(obs), global_state if policy.global_critic else None,
-                                   deterministic, None if mask is None else policy.own_rows(mask))
+                                   deterministic, None if mask is None else policy.own_rows(mask), explore)
         policy.put_actions(self.env.actions, act.env_actions)
         return act
 

@@ -114,11 +114,13 @@ class Algorithm:
     # -- what subclasses implement ------------------------------------------------------------------
 
     def act(self, obs: torch.Tensor, global_state: torch.Tensor | None, deterministic: bool = False,
-            mask: torch.Tensor | None = None) -> Act:
+            mask: torch.Tensor | None = None, explore: bool = True) -> Act:
         """Decide actions for ``obs`` [E, A, D] (``global_state`` [E, G] for a global critic).
 
         ``deterministic``: the policy's most likely action, without exploration (evaluation, rendering).
         ``mask``: bool [E, A, n_1 + ... + n_H], True where an action is allowed (envs that mask actions).
+        ``explore``: False when acting for evaluation or rendering: no warm-up exploration (DDPG's uniformly
+        random actions before learning starts).
         Must not sync with the host: rollouts may be captured in a CUDA graph.
         """
         raise NotImplementedError
@@ -189,7 +191,7 @@ class ActorCriticAlgorithm(Algorithm):
         self.optimizer = self.make_optimizer(self.model.parameters())
 
     def act(self, obs: torch.Tensor, global_state: torch.Tensor | None, deterministic: bool = False,
-            mask: torch.Tensor | None = None) -> Act:
+            mask: torch.Tensor | None = None, explore: bool = True) -> Act:
         obs = obs.to(self.acting_dtype)
         if global_state is not None:
             global_state = global_state.to(self.acting_dtype)

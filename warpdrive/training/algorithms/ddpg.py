@@ -84,11 +84,13 @@ class DDPG(Algorithm):
         self.critic_steps = 0
 
     def act(self, obs: torch.Tensor, global_state: torch.Tensor | None, deterministic: bool = False,
-            mask: torch.Tensor | None = None) -> Act:
+            mask: torch.Tensor | None = None, explore: bool = True) -> Act:
         mu = self.acting_model.action(obs.to(self.acting_dtype))
         if deterministic:
             return Act(mu, self.to_env_actions(mu))
         noisy = gaussian(mu, self.noise_std.expand_as(mu), low=self.low, high=self.high)
+        if not explore:
+            return Act(noisy, noisy)
         uniform = self.low + (self.high - self.low) * torch.rand_like(mu)
         actions = torch.where(self.explore_randomly, uniform, noisy)
         return Act(actions, actions)
