@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from typing import Any
 
 import numpy as np
@@ -367,8 +364,8 @@ def test_cpu_and_cuda_compilations_agree(gpu_backend: str, case: str, start: str
     assert float(cpu.store["final_metrics"][:, 0].sum()) > 0  # runners were tagged
 
 
-def test_compiles_for_the_gpu() -> None:
-    code = (
+def test_compiles_for_the_gpu(run_with_cuda_target) -> None:
+    run_with_cuda_target(
         "from warpdrive.envs.tag_continuous import TagContinuous\n"
         "from warpdrive.core.checker import compile_cuda_ptx\n"
         "for full in (True, False):\n"
@@ -376,9 +373,6 @@ def test_compiles_for_the_gpu() -> None:
         "    ptx = compile_cuda_ptx(env)\n"
         "    assert all('bar.sync' in text and 'atom' in text for text in ptx.values()), full\n"
     )
-    environment = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
 
 
 # --------------------------------------------------------------------------------------------------
