@@ -1,10 +1,12 @@
 """Env-only throughput of warpdrive's Tag envs, by the protocol of shared/bench/README.md.
 
-Every step draws fresh random actions on the device (from the env's action space), keeps every output a
-trainer reads (observations, rewards, terminated/truncated, final observations), and resets finished envs
-in place inside the timed loop (the fused step kernel does that). Compilation happens in a warm-up process;
-each configuration then runs in a fresh process so that its setup time is what a user sees with the
-compiled code cached. Timing: CUDA synchronised around the timed region, median of ``--repeats`` runs.
+Every step draws fresh random actions on the device (from the env's action space, inside the step kernel),
+keeps every output a trainer reads (observations, rewards, terminated/truncated, final observations), and
+resets finished envs in place inside the timed loop (the fused step kernel does that). Beside it: the same
+with a separate sampling pass, and the reference's looser protocol (actions reused, no resets).
+Compilation happens in a warm-up process; each configuration then runs in a fresh process so that its
+setup time is what a user sees with the compiled code cached. Timing: CUDA synchronised around the timed
+region, median of ``--repeats`` runs.
 
     python benchmarks/env_throughput.py                 # every configuration, one JSON line each
     python benchmarks/env_throughput.py gw_default      # some of them
@@ -21,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 
 # name: (env, env kwargs, num_envs)
 CONFIGS: dict[str, tuple[str, dict, int]] = {
@@ -56,14 +59,34 @@ def launch_candidates(num_agents: int) -> list[tuple[int, int]]:
 
     default = launch_shape(num_agents).lanes
     shapes = []
-    for lanes in sorted({max(1, default // 4), max(1, default // 2), default, min(1024, default * 2)}):
-        for block in (32, 64, 128, 256, 512):
+    for lanes in sorted({max(1, default // 4), max(1, default // 2), default, min(1024, default * 2),
+                         min(1024, default * 4)}):
+        for block in (32, 64, 128, 256, 512, 1024):
             if block >= lanes and block // lanes * lanes == block:
                 shapes.append((lanes, block // lanes))
     return shapes
 
 
+def kernel_resources(env) -> dict:
+    """Registers and local memory per thread of the compiled CUDA step kernel."""
+    launch = env._program("random_step")._launch
+    overloads = list(launch.overloads.values())
+    if not overloads:
+        return {}
+    kernel = overloads[0]
+    return {"regs": kernel.regs_per_thread, "local_bytes": kernel.local_mem_per_thread}
+
+
 def measure(name: str, steps_per_graph: int, replays: int, repeats: int, tune: bool = False) -> dict:
+    """Env-steps/s of one configuration by three loops, each replayed from a CUDA graph on a GPU:
+
+    - ``env_steps_per_s`` (the strict protocol): fresh uniformly random actions every step, drawn inside the
+      step kernel (``env.random_step()``), autoresets inside the loop;
+    - ``env_steps_per_s_separate_sampling``: the same with a separate sampling pass before each step
+      (``env.sample_actions(); env.step()``: torch's generator);
+    - ``env_steps_per_s_loose`` (the reference's own protocol): the last actions reused, no resets
+      (``env.step_without_reset()``).
+    """
     import torch
 
     from warpdrive.core.compile import LaunchShape
@@ -79,76 +102,80 @@ def measure(name: str, steps_per_graph: int, replays: int, repeats: int, tune: b
     t0 = time.perf_counter()
     env = make(env_name, num_envs=num_envs, device=device, seed=0, **kwargs)
     env.reset(seed=0)
-    env.sample_actions()
-    env.step()
+    env.random_step()
     sync()
     setup_s = time.perf_counter() - t0
 
-    def one_step() -> None:
+    def separate_sampling() -> None:
         env.sample_actions()
         env.step()
+
+    loops = {"env_steps_per_s": env.random_step, "env_steps_per_s_separate_sampling": separate_sampling,
+             "env_steps_per_s_loose": env.step_without_reset}
 
     def run_eager(n: int) -> float:
         sync()
         start = time.perf_counter()
         for _ in range(n):
-            one_step()
+            env.random_step()
         sync()
         return time.perf_counter() - start
 
     eager_steps = steps_per_graph * max(1, replays // 4)
     run_eager(5)
     eager = statistics.median(eager_steps * num_envs / run_eager(eager_steps) for _ in range(repeats))
-
     result = {
         "name": name, "env": env_name, "agents": env.num_agents, "envs": num_envs,
         "setup_s": round(setup_s, 2), "env_steps_per_s_eager": round(eager),
     }
-    if device == "cuda":
-        graph = torch.cuda.CUDAGraph()
+    if device != "cuda":
+        result.update(env_steps_per_s=round(eager), device="cpu", agent_steps_per_s=round(eager * env.num_agents))
+        return result
+
+    def capture(step, steps: int) -> torch.cuda.CUDAGraph:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(3):
-                one_step()
+                step()
         torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            for _ in range(steps_per_graph):
-                one_step()
+            for _ in range(steps):
+                step()
+        return graph
 
-        def run_graph(graph: torch.cuda.CUDAGraph) -> float:
+    def rate(graph: torch.cuda.CUDAGraph, n_replays: int, n_repeats: int) -> float:
+        def timed() -> float:
             sync()
             start = time.perf_counter()
-            for _ in range(replays):
+            for _ in range(n_replays):
                 graph.replay()
             sync()
-            return time.perf_counter() - start
+            return n_replays * steps_per_graph * num_envs / (time.perf_counter() - start)
 
-        run_graph(graph)
-        rate = statistics.median(replays * steps_per_graph * num_envs / run_graph(graph) for _ in range(repeats))
-        result["env_steps_per_s"] = round(rate)
-        result["launch"] = [env.shape.lanes, env.shape.envs_per_block]
-        if tune:
-            tuned = {}
-            for lanes, per_block in launch_candidates(env.num_agents):
-                env.shape = LaunchShape(lanes, per_block)
-                variant = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(variant):
-                    for _ in range(steps_per_graph):
-                        one_step()
-                run_graph(variant)
-                rates = [replays * steps_per_graph * num_envs / run_graph(variant) for _ in range(repeats)]
-                tuned[f"{lanes}x{per_block}"] = round(statistics.median(rates))
-            result["tuned"] = tuned
-        result["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
-        result["device"] = torch.cuda.get_device_name()
-    else:
-        rate = eager
-        result["env_steps_per_s"] = round(rate)
-        result["device"] = "cpu"
-    result["agent_steps_per_s"] = round(rate * env.num_agents)
-    done_frac = float(env.store["episode"].double().mean())
-    result["mean_episodes_started"] = round(done_frac, 2)
+        timed()
+        return statistics.median(timed() for _ in range(n_repeats))
+
+    for key, step in loops.items():
+        env.reset(seed=0)
+        result[key] = round(rate(capture(step, steps_per_graph), replays, repeats))
+    result["launch"] = [env.shape.lanes, env.shape.envs_per_block]
+    result.update(kernel_resources(env))
+    if tune:
+        tuned = {}
+        default = env.shape
+        for lanes, per_block in launch_candidates(env.num_agents):
+            env.shape = LaunchShape(lanes, per_block)
+            env.reset(seed=0)
+            tuned[f"{lanes}x{per_block}"] = round(rate(capture(env.random_step, steps_per_graph), max(2, replays // 4),
+                                                       1))
+        env.shape = default
+        result["tuned"] = tuned
+    result["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    result["device"] = torch.cuda.get_device_name()
+    result["agent_steps_per_s"] = round(result["env_steps_per_s"] * env.num_agents)
+    result["mean_episodes_started"] = round(float(env.store["episode"].double().mean()), 2)
     return result
 
 
@@ -167,6 +194,7 @@ def main() -> None:
         try:
             result = measure(args.one, args.steps_per_graph, args.replays, args.repeats, args.tune)
         except Exception as error:  # report and keep the other configurations going
+            traceback.print_exc()
             result = {"name": args.one, "error": repr(error)[:400]}
         print(json.dumps(result), flush=True)
         return
@@ -186,19 +214,24 @@ def main() -> None:
         proc = subprocess.run([sys.executable, __file__, "--one", name, *common], capture_output=True, text=True)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
         result = json.loads(lines[-1]) if lines else {"name": name, "error": proc.stderr[-400:]}
+        if "error" in result:
+            print(proc.stderr[-3000:], file=sys.stderr)
         print(json.dumps(result), flush=True)
         results.append(result)
     if args.out:
         with open(os.path.join(args.out, "env_throughput.jsonl"), "a") as handle:
             for result in results:
                 handle.write(json.dumps(result) + "\n")
-    print(f"\n{'config':16s} {'env-steps/s':>14s} {'eager':>12s} {'setup s':>8s} {'mem GB':>7s}")
+    print(f"\n{'config':16s} {'env-steps/s':>14s} {'sep. sampling':>14s} {'loose':>14s} {'eager':>12s} "
+          f"{'setup s':>8s} {'regs':>5s} {'best shape':>22s}")
     for r in results:
         if "error" in r:
             print(f"{r['name']:16s} ERROR {r['error'][:90]}")
-        else:
-            print(f"{r['name']:16s} {r['env_steps_per_s']:>14,d} {r['env_steps_per_s_eager']:>12,d} "
-                  f"{r['setup_s']:>8.2f} {r.get('peak_mem_gb', 0):>7.2f}")
+            continue
+        best = max(r["tuned"].items(), key=lambda item: item[1]) if r.get("tuned") else ("", 0)
+        print(f"{r['name']:16s} {r['env_steps_per_s']:>14,d} {r.get('env_steps_per_s_separate_sampling', 0):>14,d} "
+              f"{r.get('env_steps_per_s_loose', 0):>14,d} {r['env_steps_per_s_eager']:>12,d} {r['setup_s']:>8.2f} "
+              f"{r.get('regs', 0):>5d} {best[0]:>10s} {best[1]:>11,d}")
 
 
 if __name__ == "__main__":

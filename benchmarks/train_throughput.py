@@ -30,6 +30,9 @@ CONFIGS = {
     "tc_mid": ("tag_continuous", {"num_taggers": 10, "num_runners": 90}, 1000, 100000, 256, True),
     "tc_many_envs": ("tag_continuous", {"num_taggers": 2, "num_runners": 8}, 2000, 200000, 256, True),
     "gw_default": ("tag_gridworld", {"num_taggers": 4}, 2000, 200000, 32, False),
+    "gw_1000_agents": ("tag_gridworld", {"num_taggers": 999, "use_full_observation": False}, 2000, 8000, 32, False),
+    # the reference cannot set this one up (see shared/bench/README.md); 10M agent rows per iteration
+    "tc_1000_agents": ("tag_continuous", {"num_taggers": 100, "num_runners": 900}, 2000, 10000, 256, True),
 }
 # The reference's A2C hyperparameters (its YAMLs): lr 0.005 runners / 0.001 taggers (0.001 shared),
 # entropy 0.05, value coefficient 1, gradient clip 0.5 (3 for the gridworld), gamma 0.98.

@@ -96,7 +96,7 @@ def test_matches_reference_step_by_step(reference: Any, case: str) -> None:
     num_envs = 2
     env = make_env(num_envs=num_envs, **ref_params, **ours_only, **explicit_start_of(ref))
     if case == "200-agents-adaptive-grid":
-        assert env.params.max_cells_per_side > 1 and env.params.adaptive_grid
+        assert env.params.grid_max_side > 1 and env.params.grid_adaptive
     n = env.num_agents
     nvec = env.single_action_space().nvec
     rng = np.random.default_rng(3)
@@ -356,7 +356,7 @@ def test_cpu_and_cuda_compilations_agree(gpu_backend: str, case: str, start: str
         monkeypatch.setattr(tc_module, "GRID_MIN_AGENTS", 0)  # an adaptive grid at this small size
     kwargs = dict(num_envs=2, start=start, seed=4, **params)
     cpu, gpu = TagContinuous(backend="cpu", **kwargs), TagContinuous(backend=gpu_backend, **kwargs)
-    assert cpu.params.adaptive_grid == (case == "partial-adaptive")
+    assert cpu.params.grid_adaptive == (case == "partial-adaptive")
     report = check_consistency(cpu, gpu, seed=2)
     assert report.ok, str(report)
     assert report.episodes_finished > 0

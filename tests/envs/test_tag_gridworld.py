@@ -138,7 +138,8 @@ def test_compiles_for_the_gpu(run_with_cuda_target) -> None:
     ("kwargs", "message"),
     [
         ({"num_taggers": 0}, "num_taggers must be an integer >= 1, got 0"),
-        ({"grid_length": 1}, "grid_length must be an integer >= 2, got 1"),
+        ({"grid_length": 1}, r"grid_length must be an integer in \[2, 32767\], got 1"),
+        ({"grid_length": 32768}, r"grid_length must be an integer in \[2, 32767\], got 32768"),
         ({"episode_length": 0}, "episode_length must be an integer >= 1, got 0"),
         ({"num_taggers": 1, "starting_location_x": (0, 1, 2), "starting_location_y": (0, 1, 2)},
          "starting_location_x must have one value per agent \\(2\\), got 3"),

@@ -98,6 +98,20 @@ def test_sampling_draws_only_allowed_actions_and_validation_rejects_the_others()
         env.step(bad)
 
 
+def test_random_steps_draw_only_allowed_actions() -> None:
+    env = MaskedChoice(num_envs=64, device="cpu")
+    env.reset(seed=2)
+    drawn = []
+    for _ in range(5):
+        mask = env.action_mask.clone()
+        env.random_step()  # draws from the mask of the observation it acts on, inside the kernel
+        assert allowed(env.actions, mask).all()
+        drawn.append(env.actions.clone())
+    drawn = torch.stack(drawn)
+    assert set(drawn[..., 0, 1].unique().tolist()) == {0, 2} and set(drawn[..., 1, 1].unique().tolist()) == {1, 3}
+    assert set(drawn[..., 0].unique().tolist()) == {0, 1, 2}  # head 0's allowed pair rotates with time
+
+
 def test_a_mask_that_does_not_fit_the_action_space_is_refused() -> None:
     class Wrong(MaskedChoice):
         def state_arrays(self) -> list[ArraySpec]:

@@ -13,7 +13,6 @@ target accepts but the CUDA target rejects.
 
 from __future__ import annotations
 
-import types
 from dataclasses import dataclass, field
 
 import torch
@@ -139,27 +138,18 @@ def compile_cuda_ptx(env: Env, programs: tuple[str, ...] = ("step", "reset"),
                      compute_capability: tuple[int, int] = (9, 0)) -> dict[str, str]:
     """Compile ``env``'s kernels for the GPU and return their PTX, without a GPU.
 
-    ``env`` may use any backend (its arrays only give the argument types). Raises Numba's typing error
-    when the CUDA target rejects the env's code.
+    ``env`` may use any backend (its arrays only give the argument types); the PTX is what its ``cuda``
+    backend would run (with ``env.exact``). Raises Numba's typing error when the CUDA target rejects the
+    env's code.
     """
-    from numba import cuda, typeof
-    from numba.cuda import dispatcher
+    from numba import typeof
 
-    from warpdrive.core.compile import _cuda_launcher
+    from warpdrive.core.compile import cuda_ptx
 
-    # Device functions ask the current device for its compute capability; there is none here.
-    original = dispatcher.get_current_device
-    dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=compute_capability)
-    try:
-        out = {}
-        for name in programs:
-            launch = _cuda_launcher(env._runner(name), env._fingerprint(), f"ptx.{type(env).__name__}.{name}")
-            signature = (typeof(env.params), typeof(env._s), typeof(1), typeof(1))
-            ptx, _ = cuda.compile_ptx(launch.py_func, signature, cc=compute_capability)
-            out[name] = ptx
-        return out
-    finally:
-        dispatcher.get_current_device = original
+    signature = (typeof(env.params), typeof(env._s), typeof(1), typeof(1))
+    return {name: cuda_ptx(env._runner(name), env._fingerprint(), f"ptx.{type(env).__name__}.{name}", signature,
+                           compute_capability, exact=env.exact)
+            for name in programs}
 
 
 def assert_finite(env: Env) -> None:

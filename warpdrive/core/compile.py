@@ -29,8 +29,10 @@ import hashlib
 import inspect
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Literal
 
 from numba import cuda, njit, prange
@@ -216,6 +218,12 @@ def _cpu_launcher(program: Callable[..., Any], fingerprint: str, name: str) -> C
     return njit(parallel=True, cache=True)(launch)
 
 
+# No link-time optimisation: with nvJitLink present, numba-cuda links NVVM's LTO-IR and nvJitLink then
+# generates code with its own defaults, which contract multiply-adds again (seen on an H200: CPU and GPU
+# parted after one step). Without it, the PTX that NVVM made (see exact_cuda_arithmetic) is what runs.
+_CUDA_OPTIONS: dict[str, Any] = {} if simulator_enabled() else {"lto": False}
+
+
 def _cuda_launcher(program: Callable[..., Any], fingerprint: str, name: str) -> Callable[..., Any]:
     def launch(p, s, num_envs, lanes):
         version = fingerprint  # noqa: F841 - part of the cache key, see source_fingerprint
@@ -228,7 +236,51 @@ def _cuda_launcher(program: Callable[..., Any], fingerprint: str, name: str) -> 
         program(env, lane, lanes, active, p, s)
 
     launch.__qualname__ = _cache_name(name)
-    return cuda.jit(cache=not simulator_enabled())(launch)
+    return cuda.jit(cache=not simulator_enabled(), **_CUDA_OPTIONS)(launch)
+
+
+@contextmanager
+def exact_cuda_arithmetic() -> Iterator[None]:
+    """CUDA compilations inside this block round every float product and sum on its own, as the CPU does.
+
+    NVVM contracts ``a * b + c`` into one fused multiply-add by default, which rounds once instead of twice:
+    CPU and GPU results then part by an ulp, and in a simulation such differences grow. numba-cuda (0.30)
+    has no public switch for NVVM's ``-fma`` option (``fastmath=False`` does not clear it; upstream:
+    NVIDIA/numba-cuda#118), so this passes ``fma=False`` to its NVVM call for the compilations made here.
+    PTX ``add.rn``/``mul.rn`` are never fused later by ptxas. An explicit :func:`~warpdrive.core.device.fma`
+    still fuses. ``tests/core/test_exact.py`` checks the PTX, so a numba-cuda that changes this call fails
+    there, not silently.
+    """
+    from numba.cuda.cudadrv import nvvm
+
+    original = nvvm.compile_ir
+
+    def compile_ir_without_contraction(llvmir: Any, **options: Any) -> Any:
+        options["fma"] = False
+        return original(llvmir, **options)
+
+    nvvm.compile_ir = compile_ir_without_contraction
+    try:
+        yield
+    finally:
+        nvvm.compile_ir = original
+
+
+def cuda_ptx(runner: Callable[..., Any], fingerprint: str, name: str, argument_types: tuple[Any, ...],
+             compute_capability: tuple[int, int] = (9, 0), exact: bool = True) -> str:
+    """The PTX of a runner's CUDA launcher for the given Numba argument types, compiled without a GPU."""
+    from numba.cuda import dispatcher
+
+    launch = _cuda_launcher(runner, fingerprint, name)
+    # device functions ask the current device for its compute capability; there may be none here
+    original = dispatcher.get_current_device
+    dispatcher.get_current_device = lambda: SimpleNamespace(compute_capability=compute_capability)
+    try:
+        with exact_cuda_arithmetic() if exact else nullcontext():
+            ptx, _ = cuda.compile_ptx(launch.py_func, argument_types, cc=compute_capability)
+    finally:
+        dispatcher.get_current_device = original
+    return ptx
 
 
 @dataclass(frozen=True)
@@ -272,12 +324,18 @@ def _prefer_workqueue_threads() -> None:
 
 
 class Program:
-    """A runner compiled for one target, callable as ``program(p, s, num_envs)``."""
+    """A runner compiled for one target, callable as ``program(p, s, num_envs, shape)``.
 
-    def __init__(self, runner: Callable[..., Any], target: Target, fingerprint: str, name: str) -> None:
+    ``exact`` (CUDA): compile without contracting multiply-adds, so that the GPU rounds as the CPU does
+    (see :func:`exact_cuda_arithmetic`).
+    """
+
+    def __init__(self, runner: Callable[..., Any], target: Target, fingerprint: str, name: str,
+                 exact: bool = True) -> None:
         set_numba_cache_dir()
         self.name = name
         self.target = target
+        self.exact = exact
         if target == "cpu":
             _prefer_workqueue_threads()
             self._launch = _cpu_launcher(runner, fingerprint, name)
@@ -293,10 +351,9 @@ class Program:
         if simulator_enabled():
             self._launch[shape.grid(num_envs), shape.block](p, s, num_envs, shape.lanes)
             return
-        self._launch[shape.grid(num_envs), shape.block, self._current_stream()](p, s, num_envs, shape.lanes)
-
-    def _current_stream(self) -> Any:
-        return torch_current_stream()
+        # (the first call compiles; the context costs about a microsecond on later calls)
+        with exact_cuda_arithmetic() if self.exact else nullcontext():
+            self._launch[shape.grid(num_envs), shape.block, torch_current_stream()](p, s, num_envs, shape.lanes)
 
 
 _external_streams: dict[int, Any] = {}
@@ -344,7 +401,8 @@ class ParallelFor:
             views = tuple(cuda.as_cuda_array(a.detach(), sync=False) if isinstance(a, torch.Tensor) else a
                           for a in args)
             blocks = -(-n // self._THREADS)
-            self._launcher("cuda")[blocks, self._THREADS, torch_current_stream()](n, views)
+            with exact_cuda_arithmetic():
+                self._launcher("cuda")[blocks, self._THREADS, torch_current_stream()](n, views)
         else:
             views = tuple(a.detach().numpy() if isinstance(a, torch.Tensor) else a for a in args)
             self._launcher("cpu")(n, views)
@@ -373,6 +431,6 @@ class ParallelFor:
                         fn(i, args)
 
                 launch.__qualname__ = _cache_name(self.name)
-                launcher = cuda.jit(cache=True)(launch)
+                launcher = cuda.jit(cache=True, **_CUDA_OPTIONS)(launch)
             self._launchers[target] = launcher
         return launcher

@@ -11,8 +11,12 @@ primitive          CUDA                                        CPU (``njit``, on
 ``barrier()``      ``cuda.syncthreads()``                      nothing: phases already run in order
 ``atomic_add``     ``cuda.atomic.add``                         a plain read-modify-write
 ``atomic_min/max`` ``cuda.atomic.min`` / ``max``               a plain compare and write
-``local_array``    ``cuda.local.array`` (size: a literal int)  ``np.empty``
+``local_array``    registers (size: a compile-time int)        a stack array
+``fma``            ``fma.rn.f32`` (one rounding)               ``llvm.fma.f32`` (one rounding)
 =================  ==========================================  ===================================
+
+Arithmetic is otherwise the same on both targets: the CUDA compilation does not contract multiply-adds
+(:mod:`warpdrive.core.compile`), and :mod:`warpdrive.core.exactmath` gives one float32 ``sin``/``cos``.
 
 The stubs' Python bodies are what the Numba CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) runs: there,
 the threads of a block are Python threads, so the atomics take a lock and the barrier waits on the
@@ -26,16 +30,23 @@ import threading
 from pathlib import Path
 
 import numpy as np
+from llvmlite import ir
 from numba import cuda, types
+from numba.core import cgutils
 from numba.core.errors import TypingError
-from numba.extending import overload, register_jitable
+from numba.extending import lower_builtin, overload, register_jitable, type_callable
 
 __all__ = [
     "atomic_add",
     "atomic_max",
     "atomic_min",
     "barrier",
+    "bits_double",
+    "bits_float",
     "cuda_available",
+    "double_bits",
+    "float_bits",
+    "fma",
     "kernel_function",
     "local_array",
     "set_numba_cache_dir",
@@ -207,37 +218,164 @@ def _atomic_max_cuda(array, index, value):
 
 
 # --------------------------------------------------------------------------------------------------
-# per-thread scratch
+# per-thread scratch, bit casts and an explicit fused multiply-add
+#
+# These are typed and lowered with Numba's public extension API (``type_callable`` + ``lower_builtin``) for
+# the generic target, so that njit and cuda.jit both expand them inline in the calling function. An
+# ``@overload`` cannot be used for ``local_array``: numba-cuda refuses any function that returns an array it
+# did not receive (numba/numba#2108, NVIDIA/numba-cuda#221), so an overload returning ``cuda.local.array``
+# never compiles. The Python bodies are what the CUDA simulator runs.
 
 
 def local_array(size, dtype):
-    """A per-thread scratch array of ``size`` elements (``size`` must be a literal integer)."""
+    """A per-thread scratch array of ``size`` elements; ``size`` must be a compile-time integer (a literal,
+    or a constant captured by the closure that defines the kernel function).
+
+    CPU: an array on the thread's stack (no heap allocation). CUDA: registers when every index is known at
+    compile time (unrolled loops over ``range(size)``), local memory otherwise.
+    """
     return np.empty(size, dtype)
 
 
-def _literal_size(size) -> int:
-    if not isinstance(size, types.IntegerLiteral):
-        raise TypingError("local_array(size, dtype): size must be a literal integer, e.g. local_array(16, ...)")
-    return size.literal_value
+@type_callable(local_array)
+def _type_local_array(context):
+    def typer(size, dtype):
+        if not isinstance(size, types.IntegerLiteral):
+            raise TypingError("local_array(size, dtype): size must be a compile-time integer, e.g. local_array(16, "
+                              "np.float32), or a constant of the closure that defines the kernel function")
+        if size.literal_value < 1:
+            raise TypingError(f"local_array(size, dtype): size must be >= 1, got {size.literal_value}")
+        if isinstance(dtype, (types.DTypeSpec, types.NumberClass)):
+            return types.Array(dtype.dtype, 1, "C")
+        raise TypingError(f"local_array(size, dtype): dtype must be a NumPy scalar type such as np.float32, "
+                          f"got {dtype}")
+
+    return typer
 
 
-@overload(local_array, target="cpu")
-def _local_array_cpu(size, dtype):
-    n = _literal_size(size)
-    np_dtype = dtype.dtype
+@lower_builtin(local_array, types.IntegerLiteral, types.Any)
+def _lower_local_array(context, builder, sig, args):
+    array_type = sig.return_type
+    size = sig.args[0].literal_value
+    element = context.get_data_type(array_type.dtype)
+    # in the entry block of the calling function: a stack slot on the CPU, registers or local memory on CUDA
+    data = cgutils.alloca_once(builder, element, size=size, name="warpdrive_local")
+    array = context.make_array(array_type)(context, builder)
+    intp = context.get_value_type(types.intp)
+    itemsize = context.get_abi_sizeof(element)
+    context.populate_array(array, data=data, shape=[intp(size)], strides=[intp(itemsize)], itemsize=intp(itemsize),
+                           meminfo=None)
+    return array._getvalue()
 
-    def impl(size, dtype):
-        return np.empty(n, np_dtype)
 
-    return impl
+def float_bits(x):
+    """The IEEE-754 bits of a float32 as a uint32 (for d >= +0, the integer order of the bits is the order of
+    the floats: keys such as ``float_bits(d) << 32 | id`` sort by distance, then id)."""
+    return np.uint32(np.float32(x).view(np.uint32))
 
 
-@overload(local_array, target="cuda")
-def _local_array_cuda(size, dtype):
-    n = _literal_size(size)
-    np_dtype = dtype.dtype
+def bits_float(bits):
+    """The float32 whose IEEE-754 bits are ``bits`` (a 32-bit integer): the inverse of :func:`float_bits`."""
+    return np.float32(np.uint32(bits).view(np.float32))
 
-    def impl(size, dtype):
-        return cuda.local.array(n, np_dtype)
 
-    return impl
+@type_callable(float_bits)
+def _type_float_bits(context):
+    def typer(x):
+        if x == types.float32:
+            return types.uint32
+        raise TypingError(f"float_bits(x): x must be a float32, got {x}")
+
+    return typer
+
+
+@lower_builtin(float_bits, types.float32)
+def _lower_float_bits(context, builder, sig, args):
+    return builder.bitcast(args[0], ir.IntType(32))
+
+
+@type_callable(bits_float)
+def _type_bits_float(context):
+    def typer(bits):
+        if isinstance(bits, types.Integer) and bits.bitwidth == 32:
+            return types.float32
+        raise TypingError(f"bits_float(bits): bits must be a 32-bit integer, got {bits}")
+
+    return typer
+
+
+@lower_builtin(bits_float, types.Integer)
+def _lower_bits_float(context, builder, sig, args):
+    return builder.bitcast(args[0], ir.FloatType())
+
+
+def double_bits(x):
+    """The IEEE-754 bits of a float64 as a uint64 (see :func:`float_bits`)."""
+    return np.uint64(np.float64(x).view(np.uint64))
+
+
+def bits_double(bits):
+    """The float64 whose IEEE-754 bits are ``bits`` (a 64-bit integer): the inverse of :func:`double_bits`."""
+    return np.float64(np.uint64(bits).view(np.float64))
+
+
+@type_callable(double_bits)
+def _type_double_bits(context):
+    def typer(x):
+        if x == types.float64:
+            return types.uint64
+        raise TypingError(f"double_bits(x): x must be a float64, got {x}")
+
+    return typer
+
+
+@lower_builtin(double_bits, types.float64)
+def _lower_double_bits(context, builder, sig, args):
+    return builder.bitcast(args[0], ir.IntType(64))
+
+
+@type_callable(bits_double)
+def _type_bits_double(context):
+    def typer(bits):
+        if isinstance(bits, types.Integer) and bits.bitwidth == 64:
+            return types.float64
+        raise TypingError(f"bits_double(bits): bits must be a 64-bit integer, got {bits}")
+
+    return typer
+
+
+@lower_builtin(bits_double, types.Integer)
+def _lower_bits_double(context, builder, sig, args):
+    return builder.bitcast(args[0], ir.DoubleType())
+
+
+def fma(a, b, c):
+    """``a * b + c`` in float32 with one rounding, identical on every target.
+
+    Kernels are compiled without contraction of multiply-adds (see :mod:`warpdrive.core.compile`), so that
+    the CPU and the GPU round every product and sum alike; use this where an env wants the fused form.
+    """
+    return np.float32(np.float64(np.float32(a)) * np.float64(np.float32(b)) + np.float64(np.float32(c)))
+
+
+#: marks an env's explicit ``fma`` in the PTX, so that a scan for contracted multiply-adds can tell them apart
+FMA_PTX_MARKER = "warpdrive explicit fma"
+
+
+@type_callable(fma)
+def _type_fma(context):
+    def typer(a, b, c):
+        if a == b == c == types.float32:
+            return types.float32
+        raise TypingError(f"fma(a, b, c): a, b and c must be float32, got {a}, {b}, {c}")
+
+    return typer
+
+
+@lower_builtin(fma, types.float32, types.float32, types.float32)
+def _lower_fma(context, builder, sig, args):
+    if builder.module.triple.startswith("nvptx"):
+        asm_type = ir.FunctionType(ir.FloatType(), [ir.FloatType()] * 3)
+        fused = ir.InlineAsm(asm_type, f"fma.rn.f32 $0, $1, $2, $3; // {FMA_PTX_MARKER}", "=f,f,f,f")
+        return builder.call(fused, args)
+    return builder.fma(*args)  # llvm.fma.f32: exactly rounded

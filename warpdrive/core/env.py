@@ -46,6 +46,7 @@ from warpdrive.core.compile import (
     source_fingerprint,
 )
 from warpdrive.core.device import cuda_available, kernel_function, simulator_enabled
+from warpdrive.core.random import randint, uniform
 from warpdrive.core.sampling import discrete_choices, uniform_actions
 from warpdrive.core.store import ArraySpec, DataStore, kernel_tuple_type
 
@@ -95,6 +96,53 @@ def _finish_env(env, p, s):
         s.finished_metrics[env, j] += s.metrics[env, j]
 
 
+#: where the counters of the action draws start: far from the env's own draws (``agent * draws + k``)
+_ACTION_STREAM = np.int64(1 << 62)
+
+
+@kernel_function
+def _action_counter(env, agent, p, s):
+    """Counter of head 0 of this step's random action of ``agent``: ``(t * agents + agent) * heads``."""
+    return _ACTION_STREAM + (np.int64(s.t[env]) * p.num_agents + agent) * s.actions.shape[2]
+
+
+@kernel_function
+def _draw_discrete_actions(env, agent, p, s):
+    base = _action_counter(env, agent, p, s)
+    for head in range(s.actions.shape[2]):
+        s.actions[env, agent, head] = randint(p.seed, env, s.episode[env], base + head, s.action_choices[head])
+
+
+@kernel_function
+def _draw_masked_actions(env, agent, p, s):
+    """Each head uniformly among its allowed choices (choice 0 where a head allows none)."""
+    base = _action_counter(env, agent, p, s)
+    start = 0
+    for head in range(s.actions.shape[2]):
+        n = s.action_choices[head]
+        allowed = 0
+        for i in range(n):
+            allowed += s.action_mask[env, agent, start + i]
+        rank = randint(p.seed, env, s.episode[env], base + head, max(allowed, 1))
+        choice = 0
+        for i in range(n):
+            if s.action_mask[env, agent, start + i]:
+                if rank == 0:
+                    choice = i
+                rank -= 1
+        s.actions[env, agent, head] = choice
+        start += n
+
+
+@kernel_function
+def _draw_box_actions(env, agent, p, s):
+    base = _action_counter(env, agent, p, s)
+    for head in range(s.actions.shape[2]):
+        low = s.action_low[head]
+        u = uniform(p.seed, env, s.episode[env], base + head)
+        s.actions[env, agent, head] = min(low + (s.action_high[head] - low) * u, s.action_high[head])
+
+
 @kernel_function
 def _begin_episode(env, p, s):
     s.t[env] = 0
@@ -136,6 +184,10 @@ class Env:
         launch: how envs map onto CUDA threads (threads per env, envs per block); default: chosen from the
             agent count by :func:`~warpdrive.core.compile.launch_shape`. A tuning knob: results never
             depend on it.
+        exact: compile the CUDA kernels so that they round every float operation as the CPU does (no
+            contraction of multiply-adds): CPU and GPU runs are then bit-identical. ``False`` lets the GPU
+            compiler fuse multiply-adds (slightly faster where arithmetic dominates; results differ from the
+            CPU's in the last bits and then beyond).
     """
 
     name: ClassVar[str] = "env"
@@ -146,7 +198,7 @@ class Env:
     #: the start modes the env's reset phases implement (``p.random_start`` tells them which is asked for)
     start_modes: ClassVar[tuple[str, ...]] = ("random", "identical")
 
-    _programs: ClassVar[dict[tuple[type, str, str], Program]] = {}
+    _programs: ClassVar[dict[tuple[type, str, str, str, bool], Program]] = {}
 
     def __init__(
         self,
@@ -159,6 +211,7 @@ class Env:
         start: StartMode = "random",
         validate: bool | None = None,
         launch: LaunchShape | None = None,
+        exact: bool = True,
         **overrides: Any,
     ) -> None:
         self.config = self._make_config(config, overrides)
@@ -170,6 +223,7 @@ class Env:
         self.start = start
         self.backend, self.device = self._resolve_backend(backend, device)
         self.validate = (self.backend != "cuda") if validate is None else bool(validate)
+        self.exact = bool(exact)
         self.num_agents = self.num_agents_of(self.config)
         self.seed = int(seed)
 
@@ -218,6 +272,20 @@ class Env:
     def start_state(self) -> dict[str, np.ndarray]:
         """Values of ``global`` arrays (constants and the identical start), written once at setup."""
         return {}
+
+    def program_phases(self) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
+        """``(step phases, reset phases)``: by default the class's ``step_phases`` and ``reset_phases``.
+
+        Envs whose phases depend on compile-time constants of their config (such as the size of a
+        per-thread list, see :func:`~warpdrive.core.spatial.k_nearest_phase`) override this and
+        :meth:`program_variant`.
+        """
+        return type(self).step_phases, type(self).reset_phases
+
+    def program_variant(self) -> str:
+        """A name for the compile-time constants :meth:`program_phases` depends on (``""``: none); each
+        variant is compiled and cached on its own."""
+        return ""
 
     def metric_names(self) -> list[str]:
         """Names of per-episode statistics the env accumulates in ``s.metrics[env, j]`` (e.g. tags made).
@@ -270,6 +338,8 @@ class Env:
         ``finished_length``     [E]             float32    their lengths, summed
         ``finished_return``     [E, A]          float32    their returns, summed
         ``finished_metrics``    [E, M]          float32    their final metrics, summed
+        ``action_choices``      [H]             int32      choices per head (discrete spaces; else 0)
+        ``action_low/high``     [H]             float32    bounds per head (Box spaces; else 0)
         ======================  ==============  =========  =====================================================
 
         The ``finished_*`` sums are what a training loop logs: the step kernel adds every finished
@@ -296,6 +366,9 @@ class Env:
             ArraySpec("finished_length", "env", torch.float32, "state"),
             ArraySpec("finished_return", "agent", torch.float32, "state"),
             ArraySpec("finished_metrics", "env", torch.float32, "state", (m,)),
+            ArraySpec("action_choices", "global", torch.int32, "constant", (h,)),
+            ArraySpec("action_low", "global", torch.float32, "constant", (h,)),
+            ArraySpec("action_high", "global", torch.float32, "constant", (h,)),
         ]
 
     # ------------------------------------------------------------------------------------------
@@ -390,6 +463,21 @@ class Env:
         s = self.store
         return s["obs"], s["rewards"], s["terminated"], s["truncated"], {"final_obs": s["final_obs"], "done": s["done"]}
 
+    def random_step(
+        self,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """One step with uniformly random actions drawn inside the step kernel (no separate sampling pass):
+        for benchmarks and random rollouts. Returns what :meth:`step` returns; the actions taken are left in
+        :attr:`actions`.
+
+        The draws are a pure function of ``(seed, env, episode, t, agent, head)`` (the env's counter-based
+        stream, apart from its start draws), so the CPU and the GPU draw the same actions. Discrete heads draw
+        uniformly among their choices (among the allowed ones where the env declares an ``action_mask``),
+        Box heads uniformly in ``[low, high]``.
+        """
+        self._program("random_step")(self._p, self._s, self.num_envs, self.shape)
+        return self.step_outputs()
+
     def sample_actions(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """Uniformly random actions [envs, agents, heads] drawn on the device (written into :attr:`actions`)."""
         return uniform_actions(self.single_action_space(), self.actions, generator, mask=self.action_mask)
@@ -463,8 +551,16 @@ class Env:
                 f"each env needs {per_env / 2**20:.2f} MiB, so at most {int(free // per_env)} envs fit"
             )
 
+    def _action_space_constants(self) -> dict[str, np.ndarray]:
+        space, heads = self.single_action_space(), self.action_heads()
+        choices = discrete_choices(space)
+        if choices is not None:
+            return {"action_choices": np.asarray(choices, np.int32)}
+        return {"action_low": np.asarray(space.low, np.float32).reshape(heads),
+                "action_high": np.asarray(space.high, np.float32).reshape(heads)}
+
     def _load_start_state(self) -> None:
-        for name, value in self.start_state().items():
+        for name, value in {**self._action_space_constants(), **self.start_state()}.items():
             target = self.store[name]
             value = torch.as_tensor(np.asarray(value), dtype=target.dtype)
             if tuple(value.shape) != tuple(target.shape):
@@ -501,25 +597,35 @@ class Env:
     def _program(self, name: str) -> Program:
         cls = type(self)
         target = "cuda" if self.backend in ("cuda", "cudasim") else "cpu"
-        key = (cls, name, target)
+        variant = self.program_variant()
+        exact = self.exact or target == "cpu"  # the CPU never contracts
+        key = (cls, name, target, variant, exact)
         program = Env._programs.get(key)
         if program is None:
-            qualified = f"{cls.__module__}.{cls.__name__}.{name}"
-            program = Program(self._runner(name), target, self._fingerprint(), qualified)
+            qualified = ".".join(part for part in (cls.__module__, cls.__name__, variant, name,
+                                                   "" if exact else "fused") if part)
+            program = Program(self._runner(name), target, self._fingerprint(), qualified, exact=exact)
             Env._programs[key] = program
         return program
 
     def _fingerprint(self) -> str:
-        functions = [fn for ph in (*self.step_phases, *self.reset_phases) for fn in ph.fns] + [type(self)]
+        step_phases, reset_phases = self.program_phases()
+        functions = [fn for ph in (*step_phases, *reset_phases) for fn in ph.fns] + [type(self)]
         return source_fingerprint(functions)
 
     def _runner(self, name: str) -> Any:
-        cls = type(self)
-        step = (per_env(_begin_step), *cls.step_phases, per_agent(_add_reward), per_env(_end_step))
-        reset = (per_env(_begin_episode), *cls.reset_phases)
+        step_phases, reset_phases = self.program_phases()
+        step = (per_env(_begin_step), *step_phases, per_agent(_add_reward), per_env(_end_step))
+        reset = (per_env(_begin_episode), *reset_phases)
+        keep = (per_agent(_finish_agent), per_env(_finish_env))
         if name == "step":
-            keep = (per_agent(_finish_agent), per_env(_finish_env))
             return sequence(*step, only_where_done(sequence(*keep, *reset)))
+        if name == "random_step":
+            if self.action_dtype() == torch.float32:
+                draw = _draw_box_actions
+            else:
+                draw = _draw_discrete_actions if self.action_mask is None else _draw_masked_actions
+            return sequence(per_agent(draw), *step, only_where_done(sequence(*keep, *reset)))
         if name == "step_no_reset":
             return sequence(*step)
         if name == "reset":

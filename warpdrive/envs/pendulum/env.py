@@ -36,6 +36,7 @@ import torch
 from warpdrive.core.compile import per_env
 from warpdrive.core.device import kernel_function
 from warpdrive.core.env import Env
+from warpdrive.core.exactmath import mod64
 from warpdrive.core.random import uniform
 from warpdrive.core.store import ArraySpec
 
@@ -90,8 +91,8 @@ class PendulumConfig:
 
 @kernel_function
 def angle_normalize(x):
-    """``x`` mapped to ``[-pi, pi)`` (Python's floored ``%``, as in Gymnasium)."""
-    return ((x + math.pi) % (2.0 * math.pi)) - math.pi
+    """``x`` mapped to ``[-pi, pi)`` (Python's floored ``%``, as in Gymnasium; exact on both targets)."""
+    return mod64(x + math.pi, 2.0 * math.pi) - math.pi
 
 
 @kernel_function

@@ -15,20 +15,19 @@ still_1..K, t/T]`` (size ``7K + 1``): full observation sees the ``N - 1`` others
 
 How one step runs (phases separated by barriers; see :mod:`warpdrive.core.compile`):
 
-1. ``_begin_grid_step`` / ``_move``: size this step's grid (partial observation), turn, accelerate, move,
-   clip at the edges, base rewards; agents still in the game are counted into the cells of the grid.
-2. ``_sum_row``, ``_scan_rows``, ``_scan_row_cells``: an exclusive prefix sum of the cell counts by rows of
-   cells (no thread walks all cells); ``_scatter`` writes each agent in the game, with a copy of its
-   position, to its cell's slot: the agents in the game, sorted by cell.
-3. ``_find_neighbours``: for each agent in the game (by cell-sorted position, so that no thread idles on
-   agents out of the game), the ``k`` nearest others, by rings of cells outward until the ``k``-th best is
-   provably nearer than any unvisited cell. With few agents the grid is one cell: a scan of all.
-4. ``_write_obs_pair``: the 7 values of one (observer, slot) pair per index, so that consecutive threads
-   write nearly consecutive floats.
-5. ``_tag``: each runner still in the game finds its nearest tagger within the tagging distance; the
-   tagger's reward is credited with an atomic add (several runners may be tagged by one tagger in a step).
+1. ``_move``: turn, accelerate, move, clip at the edges, base rewards; with partial observation every agent
+   is then counted into this step's neighbour grid (:mod:`warpdrive.core.spatial`; agents out of the game
+   into a bucket of their own).
+2. Partial observation: the grid's prefix sum and scatter sort the agents in the game by cell; then, per
+   agent, the ``k`` nearest others in the game are found in a register list (rings of cells outward until
+   the ``k``-th best is provably nearer than any unvisited cell) and its observation row is written from it
+   (``_observe_neighbour``). Full observation: ``_observe_all_pair`` writes one (observer, other) pair per
+   thread, so that consecutive threads write nearly consecutive floats.
+3. ``_tag``: each runner still in the game finds its nearest tagger within the tagging distance; the
+   tagger's reward is credited with an atomic add (several runners may be tagged by one tagger in a step;
+   every addend is the same constant, so the order of the additions does not change the sum).
 
-Reset runs ``_begin_grid_episode`` / ``_place`` and then steps 2-4: the first observation is computed from
+Reset runs ``_place`` and then step 2: the first observation is computed from
 the start state with time 0, for partial observation too. (The spec says partial observations are all zero
 at reset; the reference's CPU code, which the spec defines as the semantics, computes them, and so does this.)
 """
@@ -37,16 +36,27 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from warpdrive.core.compile import per_agent, per_env, per_index
+from warpdrive.core.compile import Phase, per_agent, per_env, per_index
 from warpdrive.core.device import atomic_add, kernel_function
 from warpdrive.core.env import Env
+from warpdrive.core.exactmath import mod32, sincos32
 from warpdrive.core.random import randint, uniform
+from warpdrive.core.spatial import (
+    NeighbourGrid,
+    adaptive_cells_per_side,
+    begin_grid,
+    cell_range,
+    count_into_cell,
+    distance,
+    k_nearest_phase,
+)
 from warpdrive.core.store import ArraySpec
 
 #: Start directions the reference draws from.
@@ -295,30 +305,19 @@ def action_tables(config: TagContinuousConfig) -> tuple[np.ndarray, np.ndarray]:
     return np.insert(acc, 0, 0).astype(np.float32), np.insert(turn, 0, 0).astype(np.float32)
 
 
-@dataclass(frozen=True)
-class GridShape:
-    """The neighbour grid of partial observation: at most ``max_cells_per_side`` squared cells (0: none, for
-    full observation). ``adaptive``: each step, each env sizes its grid to the agents still in the game
-    (about ``AGENTS_PER_CELL`` per cell); otherwise the grid is always ``max_cells_per_side`` wide."""
-
-    max_cells_per_side: int
-    adaptive: bool
-
-
-def grid_shape_of(config: TagContinuousConfig) -> GridShape:
-    """The grid partial observation uses (none for full observation: it reads every agent anyway).
-
-    A grid of one cell is a scan of all agents in the game: the cheapest for few agents.
-    """
-    g = config.grid_cells_per_side
+def neighbour_grid_of(config: TagContinuousConfig) -> NeighbourGrid | None:
+    """The grid of partial observation's neighbour search (None for full observation, which reads every
+    agent anyway). A grid of one cell is a scan of all agents in the game: the cheapest for few agents."""
     if config.use_full_observation:
-        return GridShape(0, False)
+        return None
+    g = config.grid_cells_per_side
     if g is not None:
-        return GridShape(g, False)
+        return NeighbourGrid(config.grid_length, g)
     n = config.num_agents
     if n < GRID_MIN_AGENTS:
-        return GridShape(1, False)
-    return GridShape(max(1, min(MAX_CELLS_PER_SIDE, int(math.sqrt(n / AGENTS_PER_CELL)))), True)
+        return NeighbourGrid(config.grid_length, 1)
+    side = adaptive_cells_per_side(n, AGENTS_PER_CELL, MAX_CELLS_PER_SIDE)
+    return NeighbourGrid(config.grid_length, side, adaptive=True, agents_per_cell=AGENTS_PER_CELL)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -327,18 +326,9 @@ def grid_shape_of(config: TagContinuousConfig) -> GridShape:
 
 
 @kernel_function
-def _distance(ax, ay, bx, by):
-    """Euclidean distance in float32, rounded as the reference's ``np.sqrt`` of float32 squares."""
-    dx = ax - bx
-    dy = ay - by
-    return np.float32(math.sqrt(dx * dx + dy * dy))
-
-
-@kernel_function
 def _wrap_direction(direction):
-    """``direction mod 2pi`` in float32 with Python's sign rule (fmod, then + 2pi when negative), as NumPy
-    computes it."""
-    return direction % _TWO_PI
+    """``direction mod 2pi`` in float32 as NumPy computes it (exact on both targets: ``%`` is not on CUDA)."""
+    return mod32(direction, _TWO_PI)
 
 
 @kernel_function
@@ -356,107 +346,28 @@ def _quotient(n, d, inv_d):
     return q
 
 
-# ---- the grid: cells of side s.cell_size[env], s.grid_side[env] per side, rebuilt every step --------
-
-
-@kernel_function
-def _cell_coord(v, inv_cell, side):
-    """Cell index along one axis of a coordinate (clamped to the grid; monotonic in ``v``)."""
-    return min(int(max(v, _ZERO) * inv_cell), side - 1)
-
-
-@kernel_function
-def _prepare_grid(env, in_game, p, s):
-    """Choose this step's grid for ``in_game`` agents. Its cell counts are zero: they start at zero and
-    ``_scan_row_cells`` zeroes each count it has read."""
-    side = p.max_cells_per_side
-    if p.adaptive_grid:
-        side = max(1, min(side, int(math.sqrt(np.float32(in_game) * p.inv_agents_per_cell))))
-    s.grid_side[env] = side
-    s.cell_size[env] = p.grid_length / np.float32(side)
-    s.inv_cell_size[env] = np.float32(side) / p.grid_length
+# ---- one step of the dynamics ---------------------------------------------------------------------
 
 
 @kernel_function
 def _begin_grid_step(env, p, s):
-    if p.max_cells_per_side > 0:
-        _prepare_grid(env, p.num_taggers + s.runners_left[env], p, s)
+    begin_grid(env, p.num_taggers + s.runners_left[env], p, s)
 
 
 @kernel_function
 def _begin_grid_episode(env, p, s):
     s.runners_left[env] = p.num_runners
-    if p.max_cells_per_side > 0:
-        _prepare_grid(env, p.num_agents, p, s)
+    begin_grid(env, p.num_agents, p, s)
 
 
 @kernel_function
-def _count_into_cell(env, agent, x, y, p, s):
-    """Count an agent in the game into its cell (grid only); its slot in the cell is the old count."""
-    if p.max_cells_per_side > 0:
-        side = s.grid_side[env]
-        inv_cell = s.inv_cell_size[env]
-        cell = _cell_coord(y, inv_cell, side) * side + _cell_coord(x, inv_cell, side)
-        s.agent_cell[env, agent] = cell
-        s.agent_slot[env, agent] = atomic_add(s.cell_count, (env, cell), np.int32(1))
-
-
-@kernel_function
-def _grid_row_count(p, s):
-    return p.max_cells_per_side
-
-
-@kernel_function
-def _sum_row(env, row, p, s):
-    """Agents per row of cells (the prefix sum over cells runs in rows: no thread walks all cells)."""
-    side = s.grid_side[env]
-    if row < side:
-        total = 0
-        for cell in range(row * side, (row + 1) * side):
-            total += s.cell_count[env, cell]
-        s.row_start[env, row] = total
-
-
-@kernel_function
-def _scan_rows(env, p, s):
-    """Row totals -> exclusive row starts (one thread, one value per row)."""
-    if p.max_cells_per_side > 0:
-        side = s.grid_side[env]
-        running = 0
-        for row in range(side):
-            total = s.row_start[env, row]
-            s.row_start[env, row] = running
-            running += total
-        s.cell_start[env, side * side] = running
-
-
-@kernel_function
-def _scan_row_cells(env, row, p, s):
-    side = s.grid_side[env]
-    if row < side:
-        running = s.row_start[env, row]
-        for cell in range(row * side, (row + 1) * side):
-            s.cell_start[env, cell] = running
-            running += s.cell_count[env, cell]
-            s.cell_count[env, cell] = 0  # ready for the next build (saves a clearing pass)
-
-
-@kernel_function
-def _scatter(env, agent, p, s):
-    """Each agent in the game to its cell's slot, with a copy of its position (contiguous per cell)."""
-    if p.max_cells_per_side > 0 and s.still[env, agent]:
-        pos = s.cell_start[env, s.agent_cell[env, agent]] + s.agent_slot[env, agent]
-        s.cell_agent[env, pos] = agent
-        s.cell_x[env, pos] = s.x[env, agent]
-        s.cell_y[env, pos] = s.y[env, agent]
-
-
-# ---- one step of the dynamics ---------------------------------------------------------------------
+def _begin_episode(env, p, s):
+    s.runners_left[env] = p.num_runners
 
 
 @kernel_function
 def _move(env, agent, p, s):
-    """Steps 2-7 and 9a of the spec for one agent; counts it into its cell when the grid is used."""
+    """Steps 2-7 and 9a of the spec for one agent; counts it into the neighbour grid (partial observation)."""
     still = s.still[env, agent]
     acc = s.acc[env, agent] + s.acc_table[s.actions[env, agent, 0]]
     direction = _wrap_direction(s.direction[env, agent] + s.turn_table[s.actions[env, agent, 1]])
@@ -467,14 +378,13 @@ def _move(env, agent, p, s):
         speed = _ZERO
     if not (_ZERO < speed < top):
         acc = _ZERO  # the reference resets acceleration at a speed limit
-    x = s.x[env, agent] + speed * np.float32(math.cos(direction))
-    y = s.y[env, agent] + speed * np.float32(math.sin(direction))
+    sin_d, cos_d = sincos32(direction)
+    x = s.x[env, agent] + speed * cos_d
+    y = s.y[env, agent] + speed * sin_d
     length = p.grid_length
     crossed = x < _ZERO or x > length or y < _ZERO or y > length
-    x = min(max(x, _ZERO), length)
-    y = min(max(y, _ZERO), length)
-    s.x[env, agent] = x
-    s.y[env, agent] = y
+    s.x[env, agent] = min(max(x, _ZERO), length)
+    s.y[env, agent] = min(max(y, _ZERO), length)
     s.speed[env, agent] = speed
     s.acc[env, agent] = acc
     s.direction[env, agent] = direction
@@ -483,181 +393,26 @@ def _move(env, agent, p, s):
     if still:
         reward = reward + (p.edge_hit_penalty if crossed else _ZERO)
         reward = reward + (p.step_penalty_for_tagger if s.agent_type[agent] == _TAGGER else p.step_reward_for_runner)
-        _count_into_cell(env, agent, x, y, p, s)
     s.rewards[env, agent] = reward
 
 
-# ---- k nearest neighbours (partial observation) -------------------------------------------------
-
-
 @kernel_function
-def _worst(k, best_d, best_id):
-    """The last of the k-best set in (distance, id) order: ``(distance, id, slot)``. The k loads do not
-    depend on each other, so they cost about one memory latency."""
-    worst_d = best_d[0]
-    worst_id = np.int64(best_id[0])
-    worst_slot = 0
-    for m in range(1, k):
-        d = best_d[m]
-        j = np.int64(best_id[m])
-        if d > worst_d or (d == worst_d and j > worst_id):
-            worst_d = d
-            worst_id = j
-            worst_slot = m
-    return worst_d, worst_id, worst_slot
-
-
-@kernel_function
-def _offer(j, d, count, worst, k, best_d, best_id):
-    """Offer candidate ``j`` at distance ``d`` to the k-best set ``best_d[:count], best_id[:count]``.
-
-    The set is kept unsorted: a better candidate replaces the worst entry, whose ``(distance, id, slot)``
-    (``worst``, valid once ``count == k``) is carried in registers, so that a rejected candidate touches no
-    memory and an accepted one costs one store and one pass of independent loads (a sorted insertion would
-    chain a load and a store per shifted entry). Order: (distance, id) lexicographic, i.e. the reference's
-    stable sort of float32 distances over ids. Returns ``(count, worst)``.
-    """
-    if count < k:
-        best_d[count] = d
-        best_id[count] = j
-        count += 1
-        if count == k:
-            worst = _worst(k, best_d, best_id)
-        return count, worst
-    if d > worst[0] or (d == worst[0] and j > worst[1]):
-        return count, worst
-    best_d[worst[2]] = d
-    best_id[worst[2]] = j
-    return count, _worst(k, best_d, best_id)
-
-
-@kernel_function
-def _offer_cell(env, pos_self, cell, x, y, count, worst, k, best_d, best_id, s):
-    """Offer every agent of one grid cell (but the searching agent, at ``pos_self``)."""
-    for pos in range(s.cell_start[env, cell], s.cell_start[env, cell + 1]):
-        if pos != pos_self:
-            d = _distance(x, y, s.cell_x[env, pos], s.cell_y[env, pos])
-            count, worst = _offer(np.int64(s.cell_agent[env, pos]), d, count, worst, k, best_d, best_id)
-    return count, worst
-
-
-@kernel_function
-def _nearest_in_grid(env, pos_self, x, y, k, best_d, best_id, p, s):
-    """The k nearest others in the game, visiting rings of cells around the agent's cell; returns how many.
-
-    Ring ``d`` is the square of cells at Chebyshev distance ``d`` from the agent's cell, walked side by
-    side (one call site, so that the compiled loop stays small). After ring ``d`` every unvisited agent lies
-    outside the block of visited cells, so it is at least ``bound`` (the distance to the block's nearest
-    side that is not the arena's edge) away. The search stops once the k-th best is nearer than that by
-    ``p.search_margin``, which covers float32 rounding in the cell assignment, so ties are still resolved
-    by id exactly.
-    """
-    g = s.grid_side[env]
-    size = s.cell_size[env]
-    cx = _cell_coord(x, s.inv_cell_size[env], g)
-    cy = _cell_coord(y, s.inv_cell_size[env], g)
-    count = 0
-    worst = (_INF, np.int64(-1), 0)
-    d = 0
-    while True:
-        # ring d: 4 sides of 2d cells each (each corner counted once); ring 0 is the agent's own cell
-        for side in range(4 if d > 0 else 1):
-            for t in range(max(2 * d, 1)):
-                if side == 0:
-                    gx, gy = cx - d + t, cy - d
-                elif side == 1:
-                    gx, gy = cx + d, cy - d + t
-                elif side == 2:
-                    gx, gy = cx + d - t, cy + d
-                else:
-                    gx, gy = cx - d, cy + d - t
-                if 0 <= gx < g and 0 <= gy < g:
-                    count, worst = _offer_cell(env, pos_self, gy * g + gx, x, y, count, worst, k, best_d, best_id,
-                                               s)
-        bound = _INF
-        if cx - d > 0:
-            bound = min(bound, x - np.float32(cx - d) * size)
-        if cx + d < g - 1:
-            bound = min(bound, np.float32(cx + d + 1) * size - x)
-        if cy - d > 0:
-            bound = min(bound, y - np.float32(cy - d) * size)
-        if cy + d < g - 1:
-            bound = min(bound, np.float32(cy + d + 1) * size - y)
-        if bound == _INF or (count == k and worst[0] < bound - p.search_margin):
-            return count
-        d += 1
-
-
-@kernel_function
-def _grid_agent_count(p, s):
-    return p.num_agents if p.max_cells_per_side > 0 else 0
-
-
-@kernel_function
-def _find_neighbours(env, pos, p, s):
-    """Partial observation: ids of the k nearest others in the game, nearest first ->
-    ``s.neighbours[env, :, agent]`` (-1 where fewer remain), for the agent at ``pos`` of the cell-sorted
-    arrays.
-
-    Indexing by cell-sorted position visits only agents in the game (no idle threads for those out) and
-    gives neighbouring threads neighbouring agents (similar searches, shared cache lines). The k-best set
-    is collected unsorted in ``s.candidate_distance`` / ``s.candidate_id`` (axis order [env, slot, pos]:
-    the threads of a warp touch neighbouring addresses, and k has no fixed maximum), then each entry goes to
-    its rank.
-    """
-    side = s.grid_side[env]
-    if pos >= s.cell_start[env, side * side]:
-        return  # fewer agents in the game than positions
-    k = p.num_other_agents_observed
-    best_d = s.candidate_distance[env, :, pos]
-    best_id = s.candidate_id[env, :, pos]
-    count = _nearest_in_grid(env, pos, s.cell_x[env, pos], s.cell_y[env, pos], k, best_d, best_id, p, s)
-    agent = s.cell_agent[env, pos]
-    for m in range(count):
-        d = best_d[m]
-        j = best_id[m]
-        rank = 0
-        for other in range(count):
-            other_d = best_d[other]
-            if other_d < d or (other_d == d and best_id[other] < j):
-                rank += 1
-        s.neighbours[env, rank, agent] = j
-    for m in range(count, k):
-        s.neighbours[env, m, agent] = -1
+def _count(env, agent, p, s):
+    """Partial observation: the agent into this step's neighbour grid (those out of the game apart)."""
+    count_into_cell(env, agent, s.still[env, agent], p, s)
 
 
 # ---- observations -------------------------------------------------------------------------------
 
 
 @kernel_function
-def _obs_pair_count(p, s):
-    return p.num_agents * p.obs_others
-
-
-@kernel_function
-def _write_obs_pair(env, index, p, s):
-    """The 7 values of one (observer, slot) pair, and the time value with slot 0.
-
-    One index per pair: consecutive threads write runs of consecutive floats of ``s.obs`` (nearly
-    coalesced), and the pair's two agents are read once for all 7 features.
-    """
+def _write_features(env, agent, slot, other, visible, kind, other_still, p, s):
+    """The 7 features of one (observer, slot) pair (feature-major rows), and the time with slot 0."""
     others = p.obs_others
-    agent = _quotient(index, others, p.inv_obs_others)
-    slot = index - agent * others
-    still = s.still[env, agent]
     obs = s.obs
     if slot == 0:
-        obs[env, agent, 7 * others] = np.float32(s.t[env]) / np.float32(p.episode_length) if still else _ZERO
-    if p.use_full_observation:
-        other = slot + 1 if slot >= agent else slot  # the others in id order, skipping self
-        kind = np.float32(s.agent_type[other])
-        other_still = _ONE if s.still[env, other] else _ZERO
-        visible = still  # out of the game: zeros, but the others' type and still are kept
-    else:
-        other = s.neighbours[env, slot, agent] if still else -1
-        visible = other >= 0
-        kind = np.float32(s.agent_type[other]) if visible else _ZERO
-        other_still = _ONE if visible else _ZERO  # neighbours are in the game; padding is 0
+        time = np.float32(s.t[env]) / np.float32(p.episode_length)
+        obs[env, agent, 7 * others] = time if s.still[env, agent] else _ZERO
     dx = dy = dv = da = dd = _ZERO
     if visible:
         dx = (s.x[env, other] - s.x[env, agent]) * p.inv_position_scale
@@ -674,53 +429,96 @@ def _write_obs_pair(env, index, p, s):
     obs[env, agent, 6 * others + slot] = other_still
 
 
+@kernel_function
+def _obs_pair_count(p, s):
+    return p.num_agents * p.obs_others
+
+
+@kernel_function
+def _observe_all_pair(env, index, p, s):
+    """Full observation, one (observer, slot) pair per index: consecutive threads write runs of consecutive
+    floats (nearly coalesced). Agents out of the game see zeros, but the others' type and still are kept."""
+    others = p.obs_others
+    agent = _quotient(index, others, p.inv_obs_others)
+    slot = index - agent * others
+    other = slot + 1 if slot >= agent else slot  # the others in id order, skipping self
+    kind = np.float32(s.agent_type[other])
+    other_still = _ONE if s.still[env, other] else _ZERO
+    _write_features(env, agent, slot, other, s.still[env, agent], kind, other_still, p, s)
+
+
+@kernel_function
+def _observe_neighbour(env, agent, slot, other, p, s):
+    """Partial observation: the ``slot``-th nearest other in the game (``other``; -1: zero padding)."""
+    visible = other >= 0
+    kind = np.float32(s.agent_type[other]) if visible else _ZERO
+    other_still = _ONE if visible else _ZERO  # neighbours are in the game
+    _write_features(env, agent, slot, other, visible, kind, other_still, p, s)
+
+
 # ---- tagging and rewards ------------------------------------------------------------------------
 
 
 @kernel_function
-def _tag(env, agent, p, s):
-    """Steps 9b and 9c for one runner: tagged by its nearest tagger within reach; end-of-game bonus."""
+def _tag_seen_by_all(env, agent, p, s):
+    """Steps 9b and 9c for one runner (full observation: every tagger is a candidate)."""
     if s.agent_type[agent] == _TAGGER or not s.still[env, agent]:
         return
     x = s.x[env, agent]
     y = s.y[env, agent]
     best_d = _INF
     best = -1
-    if p.max_cells_per_side > 0:
-        # only taggers within reach matter; the cells overlapping the disc (with margin) hold them all
-        reach = p.tag_distance + p.search_margin
-        g = s.grid_side[env]
-        inv_cell = s.inv_cell_size[env]
-        for gy in range(_cell_coord(y - reach, inv_cell, g), _cell_coord(y + reach, inv_cell, g) + 1):
-            for gx in range(_cell_coord(x - reach, inv_cell, g), _cell_coord(x + reach, inv_cell, g) + 1):
-                cell = gy * g + gx
-                for pos in range(s.cell_start[env, cell], s.cell_start[env, cell + 1]):
-                    j = s.cell_agent[env, pos]
-                    if s.agent_type[j] == _TAGGER:
-                        d = _distance(x, y, s.cell_x[env, pos], s.cell_y[env, pos])
-                        if d < best_d or (d == best_d and j < best):
-                            best_d = d
-                            best = j
-    else:
-        for i in range(p.num_taggers):
-            j = s.tagger_list[i]  # ascending ids: the first of equal distances is the lowest id
-            d = _distance(x, y, s.x[env, j], s.y[env, j])
-            if d < best_d:
-                best_d = d
-                best = j
+    for i in range(p.num_taggers):
+        j = s.tagger_list[i]  # ascending ids: the first of equal distances is the lowest id
+        d = distance(x, y, s.x[env, j], s.y[env, j])
+        if d < best_d:
+            best_d = d
+            best = j
+    _tag(env, agent, best, best_d, p, s)
+
+
+@kernel_function
+def _tag_in_grid(env, agent, p, s):
+    """Steps 9b and 9c for one runner (partial observation: only the cells within reach are searched)."""
+    if s.agent_type[agent] == _TAGGER or not s.still[env, agent]:
+        return
+    x = s.x[env, agent]
+    y = s.y[env, agent]
+    best_d = _INF
+    best = -1
+    # only taggers within reach matter; the cells overlapping the disc (with margin) hold them all
+    x0, x1, y0, y1 = cell_range(env, x, y, p.tag_distance + p.grid_search_margin, p, s)
+    side = s.grid_side[env]
+    for gy in range(y0, y1 + 1):
+        for gx in range(x0, x1 + 1):
+            cell = gy * side + gx
+            for pos in range(s.cell_start[env, cell], s.cell_start[env, cell + 1]):
+                j = s.cell_agent[env, pos]
+                if s.agent_type[j] == _TAGGER:
+                    d = distance(x, y, s.cell_x[env, pos], s.cell_y[env, pos])
+                    if d < best_d or (d == best_d and j < best):
+                        best_d = d
+                        best = j
+    _tag(env, agent, best, best_d, p, s)
+
+
+@kernel_function
+def _tag(env, runner, tagger, d, p, s):
+    """The runner is tagged by its nearest tagger (-1: none) if it is within reach; end-of-game bonus."""
     still = True
-    if best >= 0 and best_d < p.tag_distance:
-        s.rewards[env, agent] += p.tag_penalty_for_runner
-        atomic_add(s.rewards, (env, best), p.tag_reward_for_tagger)
+    if tagger >= 0 and d < p.tag_distance:
+        s.rewards[env, runner] += p.tag_penalty_for_runner
+        # atomics on floats: every addend is one constant, so the order of the additions does not matter
+        atomic_add(s.rewards, (env, tagger), p.tag_reward_for_tagger)
         atomic_add(s.metrics, (env, 0), _ONE)
         atomic_add(s.metrics, (env, 1), p.inv_num_runners)
         if p.runner_exits_game_after_tagged:
             still = False
-            s.still[env, agent] = False
+            s.still[env, runner] = False
             if atomic_add(s.runners_left, env, np.int32(-1)) == 1:
                 s.terminated[env] = True
     if still and s.t[env] == p.episode_length:
-        s.rewards[env, agent] += p.end_of_game_reward_for_runner
+        s.rewards[env, runner] += p.end_of_game_reward_for_runner
 
 
 # ---- episode start ------------------------------------------------------------------------------
@@ -732,30 +530,31 @@ def _place(env, agent, p, s):
     if p.random_start:
         episode = s.episode[env]
         base = agent * DRAWS_PER_AGENT
-        x = p.grid_length * uniform(p.seed, env, episode, base)
-        y = p.grid_length * uniform(p.seed, env, episode, base + 1)
+        s.x[env, agent] = p.grid_length * uniform(p.seed, env, episode, base)
+        s.y[env, agent] = p.grid_length * uniform(p.seed, env, episode, base + 1)
         s.direction[env, agent] = s.headings[randint(p.seed, env, episode, base + 2, 4)]
     else:
-        x = s.start_x[agent]
-        y = s.start_y[agent]
+        s.x[env, agent] = s.start_x[agent]
+        s.y[env, agent] = s.start_y[agent]
         s.direction[env, agent] = s.start_direction[agent]
-    s.x[env, agent] = x
-    s.y[env, agent] = y
     s.speed[env, agent] = _ZERO
     s.acc[env, agent] = _ZERO
     s.still[env, agent] = True
-    _count_into_cell(env, agent, x, y, p, s)
 
 
-# After the agents are counted into their cells: finish the grid, find neighbours, write observations.
-_OBSERVE_PHASES = (
-    per_index(_sum_row, _grid_row_count),
-    per_env(_scan_rows),
-    per_index(_scan_row_cells, _grid_row_count),
-    per_agent(_scatter),
-    per_index(_find_neighbours, _grid_agent_count),
-    per_index(_write_obs_pair, _obs_pair_count),
+_FULL_OBSERVATION_PHASES = (
+    (per_agent(_move), per_index(_observe_all_pair, _obs_pair_count), per_agent(_tag_seen_by_all)),
+    (per_env(_begin_episode), per_agent(_place), per_index(_observe_all_pair, _obs_pair_count)),
 )
+
+
+@cache
+def _partial_observation_phases(k: int) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
+    observe = (*NeighbourGrid.build_phases(), k_nearest_phase(k, _observe_neighbour))
+    return (
+        (per_env(_begin_grid_step), per_agent(_move, _count), *observe, per_agent(_tag_in_grid)),
+        (per_env(_begin_grid_episode), per_agent(_place, _count), *observe),
+    )
 
 
 class TagContinuous(Env):
@@ -775,14 +574,9 @@ class TagContinuous(Env):
     ``start_x``, ``start_y``, ``start_direction``    [N]            float32    the identical start
     ``acc_table``, ``turn_table``                    [levels + 1]   float32    action tables (index 0: no change)
     ``headings``                                     [4]            float32    start directions of a random start
-    ``neighbours``                                   [E, k, N]      int32      scratch: partial observation's neighbours
-    ``candidate_id``, ``candidate_distance``         [E, k, N]      int32/f32  scratch: the unsorted k-best set
-    ``grid_side``                                    [E]            int32      scratch: this step's grid, cells per side
-    ``cell_size``, ``inv_cell_size``                 [E]            float32    scratch: its cell side and inverse
-    ``cell_count``, ``cell_start``                   [E, G*G (+1)]  int32      scratch: agents per cell, cell offsets
-    ``row_start``                                    [E, G]         int32      scratch: offsets of rows of cells
-    ``cell_agent``, ``cell_x``, ``cell_y``           [E, N]         int32/f32  scratch: agents in the game by cell
-    ``agent_cell``, ``agent_slot``                   [E, N]         int32      scratch: each agent's cell and slot in it
+    ===============================================  =============  =========  =========================================
+
+    Partial observation adds the neighbour grid's scratch arrays (:meth:`NeighbourGrid.arrays`).
     ===============================================  =============  =========  =========================================
 
     Metrics per episode: ``runners_tagged`` (tag events) and ``tag_rate`` (tag events / num_runners).
@@ -791,17 +585,15 @@ class TagContinuous(Env):
     name = "tag_continuous"
     Config = TagContinuousConfig
 
-    step_phases = (
-        per_env(_begin_grid_step),
-        per_agent(_move),
-        *_OBSERVE_PHASES,
-        per_agent(_tag),
-    )
-    reset_phases = (
-        per_env(_begin_grid_episode),
-        per_agent(_place),
-        *_OBSERVE_PHASES,
-    )
+    def program_phases(self) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
+        c = self.config
+        if c.use_full_observation:
+            return _FULL_OBSERVATION_PHASES
+        return _partial_observation_phases(c.num_other_agents_observed)
+
+    def program_variant(self) -> str:
+        c = self.config
+        return "full" if c.use_full_observation else f"k{c.num_other_agents_observed}"
 
     @classmethod
     def num_agents_of(cls, config: TagContinuousConfig) -> int:
@@ -827,10 +619,8 @@ class TagContinuous(Env):
     def state_arrays(self) -> list[ArraySpec]:
         c = self.config
         n = c.num_agents
-        grid = grid_shape_of(c)
-        k = 1 if c.use_full_observation else c.num_other_agents_observed
+        grid = neighbour_grid_of(c)
         acc_levels, turn_levels = c.num_acceleration_levels + 1, c.num_turn_levels + 1
-        side = max(grid.max_cells_per_side, 1)
         return [
             ArraySpec("x", "agent", torch.float32),
             ArraySpec("y", "agent", torch.float32),
@@ -848,25 +638,12 @@ class TagContinuous(Env):
             ArraySpec("acc_table", "global", torch.float32, "constant", (acc_levels,)),
             ArraySpec("turn_table", "global", torch.float32, "constant", (turn_levels,)),
             ArraySpec("headings", "global", torch.float32, "constant", (4,)),
-            ArraySpec("neighbours", "env", torch.int32, "scratch", (k, n)),
-            ArraySpec("candidate_id", "env", torch.int32, "scratch", (k, n)),
-            ArraySpec("candidate_distance", "env", torch.float32, "scratch", (k, n)),
-            ArraySpec("grid_side", "env", torch.int32, "scratch"),
-            ArraySpec("cell_size", "env", torch.float32, "scratch"),
-            ArraySpec("inv_cell_size", "env", torch.float32, "scratch"),
-            ArraySpec("cell_count", "env", torch.int32, "scratch", (side * side,)),
-            ArraySpec("cell_start", "env", torch.int32, "scratch", (side * side + 1,)),
-            ArraySpec("row_start", "env", torch.int32, "scratch", (side,)),
-            ArraySpec("cell_agent", "agent", torch.int32, "scratch"),
-            ArraySpec("cell_x", "agent", torch.float32, "scratch"),
-            ArraySpec("cell_y", "agent", torch.float32, "scratch"),
-            ArraySpec("agent_cell", "agent", torch.int32, "scratch"),
-            ArraySpec("agent_slot", "agent", torch.int32, "scratch"),
+            *(grid.arrays() if grid is not None else []),
         ]
 
     def kernel_params(self) -> dict[str, Any]:
         c = self.config
-        grid = grid_shape_of(c)
+        grid = neighbour_grid_of(c)
         length = np.float32(c.grid_length)
         others = (self.observation_size() - 1) // 7
         return {
@@ -883,18 +660,13 @@ class TagContinuous(Env):
             "tag_distance": np.float32(np.float32(c.tagging_distance) * length),
             "runner_exits_game_after_tagged": bool(c.runner_exits_game_after_tagged),
             "use_full_observation": bool(c.use_full_observation),
-            "num_other_agents_observed": c.num_other_agents_observed,
             "obs_others": others,
             "inv_obs_others": np.float32(1.0 / max(others, 1)),
             "inv_position_scale": np.float32(1.0 / (float(length) * math.sqrt(2))),
             "inv_speed_scale": np.float32(1.0 / float(np.float32(c.max_speed) + np.float32(1e-10))),
             "inv_direction_scale": np.float32(1.0 / float(_TWO_PI)),
             "inv_num_runners": np.float32(1.0 / c.num_runners),
-            "max_cells_per_side": grid.max_cells_per_side,
-            "adaptive_grid": grid.adaptive,
-            "inv_agents_per_cell": np.float32(1.0 / AGENTS_PER_CELL),
-            # float32 rounding in cell assignment and distances is a few ulps of L; this is far above it
-            "search_margin": np.float32(1e-5 * float(length)),
+            **(grid.params() if grid is not None else {}),
         }
 
     def start_state(self) -> dict[str, np.ndarray]:

@@ -21,13 +21,15 @@ import numpy as np
 import torch
 
 from warpdrive.core.compile import per_agent, per_env
-from warpdrive.core.device import kernel_function
+from warpdrive.core.device import atomic_min, kernel_function
 from warpdrive.core.env import Env
 from warpdrive.core.random import randint
 from warpdrive.core.store import ArraySpec
 
 # (dx, dy) of each action
 MOVES = np.array([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]], dtype=np.int32)
+#: the largest grid_length whose squared distances fit the 31 bits the nearest-tagger key keeps for them
+MAX_GRID_LENGTH = 32767
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,8 @@ class TagGridWorldConfig:
     def validate(self) -> None:
         if not isinstance(self.num_taggers, int) or self.num_taggers < 1:
             raise ValueError(f"num_taggers must be an integer >= 1, got {self.num_taggers!r}")
-        if not isinstance(self.grid_length, int) or self.grid_length < 2:
-            raise ValueError(f"grid_length must be an integer >= 2, got {self.grid_length!r}")
+        if not isinstance(self.grid_length, int) or not 2 <= self.grid_length <= MAX_GRID_LENGTH:
+            raise ValueError(f"grid_length must be an integer in [2, {MAX_GRID_LENGTH}], got {self.grid_length!r}")
         if not isinstance(self.episode_length, int) or self.episode_length < 1:
             raise ValueError(f"episode_length must be an integer >= 1, got {self.episode_length!r}")
         n = self.num_taggers + 1
@@ -79,9 +81,18 @@ class TagGridWorldConfig:
 # kernel functions (one source for the CPU and the GPU)
 
 
+_NO_TAGGER = np.int64(0x7FFFFFFFFFFFFFFF)
+_SHIFT = np.int64(32)
+_ID_MASK = np.int64(0xFFFFFFFF)
 @kernel_function
 def _begin_step(env, p, s):
     s.tagged[env] = False
+    s.nearest_tagger_key[env] = _NO_TAGGER
+
+
+@kernel_function
+def _begin_episode(env, p, s):
+    s.nearest_tagger_key[env] = _NO_TAGGER
 
 
 @kernel_function
@@ -114,21 +125,15 @@ def _reward(env, agent, p, s):
 
 
 @kernel_function
-def _nearest_tagger(env, p, s):
-    """Id of the tagger nearest to the runner (squared distance; the lowest id on ties)."""
+def _offer_to_runner(env, agent, p, s):
+    """Partial observation: each tagger offers itself as the runner's nearest, keyed by (squared distance,
+    id), so that the minimum over all offers is the nearest tagger with the lowest id on ties. An integer
+    atomic minimum: every order of the offers gives the same result."""
     runner = p.num_agents - 1
-    rx = s.x[env, runner]
-    ry = s.y[env, runner]
-    best = 0
-    best_d2 = np.int64(-1)
-    for j in range(runner):
-        dx = np.int64(s.x[env, j] - rx)
-        dy = np.int64(s.y[env, j] - ry)
-        d2 = dx * dx + dy * dy
-        if best_d2 < 0 or d2 < best_d2:
-            best_d2 = d2
-            best = j
-    return best
+    if not p.use_full_observation and agent != runner:
+        dx = np.int64(s.x[env, agent] - s.x[env, runner])
+        dy = np.int64(s.y[env, agent] - s.y[env, runner])
+        atomic_min(s.nearest_tagger_key, env, ((dx * dx + dy * dy) << _SHIFT) | np.int64(agent))
 
 
 @kernel_function
@@ -146,7 +151,7 @@ def _observe(env, agent, p, s):
         obs[env, agent, 4 * n] = time
     else:
         runner = n - 1
-        target = runner if agent != runner else _nearest_tagger(env, p, s)
+        target = runner if agent != runner else np.int64(s.nearest_tagger_key[env] & _ID_MASK)
         obs[env, agent, 0] = np.float32(s.x[env, agent]) / length
         obs[env, agent, 1] = np.float32(s.y[env, agent]) / length
         obs[env, agent, 2] = np.float32(s.x[env, target]) / length
@@ -180,12 +185,14 @@ class TagGridWorld(Env):
     step_phases = (
         per_env(_begin_step),
         per_agent(_move),
-        per_agent(_check_tag),
+        per_agent(_check_tag, _offer_to_runner),
         per_agent(_reward, _observe),  # both read only this agent's reward and others' positions
         per_env(_end_step),
     )
     reset_phases = (
+        per_env(_begin_episode),
         per_agent(_place),
+        per_agent(_offer_to_runner),
         per_agent(_observe),
     )
 
@@ -208,6 +215,7 @@ class TagGridWorld(Env):
             ArraySpec("x", "agent", torch.int32),
             ArraySpec("y", "agent", torch.int32),
             ArraySpec("tagged", "env", torch.bool),
+            ArraySpec("nearest_tagger_key", "env", torch.int64, "scratch"),
             ArraySpec("start_x", "global", torch.int32, "constant", (n,)),
             ArraySpec("start_y", "global", torch.int32, "constant", (n,)),
             ArraySpec("moves", "global", torch.int32, "constant", MOVES.shape),

@@ -1,0 +1,152 @@
+"""Exact arithmetic on both targets: no contracted multiply-adds in any env's CUDA code, one float32 sin/cos.
+
+The CUDA simulator computes with NumPy, so it cannot see what NVVM does to the arithmetic; these tests read
+the PTX that the real CUDA target produces (no GPU needed, only NVVM).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import numpy as np
+from numba import njit
+
+from warpdrive.core.compile import exact_cuda_arithmetic
+from warpdrive.core.device import simulator_enabled
+from warpdrive.core.exactmath import fmod32, fmod64, mod32, mod64, sincos32
+
+# Every registered env is compiled; Tag-continuous in both observation modes (different programs).
+PTX_SCAN = r"""
+import re
+from warpdrive.core.checker import compile_cuda_ptx
+from warpdrive.core.device import FMA_PTX_MARKER
+from warpdrive.envs import REGISTRY, make
+
+FUSED = re.compile(r"\b(fma|mad)(\.[a-z]+)*\.f(16|32|64)\b")
+
+def contracted(ptx):
+    return [line.strip() for line in ptx.splitlines() if FUSED.search(line) and FMA_PTX_MARKER not in line]
+
+cases = [(name, {}) for name in REGISTRY]
+cases += [("tag_continuous", {"use_full_observation": False, "num_taggers": 2, "num_runners": 5})]
+for name, kwargs in cases:
+    env = make(name, num_envs=2, device="cpu", **kwargs)
+    for program, ptx in compile_cuda_ptx(env).items():
+        found = contracted(ptx)
+        assert not found, f"{name} {kwargs} {program}: {len(found)} fused multiply-adds the env did not ask for, " \
+                          f"e.g. {found[:3]} (libdevice functions such as expf fuse internally)"
+"""
+
+
+def test_no_env_kernel_contracts_multiply_adds(run_with_cuda_target) -> None:
+    run_with_cuda_target(PTX_SCAN)
+
+
+def test_the_scan_sees_contraction_and_explicit_fma(run_with_cuda_target) -> None:
+    """The same kernel without exact mode does contract (so the scan above can fail), and an explicit fma
+    stays one marked instruction in exact mode."""
+    run_with_cuda_target(r"""
+import numpy as np
+from numba import typeof
+from warpdrive.core.compile import cuda_ptx
+from warpdrive.core.device import FMA_PTX_MARKER, fma, kernel_function
+
+@kernel_function
+def runner(env, lane, lanes, active, p, s):
+    if active:
+        s.out[env] = s.a[env] * s.b[env] + s.c[env]
+        s.out2[env] = fma(s.a[env], s.b[env], s.c[env])
+
+from collections import namedtuple
+S = namedtuple("S", "a b c out out2")
+arrays = S(*(np.ones(4, np.float32) for _ in range(5)))
+args = (typeof(np.int64(0)), typeof(arrays), typeof(1), typeof(1))
+exact = cuda_ptx(runner, "x", "exact", args, exact=True)
+fused = cuda_ptx(runner, "x", "fused", args, exact=False)
+assert sum("fma.rn.f32" in line and FMA_PTX_MARKER not in line for line in exact.splitlines()) == 0, exact
+assert sum(FMA_PTX_MARKER in line for line in exact.splitlines()) == 1, exact
+assert sum("fma.rn.f32" in line and FMA_PTX_MARKER not in line for line in fused.splitlines()) == 1, fused
+""")
+
+
+def test_sincos32_is_accurate_everywhere_it_is_used() -> None:
+    @njit
+    def run(xs, sines, cosines):
+        for i in range(xs.size):
+            sines[i], cosines[i] = sincos32(xs[i])
+
+    rng = np.random.default_rng(0)
+    xs = np.concatenate([rng.uniform(-50, 50, 200_000), np.linspace(-4 * np.pi, 4 * np.pi, 100_001),
+                         np.float32([0.0, -0.0, np.pi / 2, np.pi, 2 * np.pi, 1e-30])]).astype(np.float32)
+    sines, cosines = np.empty_like(xs), np.empty_like(xs)
+    run(xs, sines, cosines)
+    for got, exact in ((sines, np.sin(xs.astype(np.float64))), (cosines, np.cos(xs.astype(np.float64)))):
+        error = np.abs(got - exact)
+        assert error.max() <= 2.0**-23, (xs[error.argmax()], got[error.argmax()], exact[error.argmax()])
+        away_from_zeros = np.abs(exact) > 0.25  # relative accuracy, where no cancellation is inherent
+        ulps = error[away_from_zeros] / np.spacing(np.abs(exact[away_from_zeros]).astype(np.float32))
+        assert ulps.max() <= 2.0
+    assert sines[-6] == 0.0 and cosines[-6] == 1.0
+
+
+def test_sincos32_on_the_cuda_target_equals_the_cpu() -> None:
+    """Bit-identical to the CPU compilation: in the simulator (the same operations in NumPy float32) and, on a
+    machine with a GPU, compiled without contraction."""
+    from numba import cuda
+
+    @cuda.jit
+    def kernel(xs, sines, cosines):
+        i = cuda.grid(1)
+        if i < xs.size:
+            sines[i], cosines[i] = sincos32(xs[i])
+
+    @njit
+    def on_cpu(xs, sines, cosines):
+        for i in range(xs.size):
+            sines[i], cosines[i] = sincos32(xs[i])
+
+    xs = np.random.default_rng(1).uniform(-20, 20, 64).astype(np.float32)
+    expected = np.empty_like(xs), np.empty_like(xs)
+    on_cpu(xs, *expected)
+    got = np.empty_like(xs), np.empty_like(xs)
+    with nullcontext() if simulator_enabled() else exact_cuda_arithmetic():
+        kernel[2, 32](xs, *got)
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])
+
+
+@njit
+def _remainders32(xs, ys, fmods, mods):
+    for i in range(xs.size):
+        fmods[i] = fmod32(xs[i], ys[i])
+        mods[i] = mod32(xs[i], ys[i])
+
+
+@njit
+def _remainders64(xs, ys, fmods, mods):
+    for i in range(xs.size):
+        fmods[i] = fmod64(xs[i], ys[i])
+        mods[i] = mod64(xs[i], ys[i])
+
+
+def test_fmod_and_mod_are_exact_and_follow_c_and_numpy() -> None:
+    """Bit for bit what C's fmod and NumPy's ``%`` give, over ordinary, huge, subnormal and special values
+    (the CUDA target's own ``%`` rounds: these are what envs use instead)."""
+    rng = np.random.default_rng(0)
+    n = 20_000
+    specials = [(0.0, 1.0), (-0.0, 1.0), (np.inf, 1.0), (np.nan, 1.0), (5.0, np.inf), (-5.0, 2.5), (1e-45, 1e-45),
+                (3.0, 0.0), (7.0, -np.inf), (-7.25, 2.0), (7.25, -2.0)]
+    xs = np.concatenate([rng.uniform(-20, 20, n), rng.standard_normal(n) * 1e30, rng.standard_normal(n) * 1e-38,
+                         [x for x, _ in specials]])
+    ys = np.concatenate([np.full(n, 2 * np.pi), rng.standard_normal(n) * 1e-3, rng.standard_normal(n) * 1e-39,
+                         [y for _, y in specials]])
+    for dtype, run, bits in ((np.float32, _remainders32, np.uint32), (np.float64, _remainders64, np.uint64)):
+        x, y = xs.astype(dtype), ys.astype(dtype)
+        fmods, mods = np.empty_like(x), np.empty_like(x)
+        run(x, y, fmods, mods)
+        with np.errstate(all="ignore"):
+            expected = np.fmod(x, y), np.remainder(x, y)
+        for got, want in zip((fmods, mods), expected, strict=True):
+            nan = np.isnan(want)
+            assert np.array_equal(np.isnan(got), nan)
+            assert np.array_equal(got[~nan].view(bits), want[~nan].view(bits)), dtype

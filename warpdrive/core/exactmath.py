@@ -1,0 +1,180 @@
+"""Float functions that give the same bits on the CPU and the GPU: ``sin``/``cos`` (float32) and ``fmod``/``mod``.
+
+Kernels are compiled so that ``+``, ``-``, ``*``, ``/`` and ``sqrt`` round alike on both targets (see
+:mod:`warpdrive.core.compile`). Two common operations do not:
+
+- ``%`` on floats: the CPU computes an exact ``fmod``; the CUDA target expands it as ``x - floor(x / y) * y``,
+  which rounds. Use :func:`mod32`/:func:`mod64` (Python's and NumPy's sign rule) or :func:`fmod32`/:func:`fmod64`
+  (C's), exact on both targets.
+- ``math.sin``/``math.cos``: see below.
+
+``math.sin`` compiles to the C library's ``sinf`` on the CPU and to libdevice's ``__nv_sinf`` on CUDA; the
+two differ by an ulp or two on a few percent of inputs, and in a simulation such differences grow until
+CPU and GPU runs part. These functions use only float32 ``+``, ``-`` and ``*`` in a fixed order, which both
+targets round alike (the CUDA compilation does not contract multiply-adds; see :mod:`warpdrive.core.compile`):
+the same bits everywhere, within 2**-23 of the exact value (and 2 ulp where the result is not near 0) for
+``|x| < 8192``.
+
+The method is Cephes' ``sinf``/``cosf`` (S. L. Moshier): reduce by multiples of pi/4 with pi/4 split into
+three parts (Cody-Waite), then a degree-7 odd polynomial for sin and a degree-8 even one for cos on
+[-pi/4, pi/4].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from warpdrive.core.device import bits_double, bits_float, double_bits, float_bits, kernel_function
+
+__all__ = ["cos32", "fmod32", "fmod64", "mod32", "mod64", "sin32", "sincos32"]
+
+_FOUR_OVER_PI = np.float32(1.27323954473516)
+# pi/4 = _PI4_A + _PI4_B + _PI4_C; the first two have few significant bits, so y * _PI4_A and y * _PI4_B are
+# exact for the multiples y used here
+_PI4_A = np.float32(0.78515625)
+_PI4_B = np.float32(2.4187564849853515625e-4)
+_PI4_C = np.float32(3.77489497744594108e-8)
+_SIN_1 = np.float32(-1.9515295891e-4)
+_SIN_2 = np.float32(8.3321608736e-3)
+_SIN_3 = np.float32(-1.6666654611e-1)
+_COS_1 = np.float32(2.443315711809948e-5)
+_COS_2 = np.float32(-1.388731625493765e-3)
+_COS_3 = np.float32(4.166664568298827e-2)
+_HALF = np.float32(0.5)
+_ONE = np.float32(1.0)
+
+
+@kernel_function
+def sincos32(x):
+    """``(sin x, cos x)`` of a float32 ``x`` (finite; within 2**-23 of the exact values for ``|x| < 8192``)."""
+    negative = x < 0
+    a = -x if negative else x
+    octant = int(a * _FOUR_OVER_PI)
+    octant = (octant + 1) & ~1  # the nearest even multiple of pi/4: the remainder lies in [-pi/4, pi/4]
+    y = np.float32(octant)
+    r = ((a - y * _PI4_A) - y * _PI4_B) - y * _PI4_C
+    z = r * r
+    sin_r = ((_SIN_1 * z + _SIN_2) * z + _SIN_3) * z * r + r
+    cos_r = ((_COS_1 * z + _COS_2) * z + _COS_3) * z * z - _HALF * z + _ONE
+    quadrant = (octant >> 1) & 3
+    if quadrant == 1 or quadrant == 3:
+        s, c = cos_r, sin_r
+    else:
+        s, c = sin_r, cos_r
+    if quadrant == 2 or quadrant == 3:
+        s = -s
+    if quadrant == 1 or quadrant == 2:
+        c = -c
+    if negative:
+        s = -s
+    return s, c
+
+
+@kernel_function
+def sin32(x):
+    """``sin x`` in float32, the same bits on every target (see :func:`sincos32`)."""
+    return sincos32(x)[0]
+
+
+@kernel_function
+def cos32(x):
+    """``cos x`` in float32, the same bits on every target (see :func:`sincos32`)."""
+    return sincos32(x)[1]
+
+
+# --------------------------------------------------------------------------------------------------
+# exact fmod: the remainder of two floats is always representable, and is found here on the integer
+# significands by shift-and-subtract (the method of the C libraries' fmod), so no step rounds.
+
+
+@kernel_function
+def _fmod_bits(x_bits, y_bits, mantissa_bits, exponent_mask, sign_shift, nan_bits):
+    """``fmod`` on IEEE-754 bit patterns held in uint64 (float32 or float64, by the field sizes given)."""
+    one = np.uint64(1)
+    sign_bit = one << np.uint64(sign_shift)
+    sign = x_bits & sign_bit
+    ax = x_bits & (sign_bit - one)
+    ay = y_bits & (sign_bit - one)
+    shift = np.uint64(mantissa_bits)
+    hidden = one << shift
+    ex = np.int64(ax >> shift)
+    ey = np.int64(ay >> shift)
+    if ay == 0 or ey == exponent_mask or ex == exponent_mask:
+        if ey == exponent_mask and (ay & (hidden - one)) == 0 and ex != exponent_mask:
+            return x_bits  # fmod(x, +-inf) = x for finite x
+        return nan_bits
+    if ax < ay:
+        return x_bits
+    if ax == ay:
+        return sign
+    # significands with the hidden bit; subnormals are normalised by shifting
+    mx = ax & (hidden - one)
+    if ex == 0:
+        ex = 1
+        while mx < hidden:
+            mx <<= one
+            ex -= 1
+    else:
+        mx |= hidden
+    my = ay & (hidden - one)
+    if ey == 0:
+        ey = 1
+        while my < hidden:
+            my <<= one
+            ey -= 1
+    else:
+        my |= hidden
+    while ex > ey:
+        if mx >= my:
+            mx -= my
+            if mx == 0:
+                return sign
+        mx <<= one
+        ex -= 1
+    if mx >= my:
+        mx -= my
+        if mx == 0:
+            return sign
+    while mx < hidden:
+        mx <<= one
+        ex -= 1
+    if ex > 0:
+        return sign | (np.uint64(ex) << shift) | (mx - hidden)
+    return sign | (mx >> np.uint64(1 - ex))
+
+
+@kernel_function
+def fmod32(x, y):
+    """C's ``fmodf(x, y)``: ``x - n * y`` with ``n = trunc(x / y)``, exact (the sign of ``x``)."""
+    bits = _fmod_bits(np.uint64(float_bits(x)), np.uint64(float_bits(y)), 23, 0xFF, 31,
+                      np.uint64(0x7FC00000))
+    return bits_float(np.uint32(bits))
+
+
+@kernel_function
+def fmod64(x, y):
+    """C's ``fmod(x, y)`` for float64, exact (the sign of ``x``)."""
+    return bits_double(_fmod_bits(double_bits(x), double_bits(y), 52, 0x7FF, 63,
+                                  np.uint64(0x7FF8000000000000)))
+
+
+@kernel_function
+def mod32(x, y):
+    """``x % y`` in float32 as Python and NumPy define it (the sign of ``y``), the same bits on every target."""
+    r = fmod32(x, y)
+    if r == 0:
+        return np.float32(0.0) if y > 0 else -np.float32(0.0)  # a zero takes the sign of y, as in NumPy
+    if (r < 0) != (y < 0):
+        r = r + y
+    return r
+
+
+@kernel_function
+def mod64(x, y):
+    """``x % y`` in float64 as Python and NumPy define it (the sign of ``y``), the same bits on every target."""
+    r = fmod64(x, y)
+    if r == 0:
+        return 0.0 if y > 0 else -0.0  # a zero takes the sign of y, as in NumPy
+    if (r < 0) != (y < 0):
+        r = r + y
+    return r

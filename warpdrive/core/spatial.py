@@ -1,0 +1,337 @@
+"""Neighbour search for particle envs: a uniform grid per env, rebuilt every step, and the exact k nearest.
+
+Any env whose agents have 2D positions in arrays ``s.x`` and ``s.y`` (shape [E, N], float32) can use it:
+
+1. Declare the scratch arrays (:meth:`NeighbourGrid.arrays`) and parameters (:meth:`NeighbourGrid.params`).
+2. Each step (and at reset), once per env, call :func:`begin_grid` with the number of agents that take part
+   (``included``) before any agent is counted; then every agent calls :func:`count_into_cell` after its
+   position is final (in the same phase as the move: it needs no barrier).
+3. Run :meth:`NeighbourGrid.build_phases` (a prefix sum of the cell counts and a scatter): afterwards the
+   agents that take part are sorted by cell, with copies of their positions (``s.cell_agent``,
+   ``s.cell_x``, ``s.cell_y``; cell ``c`` holds positions ``s.cell_start[env, c]`` to
+   ``s.cell_start[env, c + 1] - 1``), followed by the agents that do not take part.
+4. Query it: :func:`k_nearest_phase` visits the k nearest others of every agent (nearest first, lower id on
+   equal distance: the order of a stable sort of float32 distances over ids), and :func:`cell_range` gives
+   the cells that a disc overlaps, for searches within a radius.
+
+The grid covers the square ``[origin, origin + side_length]``; positions outside it fall into its border
+cells (exact, only slower). Its number of cells per side is fixed (``cells_per_side``) or, with
+``adaptive=True``, chosen each step per env from the agents taking part (about ``agents_per_cell`` a cell).
+A grid of one cell is a scan of all agents: the cheapest below a few hundred agents.
+
+The k-best list lives in registers on the GPU (``local_array`` of k 64-bit keys ``distance bits << 32 | id``,
+whose integer order is the (distance, id) order for distances >= 0), so k is a compile-time constant: one
+compiled program per k.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import numpy as np
+import torch
+
+from warpdrive.core.compile import Phase, per_agent, per_env, per_index
+from warpdrive.core.device import atomic_add, bits_float, float_bits, kernel_function, local_array
+from warpdrive.core.store import ArraySpec
+
+__all__ = ["NeighbourGrid", "begin_grid", "cell_range", "count_into_cell", "distance", "k_nearest_phase"]
+
+_ZERO = np.float32(0.0)
+_INF = np.float32(np.inf)
+_EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)
+_SHIFT = np.uint64(32)
+_LOW = np.uint64(0xFFFFFFFF)
+
+
+@dataclass(frozen=True)
+class NeighbourGrid:
+    """The grid of one env class: its size and how it adapts.
+
+    Args:
+        side_length: side of the square the grid covers (e.g. the arena's side).
+        cells_per_side: cells per side, the most an adaptive grid uses (>= 1).
+        adaptive: size the grid each step to about ``agents_per_cell`` agents per cell.
+        agents_per_cell: target occupancy of an adaptive grid.
+        origin: lower corner of the square, on both axes.
+    """
+
+    side_length: float
+    cells_per_side: int
+    adaptive: bool = False
+    agents_per_cell: float = 3.0
+    origin: float = 0.0
+
+    def arrays(self) -> list[ArraySpec]:
+        """Scratch arrays (E envs, N agents, G cells per side; one more cell for the agents left out):
+
+        ==========================================  ==============  =========  =================================
+        name                                        shape           dtype      meaning
+        ==========================================  ==============  =========  =================================
+        ``grid_side``                               [E]             int32      this step's cells per side
+        ``cell_size``, ``inv_cell_size``            [E]             float32    its cell side and inverse
+        ``cell_count``                              [E, G*G + 1]    int32      agents per cell (zero between steps)
+        ``cell_start``                              [E, G*G + 2]    int32      first position of each cell
+        ``row_start``                               [E, G]          int32      first position of each row of cells
+        ``cell_agent``, ``cell_x``, ``cell_y``      [E, N]          i32/f32    agents by cell, with their position
+        ``agent_cell``, ``agent_slot``              [E, N]          int32      each agent's cell and rank in it
+        ==========================================  ==============  =========  =================================
+        """
+        g = self.cells_per_side
+        return [
+            ArraySpec("grid_side", "env", torch.int32, "scratch"),
+            ArraySpec("cell_size", "env", torch.float32, "scratch"),
+            ArraySpec("inv_cell_size", "env", torch.float32, "scratch"),
+            ArraySpec("cell_count", "env", torch.int32, "scratch", (g * g + 1,)),
+            ArraySpec("cell_start", "env", torch.int32, "scratch", (g * g + 2,)),
+            ArraySpec("row_start", "env", torch.int32, "scratch", (g,)),
+            ArraySpec("cell_agent", "agent", torch.int32, "scratch"),
+            ArraySpec("cell_x", "agent", torch.float32, "scratch"),
+            ArraySpec("cell_y", "agent", torch.float32, "scratch"),
+            ArraySpec("agent_cell", "agent", torch.int32, "scratch"),
+            ArraySpec("agent_slot", "agent", torch.int32, "scratch"),
+        ]
+
+    def params(self) -> dict[str, Any]:
+        """Kernel parameters (``p.grid_*``)."""
+        length = np.float32(self.side_length)
+        return {
+            "grid_max_side": self.cells_per_side,
+            "grid_adaptive": self.adaptive,
+            "grid_inv_agents_per_cell": np.float32(1.0 / self.agents_per_cell),
+            "grid_side_length": length,
+            "grid_origin": np.float32(self.origin),
+            # float32 rounding in cell assignment and distances is a few ulps of the side; this is far above it
+            "grid_search_margin": np.float32(1e-5 * float(length)),
+        }
+
+    @staticmethod
+    def build_phases() -> tuple[Phase, ...]:
+        """The phases that sort the counted agents by cell (run after every agent was counted)."""
+        return _BUILD_PHASES
+
+
+def adaptive_cells_per_side(num_agents: int, agents_per_cell: float = 3.0, largest: int = 64) -> int:
+    """Cells per side for about ``agents_per_cell`` agents per cell, at most ``largest``."""
+    return max(1, min(largest, int(math.sqrt(num_agents / agents_per_cell))))
+
+
+# --------------------------------------------------------------------------------------------------
+# building the grid
+
+
+@kernel_function
+def distance(ax, ay, bx, by):
+    """Euclidean distance in float32 (``sqrt`` of the float32 sum of float32 squares)."""
+    dx = ax - bx
+    dy = ay - by
+    return np.float32(math.sqrt(dx * dx + dy * dy))
+
+
+@kernel_function
+def _cell_coord(v, p, inv_cell, side):
+    """Cell index along one axis (clamped to the grid; monotonic in ``v``)."""
+    return min(int(max(v - p.grid_origin, _ZERO) * inv_cell), side - 1)
+
+
+@kernel_function
+def begin_grid(env, included, p, s):
+    """Size this step's grid for ``included`` agents (once per env, before :func:`count_into_cell`).
+
+    The cell counts are already zero: they start at zero, and the prefix sum zeroes each count it reads.
+    """
+    side = p.grid_max_side
+    if p.grid_adaptive:
+        side = max(1, min(side, int(math.sqrt(np.float32(included) * p.grid_inv_agents_per_cell))))
+    s.grid_side[env] = side
+    s.cell_size[env] = p.grid_side_length / np.float32(side)
+    s.inv_cell_size[env] = np.float32(side) / p.grid_side_length
+
+
+@kernel_function
+def count_into_cell(env, agent, included, p, s):
+    """Count ``agent`` (at ``s.x``, ``s.y``) into its cell, or into the bucket after the last cell when it
+    does not take part; its rank in the cell is the count before it (atomic: any order, same cells)."""
+    side = s.grid_side[env]
+    cell = side * side
+    if included:
+        inv_cell = s.inv_cell_size[env]
+        cell = _cell_coord(s.y[env, agent], p, inv_cell, side) * side + _cell_coord(s.x[env, agent], p, inv_cell,
+                                                                                    side)
+    s.agent_cell[env, agent] = cell
+    s.agent_slot[env, agent] = atomic_add(s.cell_count, (env, cell), np.int32(1))
+
+
+@kernel_function
+def _row_count(p, s):
+    return p.grid_max_side
+
+
+@kernel_function
+def _sum_row(env, row, p, s):
+    """Agents per row of cells (the prefix sum runs by rows: no thread walks every cell)."""
+    side = s.grid_side[env]
+    if row < side:
+        total = 0
+        for cell in range(row * side, (row + 1) * side):
+            total += s.cell_count[env, cell]
+        s.row_start[env, row] = total
+
+
+@kernel_function
+def _scan_rows(env, p, s):
+    """Row totals -> first position of each row; the agents left out go after all cells."""
+    side = s.grid_side[env]
+    running = 0
+    for row in range(side):
+        total = s.row_start[env, row]
+        s.row_start[env, row] = running
+        running += total
+    cells = side * side
+    s.cell_start[env, cells] = running
+    s.cell_start[env, cells + 1] = running + s.cell_count[env, cells]
+    s.cell_count[env, cells] = 0
+
+
+@kernel_function
+def _scan_row_cells(env, row, p, s):
+    side = s.grid_side[env]
+    if row < side:
+        running = s.row_start[env, row]
+        for cell in range(row * side, (row + 1) * side):
+            s.cell_start[env, cell] = running
+            running += s.cell_count[env, cell]
+            s.cell_count[env, cell] = 0  # ready for the next build (saves a clearing pass)
+
+
+@kernel_function
+def _scatter(env, agent, p, s):
+    """Each agent to its cell's slot, with a copy of its position (contiguous per cell)."""
+    pos = s.cell_start[env, s.agent_cell[env, agent]] + s.agent_slot[env, agent]
+    s.cell_agent[env, pos] = agent
+    s.cell_x[env, pos] = s.x[env, agent]
+    s.cell_y[env, pos] = s.y[env, agent]
+
+
+_BUILD_PHASES = (
+    per_index(_sum_row, _row_count),
+    per_env(_scan_rows),
+    per_index(_scan_row_cells, _row_count),
+    per_agent(_scatter),
+)
+
+
+@kernel_function
+def cell_range(env, x, y, reach, p, s):
+    """``(x0, x1, y0, y1)``: the inclusive ranges of cell coordinates that the disc of radius ``reach``
+    around ``(x, y)`` overlaps (add ``p.grid_search_margin`` to ``reach`` to cover float32 rounding).
+
+    Cell ``(gx, gy)`` is ``gy * s.grid_side[env] + gx``."""
+    side = s.grid_side[env]
+    inv_cell = s.inv_cell_size[env]
+    return (_cell_coord(x - reach, p, inv_cell, side), _cell_coord(x + reach, p, inv_cell, side),
+            _cell_coord(y - reach, p, inv_cell, side), _cell_coord(y + reach, p, inv_cell, side))
+
+
+# --------------------------------------------------------------------------------------------------
+# k nearest
+
+
+@kernel_function
+def _agent_count(p, s):
+    return p.num_agents
+
+
+@cache
+def k_nearest_phase(k: int, visit: Callable[..., Any]) -> Phase:
+    """A phase that calls ``visit(env, agent, slot, other, p, s)`` for ``slot`` in ``range(k)`` for every
+    agent: ``other`` is the id of its ``slot``-th nearest other agent that takes part (by distance, then
+    id), or -1 where fewer remain and for every slot of an agent that does not take part.
+
+    The search visits rings of cells around the agent's cell until the k-th best is provably nearer than
+    any unvisited cell. Agents are visited in cell order (threads of a warp search nearby, alike), so
+    ``visit`` should write only what belongs to ``agent``.
+    """
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    K = k  # a compile-time constant of the closure: the k-best list's size
+
+    @kernel_function
+    def insert(key, best):
+        # a sorted insertion as a min/max network with constant indices: branch-free, registers only
+        for q in range(K - 1, 0, -1):
+            best[q] = max(best[q - 1], min(key, best[q]))
+        best[0] = min(key, best[0])
+
+    @kernel_function
+    def offer_cell(env, pos_self, cell, x, y, best, s):
+        for pos in range(s.cell_start[env, cell], s.cell_start[env, cell + 1]):
+            d = distance(x, y, s.cell_x[env, pos], s.cell_y[env, pos])
+            key = (np.uint64(float_bits(d)) << _SHIFT) | np.uint64(s.cell_agent[env, pos])
+            if key < best[K - 1] and pos != pos_self:
+                insert(key, best)
+
+    @kernel_function
+    def search(env, pos, best, p, s):
+        side = s.grid_side[env]
+        size = s.cell_size[env]
+        x = s.cell_x[env, pos]
+        y = s.cell_y[env, pos]
+        inv_cell = s.inv_cell_size[env]
+        cx = _cell_coord(x, p, inv_cell, side)
+        cy = _cell_coord(y, p, inv_cell, side)
+        # cell borders in the grid's own coordinates
+        lx = x - p.grid_origin
+        ly = y - p.grid_origin
+        d = 0
+        while True:
+            # ring d: 4 sides of 2d cells each (each corner once); ring 0 is the agent's own cell
+            for edge in range(4 if d > 0 else 1):
+                for t in range(max(2 * d, 1)):
+                    if edge == 0:
+                        gx, gy = cx - d + t, cy - d
+                    elif edge == 1:
+                        gx, gy = cx + d, cy - d + t
+                    elif edge == 2:
+                        gx, gy = cx + d - t, cy + d
+                    else:
+                        gx, gy = cx - d, cy + d - t
+                    if 0 <= gx < side and 0 <= gy < side:
+                        offer_cell(env, pos, gy * side + gx, x, y, best, s)
+            # every unvisited agent lies beyond the nearest side of the visited block that is not the grid's
+            # border (agents outside the grid are in border cells)
+            bound = _INF
+            if cx - d > 0:
+                bound = min(bound, lx - np.float32(cx - d) * size)
+            if cx + d < side - 1:
+                bound = min(bound, np.float32(cx + d + 1) * size - lx)
+            if cy - d > 0:
+                bound = min(bound, ly - np.float32(cy - d) * size)
+            if cy + d < side - 1:
+                bound = min(bound, np.float32(cy + d + 1) * size - ly)
+            worst = best[K - 1]
+            if bound == _INF:
+                return
+            if worst != _EMPTY and bits_float(np.uint32(worst >> _SHIFT)) < bound - p.grid_search_margin:
+                return
+            d += 1
+
+    @kernel_function
+    def k_nearest(env, pos, p, s):
+        best = local_array(K, np.uint64)
+        for q in range(K):
+            best[q] = _EMPTY
+        side = s.grid_side[env]
+        if pos < s.cell_start[env, side * side]:  # the agents left out come after every cell
+            search(env, pos, best, p, s)
+        agent = s.cell_agent[env, pos]
+        for q in range(K):
+            key = best[q]
+            other = np.int32(key & _LOW) if key != _EMPTY else np.int32(-1)
+            visit(env, agent, q, other, p, s)
+
+    return per_index(k_nearest, _agent_count)
