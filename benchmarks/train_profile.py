@@ -36,9 +36,9 @@ def main() -> None:
         trainer.train_iteration()
         metrics = trainer.train_iteration()
         steps = trainer.num_steps
-        trainer._step_index.zero_()
+        trainer.collector.step_index.zero_()
         with torch.no_grad(), profile(activities=[ProfilerActivity.CUDA]) as prof:
-            trainer._step()
+            trainer.collector.step()
             torch.cuda.synchronize()
         step_kernels = kernels(prof)
         by_name: dict[str, list[float]] = {}

@@ -113,9 +113,25 @@ def test_registry_declares_support() -> None:
     assert set(ALGORITHMS) == {"ppo", "a2c", "ddpg", "random"}
     assert ALGORITHMS["ppo"].on_policy and ALGORITHMS["a2c"].on_policy and not ALGORITHMS["ddpg"].on_policy
     assert ALGORITHMS["ddpg"].continuous and not ALGORITHMS["ddpg"].discrete
+    assert ALGORITHMS["ddpg"].supports_action_space(BOX) and not ALGORITHMS["ddpg"].supports_action_space(DISCRETE)
+    assert not ALGORITHMS["ddpg"].global_critic and ALGORITHMS["ppo"].global_critic
     assert not ALGORITHMS["random"].trainable
     with pytest.raises(KeyError, match="unknown algorithm 'sac'"):
         algorithm_class("sac")
+
+
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_each_registered_algorithm_has_its_section_in_policy_configs(name: str) -> None:
+    """A policy config holds one section per registered algorithm, named like it, of that algorithm's Config;
+    the algorithm is built from it."""
+    cls = ALGORITHMS[name]
+    spec = from_dict(PolicySpec, {"algorithm": name})
+    if cls.Config is None:
+        assert spec.algorithm_config is None and not hasattr(spec, name)
+    else:
+        assert type(spec.algorithm_config) is cls.Config and spec.algorithm_config is getattr(spec, name)
+    space = BOX if cls.supports_action_space(BOX) else DISCRETE
+    assert algorithm_class(name)(spec, 5, space, 0, CPU).config is spec.algorithm_config
 
 
 def test_clipped_surrogate_stops_the_gradient_outside_the_clip_range() -> None:

@@ -18,7 +18,7 @@ from warpdrive.training.models import (
     build_model,
     register_model,
 )
-from warpdrive.training.storage import EnvRollout, ReplayBuffer, RolloutStorage, agent_selector
+from warpdrive.training.storage import EnvRollout, FlatBatch, ReplayBuffer, RolloutStorage, agent_selector
 
 
 def test_discrete_head_samples_log_probs_and_entropy() -> None:
@@ -152,6 +152,35 @@ def test_next_obs_is_the_final_obs_where_an_episode_ended() -> None:
     env_rollout.terminated[2, 0] = True
     storage = RolloutStorage(env_rollout, slice(0, 1), 1, torch.float32, on_policy=False)
     assert storage.next_obs.view(3, 2).tolist() == [[3.0, -1.0], [5.0, 6.0], [-1.0, 9.0]]
+
+
+def test_flat_batch_gives_every_agent_its_env_steps_global_state() -> None:
+    """Samples are (step, env, agent) in row-major order; each reads the global state of its env-step, for a
+    minibatch as for the whole batch."""
+    torch.manual_seed(0)
+    steps, envs, agents, obs_size, state_size = 4, 3, 5, 2, 6
+    env_rollout = EnvRollout(steps, envs, agents, obs_size, torch.device("cpu"), global_state_size=state_size,
+                             action_mask_size=3)
+    env_rollout.obs.normal_()
+    env_rollout.global_state.normal_()
+    env_rollout.action_mask.bernoulli_(torch.full(env_rollout.action_mask.shape, 0.5))
+    storage = RolloutStorage(env_rollout, slice(1, 4), 1, torch.int64)  # agents 1, 2, 3 of 5
+    storage.actions.random_(0, 3)
+    storage.values.normal_()
+    advantages = torch.randn(steps, envs, 3)
+    batch = FlatBatch(storage, advantages=advantages)
+    assert batch.size == steps * envs * 3 and batch["advantages"].equal(advantages.flatten())
+    index = torch.tensor([0, 7, 20, 35])
+    for samples, ids in ((batch.samples(index), index.tolist()), (batch.samples(), range(batch.size))):
+        for row, i in enumerate(ids):
+            t, e, a = i // (envs * 3), i // 3 % envs, i % 3
+            expected = torch.cat([env_rollout.global_state[t, e], env_rollout.obs[t, e, 1 + a]])
+            assert samples["critic_obs"][row].equal(expected), i
+            assert samples["action_mask"][row].equal(env_rollout.action_mask[t, e, 1 + a])
+            assert samples["values"][row] == storage.values[t, e, a]
+    local = FlatBatch(RolloutStorage(EnvRollout(steps, envs, agents, obs_size, torch.device("cpu")), slice(0, 2), 1,
+                                     torch.int64))
+    assert local.global_rows() is None and local.samples(index[:3])["critic_obs"].shape == (3, obs_size)
 
 
 def test_replay_buffer_ring() -> None:

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from warpdrive.envs import env_class
 from warpdrive.training.config import ConfigError, load_config
 from warpdrive.training.evaluate import evaluate
 from warpdrive.training.trainer import Trainer
@@ -62,11 +63,11 @@ def test_storage_holds_the_rollout() -> None:
     # episode counts agree with the done flags written to storage
     assert trainer.env.episode_totals()["episodes"].item() == float(storage.dones.sum())
     # step by step: the env's final observations are kept where an episode ended
-    trainer._step_index.zero_()
+    trainer.collector.step_index.zero_()
     checked = 0
     for t in range(trainer.num_steps):
         with torch.no_grad():
-            trainer._step()
+            trainer.collector.step()
         done = env.store["done"]
         torch.testing.assert_close(storage.final_obs[t][done], env.store["final_obs"][done][:, :2])
         checked += int(done.sum())
@@ -81,6 +82,26 @@ def test_shared_policy_with_global_critic() -> None:
     assert policy.storage.global_state.shape == (12, 8, trainer.global_state_size)
     metrics = trainer.train_iteration()
     assert math.isfinite(metrics["losses/shared/value_loss"])
+
+
+def test_global_critic_sees_the_env_global_state_hook(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An env that declares ``global_state(obs)``: its state, not the observations concatenated, is stored for
+    the critic at every step, at episode ends (from ``final_obs``) and after the last step."""
+    monkeypatch.setattr(env_class("tag_gridworld"), "global_state", lambda self, obs: obs.sum(1) + 1.0)
+    trainer = grid_trainer("policies.shared.model.critic_input=global", "policies.shared.algorithm=a2c")
+    assert trainer.global_state_size == trainer.env.observation_size()
+    trainer.train_iteration()
+    stored = trainer.collector.env_rollout
+    torch.testing.assert_close(stored.global_state, stored.obs.sum(2) + 1.0)
+    ended = stored.terminated | stored.truncated
+    assert ended.any()
+    torch.testing.assert_close(stored.final_global_state[ended], stored.final_obs.sum(2)[ended] + 1.0)
+    torch.testing.assert_close(stored.last_global_state, stored.last_obs.sum(1) + 1.0)
+
+    monkeypatch.setattr(env_class("tag_gridworld"), "global_state", lambda self, obs: obs)
+    with pytest.raises(ValueError, match=r"TagGridWorld.global_state\(obs\) must return \[num_envs, G\] = \[8, G\], "
+                                         r"got shape \[8, 3, \d+\]"):
+        grid_trainer("policies.shared.model.critic_input=global")
 
 
 def test_continuous_actions_with_ppo_and_ddpg() -> None:
@@ -104,7 +125,8 @@ def test_continuous_actions_with_ppo_and_ddpg() -> None:
         (["policies.hunters.algorithm=ppo", "policies.runner.algorithm=ppo", "policies.taggers.algorithm=ppo"],
          "policies.hunters: tag_gridworld has no agent group 'hunters'; its groups: taggers, runner"),
         (["policies.taggers.algorithm=ppo"], "policies: no policy for group(s) runner of tag_gridworld"),
-        (["policies.shared.algorithm=ddpg"], "policies.shared.algorithm: ddpg supports only continuous (Box) actions"),
+        (["policies.shared.algorithm=ddpg"], "policies.shared.algorithm: ddpg supports only continuous (Box) actions, "
+                                              "and tag_gridworld has Discrete(5); use ppo or a2c"),
         (["env.kwargs.num_tagers=2"], "env: TagGridWorld: unknown parameter(s) ['num_tagers']"),
         (["env.kwargs.grid_length=1"], "env: grid_length must be an integer >= 2, got 1"),
         (["env.name=tag_grid"], "env.name: unknown env 'tag_grid'"),

@@ -295,6 +295,18 @@ class Env:
         """
         return []
 
+    def global_state(self, obs: torch.Tensor) -> torch.Tensor | None:
+        """The state of each replica [E, G] float32 that goes with observations ``obs`` [E, A, D], for
+        centralised critics (``critic_input: global``); asked for with the current observations and with
+        ``final_obs``, so it must be a function of ``obs`` (after an autoreset the arrays already hold the
+        next episode). Runs inside captured rollout steps: device operations only, no host sync.
+
+        ``None`` (the default): the trainer uses every agent's observation concatenated, [E, A * D]. That
+        grows with agents x observation size and is stored every rollout step: with many agents, return
+        something compact.
+        """
+        return None
+
     # ------------------------------------------------------------------------------------------
     # standard arrays
 

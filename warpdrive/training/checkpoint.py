@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -24,7 +25,8 @@ import numpy as np
 import safetensors.torch
 import torch
 
-__all__ = ["Checkpoint", "atomic_write", "find_checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = ["Checkpoint", "atomic_write", "find_checkpoint", "load_checkpoint", "restore_rng_state", "rng_state",
+           "save_checkpoint"]
 
 LATEST = "latest.json"
 
@@ -48,6 +50,28 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def rng_state() -> dict[str, Any]:
+    """The state of every random generator the trainer draws from: torch's (CPU, and each CUDA device's
+    where CUDA is available), NumPy's and Python's."""
+    rng: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def restore_rng_state(rng: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 def _plain_rng(state: dict[str, Any]) -> dict[str, Any]:

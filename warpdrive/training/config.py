@@ -6,7 +6,8 @@ A minimal config::
     total_env_steps: 500000
 
 Policies are given per agent group of the env (``env.groups()``), BenchMARL-style, each with its own
-algorithm, model, optimiser and hyperparameters; a single policy named ``shared`` serves every group::
+algorithm, model, optimiser and hyperparameters (a section per registered algorithm, named like it, of
+that algorithm's ``Config``); a single policy named ``shared`` serves every group::
 
     policies:
       taggers: {algorithm: ppo, model: {hidden_sizes: [256, 256]}, ppo: {clip_coef: 0.1}}
@@ -27,9 +28,9 @@ from typing import Any, Literal
 
 import yaml
 
-from warpdrive.training.algorithms import ALGORITHMS, A2CConfig, DDPGConfig, PPOConfig
+from warpdrive.training.algorithms import ALGORITHMS
+from warpdrive.training.algorithms.base import OptimizerSpec
 from warpdrive.training.models import ModelSpec
-from warpdrive.training.schedules import Schedule
 from warpdrive.training.typed import ConfigError, bounded, from_dict, to_dict
 
 __all__ = [
@@ -66,38 +67,42 @@ class EnvSpec:
 
 
 @dataclass
-class OptimizerSpec:
-    """Adam and its learning-rate schedule."""
-
-    lr: float = bounded(3e-4, gt=0.0)
-    """Initial learning rate."""
-    lr_schedule: Schedule = field(default_factory=Schedule)
-    """How the rate changes over training (``{kind: linear}`` anneals it to 0, like CleanRL)."""
-    eps: float = bounded(1e-5, gt=0.0)
-    """Adam's epsilon."""
-
-
-@dataclass
-class PolicySpec:
+class _PolicyCommon:
     """One policy: the algorithm that trains it, its network and optimiser, and hyperparameters.
 
-    Only the section of the chosen algorithm (``ppo``, ``a2c`` or ``ddpg``) is used.
+    Besides these fields, :class:`PolicySpec` has one section per registered algorithm, named like it
+    (``ppo``, ``a2c``, ``ddpg``, ...) and holding that algorithm's ``Config``; only the chosen
+    algorithm's section is used.
     """
 
     algorithm: str = "ppo"
-    """``ppo``, ``a2c``, ``ddpg`` (Box actions only) or ``random`` (a fixed uniform policy)."""
+    """``ppo``, ``a2c``, ``ddpg`` (Box actions only), ``random`` (a fixed uniform policy), or any other
+    registered algorithm (``warpdrive.training.algorithms.ALGORITHMS``)."""
     model: ModelSpec = field(default_factory=ModelSpec)
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
-    ppo: PPOConfig = field(default_factory=PPOConfig)
-    a2c: A2CConfig = field(default_factory=A2CConfig)
-    ddpg: DDPGConfig = field(default_factory=DDPGConfig)
+
+    @property
+    def algorithm_config(self) -> Any:
+        """The chosen algorithm's section (``self.ppo`` for ``algorithm: ppo``); ``None`` if it has none."""
+        return getattr(self, self.algorithm, None)
 
     def validate(self, path: str) -> None:
-        if self.algorithm not in ALGORITHMS:
+        cls = ALGORITHMS.get(self.algorithm)
+        if cls is None:
             raise ConfigError(f"{path}.algorithm",
                               f"expected one of {', '.join(repr(a) for a in ALGORITHMS)}, got {self.algorithm!r}")
-        if self.algorithm == "ddpg" and self.model.critic_input != "local":
-            raise ConfigError(f"{path}.model.critic_input", "ddpg supports only a local critic")
+        if self.model.critic_input == "global" and not cls.global_critic:
+            raise ConfigError(f"{path}.model.critic_input", f"{cls.name} supports only a local critic")
+
+
+PolicySpec = dataclasses.make_dataclass(
+    "PolicySpec",
+    [(name, cls.Config, field(default_factory=cls.Config))
+     for name, cls in ALGORITHMS.items() if cls.Config is not None],
+    bases=(_PolicyCommon,),
+)
+PolicySpec.__module__ = __name__
+PolicySpec.__doc__ = _PolicyCommon.__doc__
 
 
 @dataclass

@@ -43,6 +43,7 @@ __all__ = [
     "ModelSpec",
     "MultiCategorical",
     "build_model",
+    "critic_input",
     "layer_init",
     "mlp",
     "register_model",
@@ -70,9 +71,9 @@ class ModelSpec:
     """Actor and critic share their hidden layers (one trunk, two heads); needs ``critic_input: local``."""
     critic_input: Literal["local", "global"] = "local"
     """``local``: the critic sees the agent's observation. ``global`` (MAPPO-style centralised critic): it
-    sees the env's global state (the env's ``global_state(obs)`` if it has one, else every agent's
-    observation concatenated) followed by the agent's own observation. The concatenation grows with
-    agents x observation size and is stored per step: with many agents, give the env a compact
+    sees the env's global state (what the env's ``global_state(obs)`` returns, or every agent's observation
+    concatenated where it returns ``None``) followed by the agent's own observation. The concatenation
+    grows with agents x observation size and is stored per step: with many agents, give the env a compact
     ``global_state``."""
     log_std_init: float = 0.0
     """Initial log standard deviation of Gaussian policies."""
@@ -88,6 +89,19 @@ class ModelSpec:
 
 # --------------------------------------------------------------------------------------------------
 # building blocks
+
+
+def critic_input(obs: torch.Tensor, global_state: torch.Tensor | None) -> torch.Tensor:
+    """The critic's input: ``obs`` [..., D] alone (local critic), or ``[global_state, obs]`` [..., G + D].
+
+    ``global_state`` is [..., G] with the same leading shape as ``obs``, or without its agent axis
+    ([E, G] for ``obs`` [E, A, D]), in which case every agent of an env gets that env's state.
+    """
+    if global_state is None:
+        return obs
+    if global_state.dim() == obs.dim() - 1:
+        global_state = global_state.unsqueeze(-2).expand(*obs.shape[:-1], global_state.shape[-1])
+    return torch.cat([global_state, obs], dim=-1)
 
 
 def layer_init(layer: nn.Linear, gain: float = math.sqrt(2), bias: float = 0.0) -> nn.Linear:

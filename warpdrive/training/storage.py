@@ -1,4 +1,5 @@
-"""Preallocated buffers on the device: one rollout's transitions, and a replay ring buffer.
+"""Preallocated buffers on the device: one rollout's transitions, the rollout flattened into a batch of
+samples, and a replay ring buffer.
 
 Nothing here leaves the device. Writes go through ``index_copy_`` at a step index held in a device
 tensor, so that a CUDA graph captured once can write step after step.
@@ -8,7 +9,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["EnvRollout", "ReplayBuffer", "RolloutStorage", "agent_selector", "select_agents"]
+from warpdrive.training.models import critic_input
+
+__all__ = ["EnvRollout", "FlatBatch", "ReplayBuffer", "RolloutStorage", "agent_selector", "select_agents"]
 
 
 def agent_selector(ids: list[int] | torch.Tensor, device: torch.device) -> slice | torch.Tensor:
@@ -178,6 +181,48 @@ class RolloutStorage:
         obs = self.obs
         following = torch.cat([obs[1:], self.last_obs.unsqueeze(0)], dim=0)
         return torch.where(self.dones[:, :, None, None], self.final_obs, following)
+
+
+class FlatBatch:
+    """One policy's rollout as a batch of ``B = T * E * A_p`` samples, for an on-policy update (the storage
+    holds log-probabilities and values).
+
+    Per-agent fields [T, E, A_p, ...] are flattened to [B, ...] in (step, env, agent) order: ``obs``,
+    ``actions``, ``logprobs``, ``values``, ``action_mask`` (envs that mask actions) and the tensors given as
+    ``per_sample`` (e.g. ``advantages``, ``returns`` [T, E, A_p]). The env's global state stays one row per
+    env-step, [T * E, G]: sample ``i`` was taken at env-step ``i // A_p`` and reads that row, so the state is
+    not repeated for every agent in memory.
+    """
+
+    def __init__(self, storage: RolloutStorage, **per_sample: torch.Tensor) -> None:
+        self.num_agents = storage.num_agents
+        fields = {"obs": storage.obs.flatten(0, 2), "actions": storage.actions.flatten(0, 2),
+                  "logprobs": storage.logprobs.flatten(), "values": storage.values.flatten()}
+        fields.update({name: value.flatten() for name, value in per_sample.items()})
+        if storage.action_mask is not None:
+            fields["action_mask"] = storage.action_mask.flatten(0, 2)
+        self.fields = fields
+        self.global_state = storage.global_state.flatten(0, 1) if storage.global_state is not None else None
+        self.size = fields["obs"].shape[0]
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        """Field ``name`` of every sample, [B, ...]."""
+        return self.fields[name]
+
+    def samples(self, index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Every field at samples ``index`` [b] (int64; ``None``: all B, without copies), plus ``critic_obs``
+        [b, C]: the critic's input (the sample's global state, then its observation, for a global critic)."""
+        batch = dict(self.fields) if index is None else {name: value[index] for name, value in self.fields.items()}
+        batch["critic_obs"] = critic_input(batch["obs"], self.global_rows(index))
+        return batch
+
+    def global_rows(self, index: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The global state [b, G] of samples ``index`` [b] (``None``: all B), or ``None`` without one."""
+        if self.global_state is None:
+            return None
+        if index is None:
+            index = torch.arange(self.size, device=self.global_state.device)
+        return self.global_state[index // self.num_agents]
 
 
 class ReplayBuffer:

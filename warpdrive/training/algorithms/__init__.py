@@ -1,22 +1,33 @@
-"""Algorithms, one file each (config dataclass + update rule), and what each supports.
+"""Algorithms, one module each (config dataclass + update rule + what it supports), registered by name.
 
-=========  ===========  ========  ==========  =========================================
-name       kind         discrete  continuous  model
-=========  ===========  ========  ==========  =========================================
-``ppo``    on-policy    yes       yes         ``mlp_actor_critic``
-``a2c``    on-policy    yes       yes         ``mlp_actor_critic``
-``ddpg``   off-policy   no        yes         ``mlp_ddpg``
-``random`` fixed        yes       yes         none (uniform actions; never learns)
-=========  ===========  ========  ==========  =========================================
+=========  ===========  ========  ==========  ==============  =========================================
+name       kind         discrete  continuous  global critic   model
+=========  ===========  ========  ==========  ==============  =========================================
+``ppo``    on-policy    yes       yes         yes             ``mlp_actor_critic``
+``a2c``    on-policy    yes       yes         yes             ``mlp_actor_critic``
+``ddpg``   off-policy   no        yes         no              ``mlp_ddpg``
+``random`` fixed        yes       yes         (no model)      none (uniform actions; never learns)
+=========  ===========  ========  ==========  ==============  =========================================
+
+A new algorithm is a new module here: its ``Config`` dataclass and its :class:`Algorithm` subclass
+decorated with :func:`register_algorithm` (see :mod:`~warpdrive.training.algorithms.base`). Importing this
+package imports every module in it, so the algorithm is then known to configs and the trainer by name.
 """
 
 from __future__ import annotations
 
-from warpdrive.training.algorithms.a2c import A2C, A2CConfig
-from warpdrive.training.algorithms.base import Act, Algorithm
-from warpdrive.training.algorithms.ddpg import DDPG, DDPGConfig
+import importlib
+import pkgutil
+
+from warpdrive.training.algorithms.base import ALGORITHMS, Act, Algorithm, algorithm_class, register_algorithm
+
+# isort: off
+# The built-in algorithms, in the order in which errors and config files list them.
 from warpdrive.training.algorithms.ppo import PPO, PPOConfig
+from warpdrive.training.algorithms.a2c import A2C, A2CConfig
+from warpdrive.training.algorithms.ddpg import DDPG, DDPGConfig
 from warpdrive.training.algorithms.random_policy import RandomPolicy
+# isort: on
 
 __all__ = [
     "A2C",
@@ -30,15 +41,9 @@ __all__ = [
     "PPOConfig",
     "RandomPolicy",
     "algorithm_class",
+    "register_algorithm",
 ]
 
-#: name -> class; each class declares ``on_policy``, ``discrete``, ``continuous`` and its ``Config``.
-ALGORITHMS: dict[str, type[Algorithm]] = {cls.name: cls for cls in (PPO, A2C, DDPG, RandomPolicy)}
-
-
-def algorithm_class(name: str) -> type[Algorithm]:
-    """The algorithm registered as ``name``."""
-    try:
-        return ALGORITHMS[name]
-    except KeyError:
-        raise KeyError(f"unknown algorithm {name!r}; known: {sorted(ALGORITHMS)}") from None
+# Every other module of this package registers its algorithm on import.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from warpdrive.training.algorithms.base import ActorCriticAlgorithm, critic_input
+from warpdrive.training.algorithms.base import ActorCriticAlgorithm, register_algorithm
 from warpdrive.training.algorithms.ppo import explained_variance
 from warpdrive.training.returns import discounted_returns, gae
 from warpdrive.training.schedules import Schedule
-from warpdrive.training.storage import RolloutStorage
+from warpdrive.training.storage import FlatBatch, RolloutStorage
 from warpdrive.training.typed import bounded
 
 __all__ = ["A2C", "A2CConfig"]
@@ -40,6 +40,7 @@ class A2CConfig:
     """Clip the global gradient norm to this; ``null``: no clipping."""
 
 
+@register_algorithm
 class A2C(ActorCriticAlgorithm):
     """A2C for one policy; discrete and continuous actions."""
 
@@ -48,6 +49,7 @@ class A2C(ActorCriticAlgorithm):
     on_policy = True
     discrete = True
     continuous = True
+    global_critic = True
 
     def update(self, storage: RolloutStorage, progress: float) -> dict[str, torch.Tensor | float]:
         c: A2CConfig = self.config
@@ -64,18 +66,14 @@ class A2C(ActorCriticAlgorithm):
                                           c.gamma, c.gae_lambda)
 
         # one step on the whole flattened batch [T * E * A, ...]
-        obs = storage.obs.flatten(0, 2)
-        global_state = storage.global_state
-        if global_state is not None:  # [T, E, G] -> one row per sample, agents of an env sharing it
-            global_state = global_state.unsqueeze(2).expand(-1, -1, storage.num_agents, -1).flatten(0, 2)
-        advantages, returns = advantages.flatten(), returns.flatten()
+        b = FlatBatch(storage, advantages=advantages, returns=returns).samples()
+        advantages, returns = b["advantages"], b["returns"]
         if c.norm_adv:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
         with self.autocast():
-            mask = storage.action_mask.flatten(0, 2) if storage.action_mask is not None else None
-            dist, newvalue = self.model.distribution_and_value(obs, critic_input(obs, global_state), mask)
-            logprob = dist.log_prob(storage.actions.flatten(0, 2))
+            dist, newvalue = self.model.distribution_and_value(b["obs"], b["critic_obs"], b.get("action_mask"))
+            logprob = dist.log_prob(b["actions"])
             entropy = dist.entropy().mean()
         losses: dict[str, torch.Tensor] = {
             "loss_policy": -(advantages * logprob).mean(),
@@ -87,7 +85,7 @@ class A2C(ActorCriticAlgorithm):
         losses["grad_norm"] = self.clip_and_step(loss, c.max_grad_norm)
 
         metrics: dict[str, torch.Tensor | float] = {k: v.detach() for k, v in losses.items()}
-        metrics["explained_variance"] = explained_variance(storage.values.flatten(), returns)
+        metrics["explained_variance"] = explained_variance(b["values"], returns)
         metrics["learning_rate"] = lr
         metrics["ent_coef"] = ent_coef
         return metrics

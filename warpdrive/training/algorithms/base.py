@@ -1,31 +1,71 @@
-"""What every algorithm shares: acting through its model, the optimiser and its schedule, mixed precision.
+"""What every algorithm shares: acting through its model, the optimiser and its schedule, mixed precision;
+and the registry of algorithms by name.
 
 An algorithm owns one policy: its model, optimiser(s) and update rule. The trainer calls
 :meth:`Algorithm.act` once per rollout step (under ``torch.no_grad``) and :meth:`Algorithm.update` once per
 iteration; ``update`` returns a dict whose ``loss_*`` entries are the optimised losses and whose other
 entries are logged as they are.
+
+An algorithm is one module: its ``Config`` dataclass, its class decorated with :func:`register_algorithm`,
+and the class attributes that declare what it supports (action spaces, on- or off-policy, a global
+critic) and :meth:`Algorithm.check_batch` for its batch rules. The training config then takes
+``algorithm: <name>`` and a ``<name>:`` section of that ``Config`` in every policy.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
-from warpdrive.training.models import build_model
+from warpdrive.training.models import ModelSpec, build_model, critic_input
 from warpdrive.training.returns import next_state_values
+from warpdrive.training.schedules import Schedule
+from warpdrive.training.typed import bounded
 
 if TYPE_CHECKING:
-    from warpdrive.training.config import PolicySpec
     from warpdrive.training.storage import RolloutStorage
 
-__all__ = ["Act", "ActorCriticAlgorithm", "Algorithm", "critic_input"]
+__all__ = [
+    "ALGORITHMS",
+    "Act",
+    "ActorCriticAlgorithm",
+    "Algorithm",
+    "OptimizerSpec",
+    "PolicySettings",
+    "algorithm_class",
+    "register_algorithm",
+]
+
+
+@dataclass
+class OptimizerSpec:
+    """Adam and its learning-rate schedule."""
+
+    lr: float = bounded(3e-4, gt=0.0)
+    """Initial learning rate."""
+    lr_schedule: Schedule = field(default_factory=Schedule)
+    """How the rate changes over training (``{kind: linear}`` anneals it to 0, like CleanRL)."""
+    eps: float = bounded(1e-5, gt=0.0)
+    """Adam's epsilon."""
+
+
+class PolicySettings(Protocol):
+    """What an algorithm reads of its policy's config (a :class:`~warpdrive.training.config.PolicySpec`)."""
+
+    algorithm: str
+    model: ModelSpec
+    optimizer: OptimizerSpec
+
+    @property
+    def algorithm_config(self) -> Any:
+        """The chosen algorithm's own section (an instance of its ``Config``), or ``None``."""
 
 
 @dataclass
@@ -43,24 +83,11 @@ class Act:
     """[E, A] the critic's ``V(obs)`` (actor-critic policies)."""
 
 
-def critic_input(obs: torch.Tensor, global_state: torch.Tensor | None) -> torch.Tensor:
-    """The critic's input: ``obs`` [..., D] alone (local critic), or ``[global_state, obs]`` [..., G + D].
-
-    ``global_state`` is [..., G] with the same leading shape as ``obs``, or without its agent axis
-    ([E, G] for ``obs`` [E, A, D]), in which case every agent of an env gets that env's state.
-    """
-    if global_state is None:
-        return obs
-    if global_state.dim() == obs.dim() - 1:
-        global_state = global_state.unsqueeze(-2).expand(*obs.shape[:-1], global_state.shape[-1])
-    return torch.cat([global_state, obs], dim=-1)
-
-
 class Algorithm:
     """Base class. Subclasses set the class attributes and implement :meth:`act` and :meth:`update`.
 
     Args:
-        spec: the policy's config (the algorithm reads its own section, e.g. ``spec.ppo``).
+        spec: the policy's config; the algorithm reads its own section as ``spec.algorithm_config``.
         obs_size: D, one agent's observation size.
         action_space: one agent's action space.
         global_state_size: G when the critic is global, else 0.
@@ -69,21 +96,38 @@ class Algorithm:
     """
 
     name: ClassVar[str]
+    """What configs call it (``algorithm: <name>``); also the name of its section in a policy's config."""
     Config: ClassVar[type | None] = None
+    """Its hyperparameters: a dataclass read from the policy's ``<name>:`` section (``None``: no section)."""
     on_policy: ClassVar[bool] = True
-    """On-policy algorithms learn from the last rollout; off-policy ones from a replay buffer."""
+    """On-policy algorithms learn from the last rollout (its log-probabilities and values are stored);
+    off-policy ones from a replay buffer of their own."""
     discrete: ClassVar[bool] = True
     """Supports Discrete and MultiDiscrete action spaces."""
     continuous: ClassVar[bool] = True
     """Supports Box action spaces."""
+    global_critic: ClassVar[bool] = True
+    """Supports ``model.critic_input: global`` (a centralised critic)."""
     trainable: ClassVar[bool] = True
     """False for fixed policies: no rollout storage, no update."""
     default_model: ClassVar[str | None] = None
 
-    def __init__(self, spec: PolicySpec, obs_size: int, action_space: gym.spaces.Space, global_state_size: int,
+    @classmethod
+    def supports_action_space(cls, action_space: gym.spaces.Space) -> bool:
+        """Whether it can act in ``action_space`` (one agent's)."""
+        return cls.continuous if isinstance(action_space, gym.spaces.Box) else cls.discrete
+
+    @classmethod
+    def check_batch(cls, config: Any, samples: int, path: str) -> None:
+        """Its batch rules: raise :class:`~warpdrive.training.typed.ConfigError` (under ``path``, its section's
+        key path) if an update from ``samples`` samples (T * E * the policy's agents) does not suit ``config``."""
+
+    def __init__(self, spec: PolicySettings, obs_size: int, action_space: gym.spaces.Space, global_state_size: int,
                  device: torch.device, mixed_precision: bool = False) -> None:
+        if spec.algorithm != self.name:
+            raise ValueError(f"{type(self).__name__} was given the config of a {spec.algorithm!r} policy")
         self.spec = spec
-        self.config: Any = getattr(spec, self.name, None)
+        self.config: Any = spec.algorithm_config
         self.action_space = action_space
         self.obs_size = obs_size
         self.device = device
@@ -178,6 +222,32 @@ class Algorithm:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+
+
+#: name -> class of every registered algorithm, in registration order.
+ALGORITHMS: dict[str, type[Algorithm]] = {}
+
+AlgorithmClass = TypeVar("AlgorithmClass", bound=type[Algorithm])
+
+
+def register_algorithm(cls: AlgorithmClass) -> AlgorithmClass:
+    """Class decorator: make ``cls`` trainable as ``algorithm: <cls.name>``, configured by its ``Config``
+    from a ``<cls.name>:`` section of the policy's config.
+
+    Every module of :mod:`warpdrive.training.algorithms` is imported with that package, before
+    :mod:`warpdrive.training.config` builds the policy config from the registry: an algorithm is one new
+    module there, and nothing else.
+    """
+    ALGORITHMS[cls.name] = cls
+    return cls
+
+
+def algorithm_class(name: str) -> type[Algorithm]:
+    """The algorithm registered as ``name``."""
+    try:
+        return ALGORITHMS[name]
+    except KeyError:
+        raise KeyError(f"unknown algorithm {name!r}; known: {sorted(ALGORITHMS)}") from None
 
 
 class ActorCriticAlgorithm(Algorithm):

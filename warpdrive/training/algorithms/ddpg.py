@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from warpdrive.core.sampling import gaussian
-from warpdrive.training.algorithms.base import Act, Algorithm
+from warpdrive.training.algorithms.base import Act, Algorithm, register_algorithm
 from warpdrive.training.storage import ReplayBuffer, RolloutStorage
 from warpdrive.training.typed import bounded
 
@@ -58,6 +58,7 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
             t.lerp_(s, tau)
 
 
+@register_algorithm
 class DDPG(Algorithm):
     """DDPG for one policy (Box actions); agents of the policy share the networks and the replay."""
 
@@ -66,6 +67,7 @@ class DDPG(Algorithm):
     on_policy = False
     discrete = False
     continuous = True
+    global_critic = False
     default_model = "mlp_ddpg"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

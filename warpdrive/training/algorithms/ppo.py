@@ -12,11 +12,11 @@ from typing import Any
 
 import torch
 
-from warpdrive.training.algorithms.base import ActorCriticAlgorithm, critic_input
+from warpdrive.training.algorithms.base import ActorCriticAlgorithm, register_algorithm
 from warpdrive.training.returns import gae
 from warpdrive.training.schedules import Schedule
-from warpdrive.training.storage import RolloutStorage
-from warpdrive.training.typed import bounded
+from warpdrive.training.storage import FlatBatch, RolloutStorage
+from warpdrive.training.typed import ConfigError, bounded
 
 __all__ = ["PPO", "PPOConfig", "clipped_surrogate", "explained_variance", "ppo_loss"]
 
@@ -109,6 +109,7 @@ def ppo_loss(model: Any, mb: dict[str, torch.Tensor], config: PPOConfig, ent_coe
     }
 
 
+@register_algorithm
 class PPO(ActorCriticAlgorithm):
     """PPO for one policy; discrete (categorical per head) and continuous (Gaussian) actions."""
 
@@ -117,6 +118,13 @@ class PPO(ActorCriticAlgorithm):
     on_policy = True
     discrete = True
     continuous = True
+    global_critic = True
+
+    @classmethod
+    def check_batch(cls, config: PPOConfig, samples: int, path: str) -> None:
+        if config.num_minibatches > samples:
+            raise ConfigError(f"{path}.num_minibatches",
+                              f"{config.num_minibatches} minibatches do not fit a batch of {samples} samples")
 
     def update(self, storage: RolloutStorage, progress: float) -> dict[str, torch.Tensor | float]:
         c: PPOConfig = self.config
@@ -129,31 +137,15 @@ class PPO(ActorCriticAlgorithm):
             advantages, returns = gae(storage.rewards, storage.values, next_values, storage.dones,
                                       c.gamma, c.gae_lambda)
 
-        # flatten [T, E, A, ...] -> [B, ...]; a sample's env-step index is its flat index // A
-        num_agents = storage.num_agents
-        b = {
-            "obs": storage.obs.flatten(0, 2),
-            "actions": storage.actions.flatten(0, 2),
-            "logprobs": storage.logprobs.flatten(),
-            "advantages": advantages.flatten(),
-            "returns": returns.flatten(),
-            "values": storage.values.flatten(),
-        }
-        if storage.action_mask is not None:
-            b["action_mask"] = storage.action_mask.flatten(0, 2)
-        b_global = storage.global_state.flatten(0, 1) if storage.global_state is not None else None
-        batch_size = b["obs"].shape[0]
-        minibatch_size = max(batch_size // c.num_minibatches, 1)
+        b = FlatBatch(storage, advantages=advantages, returns=returns)
+        minibatch_size = max(b.size // c.num_minibatches, 1)
 
         stats: list[dict[str, torch.Tensor]] = []
         epochs = 0
         for _ in range(c.update_epochs):
-            b_inds = torch.randperm(batch_size, device=self.device)
+            b_inds = torch.randperm(b.size, device=self.device)
             for start in range(0, minibatch_size * c.num_minibatches, minibatch_size):
-                mb_inds = b_inds[start:start + minibatch_size]
-                mb = {k: v[mb_inds] for k, v in b.items()}
-                mb_global = b_global[mb_inds // num_agents] if b_global is not None else None
-                mb["critic_obs"] = critic_input(mb["obs"], mb_global)
+                mb = b.samples(b_inds[start:start + minibatch_size])
                 with self.autocast():
                     losses = ppo_loss(self.model, mb, c, ent_coef)
                 loss = sum(v for k, v in losses.items() if k.startswith("loss_"))

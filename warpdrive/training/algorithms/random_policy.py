@@ -5,12 +5,13 @@ from __future__ import annotations
 import torch
 
 from warpdrive.core.sampling import uniform_actions
-from warpdrive.training.algorithms.base import Act, Algorithm
+from warpdrive.training.algorithms.base import Act, Algorithm, register_algorithm
 from warpdrive.training.storage import RolloutStorage
 
 __all__ = ["RandomPolicy"]
 
 
+@register_algorithm
 class RandomPolicy(Algorithm):
     """Uniformly random actions from the action space (among the allowed ones where the env masks actions),
     drawn on the device; never learns."""

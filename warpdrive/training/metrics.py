@@ -1,0 +1,67 @@
+"""An iteration's metrics, brought to the host in one transfer.
+
+Names (stable): ``charts/episodic_return/<group>``, ``charts/episodic_length``, ``charts/episodes``,
+``charts/SPS`` (env-steps per second, rollout + update), ``env/<metric>`` (the env's per-episode
+statistics), ``losses/<policy>/<name>`` (``policy_loss``, ``value_loss``, ``entropy``, ``approx_kl``,
+``clipfrac``, ``explained_variance``, ...), ``time/rollout_s``, ``time/update_s``. Episode statistics cover
+episodes that finished during the iteration (summed by the env's step kernel itself,
+:meth:`~warpdrive.core.env.Env.episode_totals`); they are absent when none did.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from warpdrive.core.env import Env
+
+__all__ = ["IterationMetrics", "metric_name"]
+
+
+def metric_name(key: str) -> str:
+    """Loss-dict key -> metric name: ``loss_policy`` -> ``policy_loss``; other keys stay as they are."""
+    return f"{key[5:]}_loss" if key.startswith("loss_") else key
+
+
+class IterationMetrics:
+    """Reduces what an iteration produced (the env's episode sums, the updates' losses) to host floats."""
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        self.groups = env.groups()
+        self.metric_names = env.metric_names()
+        # a group's episodic return is the mean over its agents of their returns
+        self.group_weights = torch.zeros(env.num_agents, len(self.groups), device=env.device)
+        for column, ids in enumerate(self.groups.values()):
+            self.group_weights[ids, column] = 1.0 / len(ids)
+
+    def collect(self, losses: dict[str, torch.Tensor | float], env_steps: int, rollout_s: float,
+                update_s: float) -> dict[str, float]:
+        """This iteration's metrics, with one device -> host transfer; clears the env's episode sums.
+
+        Args:
+            losses: ``losses/...`` metrics of the updates (device tensors or floats).
+            env_steps: env-steps the iteration consumed.
+            rollout_s, update_s: wall-clock seconds of the rollout and of the update.
+        """
+        device = self.group_weights.device
+        totals = self.env.episode_totals(clear=True)
+        group_returns = totals["return"] @ self.group_weights
+        stats = [totals["episodes"].view(1), totals["length"].view(1), group_returns, totals["metrics"]]
+        losses_1d = [torch.as_tensor(v, dtype=torch.float32, device=device).reshape(1) for v in losses.values()]
+        host = torch.cat([*stats, *losses_1d]).tolist()
+        count = len(host) - len(losses_1d)
+
+        metrics: dict[str, float] = {}
+        episodes = host[0]
+        metrics["charts/episodes"] = episodes
+        if episodes > 0:
+            for group, total in zip(self.groups, host[2: 2 + len(self.groups)], strict=True):
+                metrics[f"charts/episodic_return/{group}"] = total / episodes
+            metrics["charts/episodic_length"] = host[1] / episodes
+            for name, total in zip(self.metric_names, host[2 + len(self.groups): count], strict=True):
+                metrics[f"env/{name}"] = total / episodes
+        metrics["charts/SPS"] = env_steps / (rollout_s + update_s)
+        metrics["time/rollout_s"] = rollout_s
+        metrics["time/update_s"] = update_s
+        metrics.update(zip(losses, host[count:], strict=True))
+        return metrics
