@@ -95,6 +95,14 @@ def test_random_starts_are_seeded_and_in_gymnasiums_range():
     assert float(position.min()) < -0.58 and float(position.max()) > -0.42  # the whole range is used
 
 
+def test_defaults_are_gymnasiums():
+    env = MountainCar(backend="cpu")
+    reference = gym.make("MountainCar-v0")
+    assert env.config.episode_length == reference.spec.max_episode_steps == 200
+    assert env.single_action_space() == reference.action_space
+    assert env.single_observation_space == reference.observation_space
+
+
 def test_goal_reached_metric():
     env = MountainCar(num_envs=2, backend="cpu", episode_length=1)
     env.reset()
