@@ -117,7 +117,10 @@ def _integrate(env, p, s):
         position = MAX_POSITION
     if position < low:
         position = MIN_POSITION
-    if stored:  # the clipped Python floats compare as NumPy's float32 scalars would
+    if stored:
+        # Gymnasium compares its clipped values (Python floats) in float64, the others in float32; rounded
+        # here, the clipped ones (0.6, -1.2, +-0.07) compare the same way in float32 with the constants
+        # below (goal_velocity is validated to lie within the speed limits)
         position = _f32(position)
         velocity = _f32(velocity)
     if position == low and velocity < 0:  # an inelastic wall
