@@ -13,6 +13,9 @@ REGISTRY: dict[str, str] = {
     "tag_continuous": "warpdrive.envs.tag_continuous:TagContinuous",
     "cartpole": "warpdrive.envs.cartpole:CartPole",
     "pendulum": "warpdrive.envs.pendulum:Pendulum",
+    "acrobot": "warpdrive.envs.acrobot:Acrobot",
+    "mountain_car": "warpdrive.envs.mountain_car:MountainCar",
+    "mountain_car_continuous": "warpdrive.envs.mountain_car_continuous:MountainCarContinuous",
 }
 
 
