@@ -69,6 +69,15 @@ def test_steps_are_deterministic_and_in_the_spaces(env_id: str):
     assert env_checker.data_equivalence(runs[0], runs[1], exact=True)
 
 
+def test_a_reset_without_seed_draws_fresh_starts():
+    envs = gym.make_vec("warpdrive/CartPole-v1", num_envs=4, device="cpu")
+    seeded, _ = envs.reset(seed=2)
+    fresh, _ = envs.reset()
+    assert not np.isin(fresh, seeded).any()
+    assert envs.unwrapped.env.store["episode"].tolist() == [2, 2, 2, 2]
+    assert np.array_equal(envs.reset(seed=2)[0], seeded)
+
+
 def test_cartpole_same_step_autoreset_under_record_episode_statistics():
     envs = RecordEpisodeStatistics(gym.make_vec("warpdrive/CartPole-v1", num_envs=6, device="cpu"))
     inner: WarpDriveVectorEnv = envs.unwrapped

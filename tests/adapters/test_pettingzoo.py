@@ -54,6 +54,8 @@ def test_agents_are_named_by_group_and_step_as_in_the_batched_env():
     assert steps == int(reference.store["t"][0]) and env.agents == []
     with pytest.raises(RuntimeError, match="call reset"):
         env.step({})
+    # without a seed the random stream carries on: the next episode starts elsewhere
+    assert not np.array_equal(env.reset()[0]["runner_0"], env.reset(seed=3)[0]["runner_0"])
 
 
 def test_bad_input_is_refused():

@@ -61,6 +61,12 @@ def test_torchrl_restarts_exactly_the_finished_replicas():
     assert bool((following[ended].abs() <= 0.05).all())  # fresh starts, where episodes ended
     assert torch.equal(following[~ended], step[:, :-1][~ended])  # the others carry on
     assert torch.equal(env.env.store["episode"], 1 + done.sum(1))
+    # a reset without "_reset" starts every replica afresh, carrying its random stream on
+    assert torch.equal(env.reset()["agents", "observation"], env.env.obs) and bool((env.env.store["t"] == 0).all())
+    assert torch.equal(env.env.store["episode"], 2 + done.sum(1))
+    # after set_seed, the same starts as at first
+    env.set_seed(1)
+    assert torch.equal(env.reset()["agents", "observation"], rollout[:, 0]["agents", "observation"])
 
 
 def _group_actor_and_loss(env: WarpDriveTorchRLEnv, group: str) -> tuple[ProbabilisticActor, ClipPPOLoss]:

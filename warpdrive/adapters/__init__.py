@@ -35,6 +35,18 @@ def share_cpu_with_numba(env: Env, torch_threads: int | None) -> None:
         torch.set_num_threads(torch_threads)
 
 
+def restart_every_replica(env: Env, seed: int | None) -> torch.Tensor:
+    """Start a new episode in every replica; returns ``env.obs`` [E, A, D].
+
+    With a seed, every replica's random stream restarts from it (``env.reset(seed=seed)``). Without one,
+    the streams carry on, so the starts are fresh draws, as Gymnasium's reset without a seed continues its
+    generator; ``env.reset()`` would restart them from the env's last seed and repeat the same starts.
+    """
+    if seed is not None:
+        return env.reset(seed=seed)
+    return env.reset(mask=torch.ones(env.num_envs, dtype=torch.bool, device=env.device))
+
+
 def single_agent(env: Env, adapter: str) -> Env:
     """``env``, checked to have one agent per replica (``adapter`` names the caller in the error)."""
     if not isinstance(env, Env):

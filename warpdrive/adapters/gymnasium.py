@@ -25,7 +25,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from warpdrive.adapters import share_cpu_with_numba, single_agent
+from warpdrive.adapters import restart_every_replica, share_cpu_with_numba, single_agent
 from warpdrive.core.env import Env
 from warpdrive.envs import make
 
@@ -74,8 +74,9 @@ class WarpDriveVectorEnv(gym.vector.VectorEnv):
     (for data kept on the device use the env itself or :mod:`warpdrive.adapters.torchrl`).
 
     ``reset(seed=s)`` restarts every replica's random stream from ``s`` (one seed for the batch; the
-    replicas' streams derive from it); ``reset(options={"reset_mask": m})``, with ``m`` a NumPy bool array
-    [N], restarts only those replicas (:meth:`Env.reset` with a mask).
+    replicas' streams derive from it); ``reset()`` continues the streams (fresh starts);
+    ``reset(options={"reset_mask": m})``, with ``m`` a NumPy bool array [N], restarts only those replicas
+    (:meth:`Env.reset` with a mask).
 
     Threads: on the CPU this sets PyTorch to ``torch_threads`` threads (default 1) beside Numba's workers,
     which run the env (see :func:`warpdrive.adapters.share_cpu_with_numba`); ``None`` leaves it alone.
@@ -107,7 +108,7 @@ class WarpDriveVectorEnv(gym.vector.VectorEnv):
         if reset_mask is None:
             if seed is not None:
                 self._np_random, self._np_random_seed = seeding.np_random(int(seed))
-            self.env.reset(seed=seed)
+            restart_every_replica(self.env, seed)
         else:
             if not isinstance(reset_mask, np.ndarray) or reset_mask.dtype != np.bool_ \
                     or reset_mask.shape != (self.num_envs,):

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from pettingzoo import ParallelEnv
 
-from warpdrive.adapters import share_cpu_with_numba
+from warpdrive.adapters import restart_every_replica, share_cpu_with_numba
 from warpdrive.core.env import Env
 
 
@@ -34,7 +34,8 @@ class WarpDriveParallelEnv(ParallelEnv):
 
     An episode ends for every agent at once (the env's episodes are per replica): the step that ends it
     reports every agent terminated (or truncated), ``agents`` becomes empty and the episode stays as it
-    ended until :meth:`reset` (no autoreset). Observations are NumPy copies [obs_size] float32; rewards
+    ended until :meth:`reset` (no autoreset). ``reset(seed=s)`` restarts the random stream from ``s``;
+    ``reset()`` continues it (a fresh start). Observations are NumPy copies [obs_size] float32; rewards
     are floats. ``reset`` accepts ``options`` as PettingZoo requires; the envs have none, so they are not
     used. Envs with an action mask are not supported yet.
 
@@ -74,7 +75,7 @@ class WarpDriveParallelEnv(ParallelEnv):
 
     def reset(self, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
-        obs = self.env.reset(seed=seed)[0].cpu().numpy()
+        obs = restart_every_replica(self.env, seed)[0].cpu().numpy()
         self.agents = list(self.possible_agents)
         return {a: obs[i].copy() for a, i in self._agent_index.items()}, {a: {} for a in self.agents}
 

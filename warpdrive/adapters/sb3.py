@@ -37,9 +37,10 @@ class WarpDriveVecEnv(VecEnv):
     a GPU). Wrap it in ``VecMonitor`` for SB3's episode statistics.
 
     ``seed(s)`` then ``reset()`` restarts every replica's random stream from ``s`` (one seed for the batch:
-    SB3's per-replica seeds ``s + i`` are not used). The replicas are one batched env, not separate env
-    objects: ``get_attr`` reads an attribute of the Gymnasium view (the same for every replica);
-    ``set_attr`` and ``env_method`` refuse: use :attr:`env` (the warpdrive env) directly.
+    SB3's per-replica seeds ``s + i`` are not used); ``reset()`` without ``seed`` continues the streams.
+    The replicas are one batched env, not separate env objects: ``get_attr`` reads an attribute of the
+    Gymnasium view (the same for every replica); ``set_attr`` and ``env_method`` refuse: use :attr:`env`
+    (the warpdrive env) directly.
 
     Threads: on the CPU this sets PyTorch to ``torch_threads`` threads (default 1) beside Numba's workers,
     which run the env (see :func:`warpdrive.adapters.share_cpu_with_numba`); ``None`` leaves it alone.

@@ -22,7 +22,7 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, MultiCategorical, TensorSpec, Unbounded
 from torchrl.envs import EnvBase
 
-from warpdrive.adapters import share_cpu_with_numba
+from warpdrive.adapters import restart_every_replica, share_cpu_with_numba
 from warpdrive.core.env import Env
 
 
@@ -37,8 +37,9 @@ class WarpDriveTorchRLEnv(EnvBase):
 
     Resets are TorchRL's to drive: :meth:`_step` leaves finished replicas as they ended
     (:meth:`Env.step_without_reset`), and the ``"_reset"`` mask that TorchRL's collectors and rollouts pass
-    to :meth:`_reset` restarts exactly those replicas (:meth:`Env.reset` with a mask). ``set_seed(s)``
-    restarts every replica's random stream from ``s`` (a full reset).
+    to :meth:`_reset` restarts exactly those replicas (:meth:`Env.reset` with a mask). A reset without
+    ``"_reset"`` restarts every replica: from seed ``s``'s random streams after ``set_seed(s)``, else
+    carrying each replica's stream on (fresh starts).
 
     Threads: on the CPU this sets PyTorch to ``torch_threads`` threads (default 1) beside Numba's workers,
     which run the env (see :func:`warpdrive.adapters.share_cpu_with_numba`); ``None`` leaves it alone.
@@ -53,6 +54,7 @@ class WarpDriveTorchRLEnv(EnvBase):
         share_cpu_with_numba(env, torch_threads)
         super().__init__(device=env.device, batch_size=torch.Size([env.num_envs]))
         self.env = env
+        self._next_seed: int | None = None  # set_seed's, for the next full reset
         self.group_map: dict[str, torch.Tensor] = {
             group: torch.as_tensor(ids, dtype=torch.long, device=env.device) for group, ids in env.groups().items()
         }
@@ -94,7 +96,8 @@ class WarpDriveTorchRLEnv(EnvBase):
         if tensordict is not None and "_reset" in tensordict:
             self.env.reset(mask=tensordict.get("_reset").reshape(self.env.num_envs))
         else:
-            self.env.reset()
+            restart_every_replica(self.env, self._next_seed)
+            self._next_seed = None
         out = self._observations()
         # a replica that did not restart is not done either: TorchRL resets every finished one
         not_done = torch.zeros((self.env.num_envs, 1), dtype=torch.bool, device=self.device)
@@ -103,8 +106,7 @@ class WarpDriveTorchRLEnv(EnvBase):
         return out
 
     def _set_seed(self, seed: int | None) -> None:
-        if seed is not None:
-            self.env.reset(seed=seed)
+        self._next_seed = seed
 
     def _observations(self) -> TensorDict:
         obs = self.env.obs
