@@ -37,7 +37,10 @@ GYMNASIUM_IDS: dict[str, str] = {
 
 
 def register_envs() -> None:
-    """Register :data:`GYMNASIUM_IDS` with Gymnasium (once; later calls do nothing)."""
+    """Register :data:`GYMNASIUM_IDS` with Gymnasium (once; later calls do nothing).
+
+    They have a vector entry point only: build them with ``gym.make_vec``, not ``gym.make``.
+    """
     for env_id, name in GYMNASIUM_IDS.items():
         if env_id not in gym.registry:
             gym.register(env_id, vector_entry_point=f"{__name__}:make_vector_env", kwargs={"env": name})

@@ -33,7 +33,8 @@ class WarpDriveTorchRLEnv(EnvBase):
     ``n`` agents, ``(g, "observation")`` [E, n, obs_size] float32, ``(g, "action")`` ([E, n] for Discrete
     spaces, [E, n, heads] for MultiDiscrete and Box) and ``("next", g, "reward")`` [E, n, 1]. ``"done"``,
     ``"terminated"`` and ``"truncated"`` [E, 1] bool are at the root: an episode ends for a whole replica.
-    Every tensor stays on the env's device, and no step or reset waits for the host.
+    Every tensor stays on the env's device, and no step or reset waits for the host (unless the env's
+    ``validate`` is on, its default on the CPU, where it checks the actions).
 
     Resets are TorchRL's to drive: :meth:`_step` leaves finished replicas as they ended
     (:meth:`Env.step_without_reset`), and the ``"_reset"`` mask that TorchRL's collectors and rollouts pass
