@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 from pettingzoo.test import parallel_api_test, parallel_seed_test
 
+from warpdrive import ArraySpec, Env, kernel_function
 from warpdrive.adapters.pettingzoo import WarpDriveParallelEnv
+from warpdrive.core.compile import per_agent
 from warpdrive.envs import make
 
 SMALL: dict[str, dict[str, Any]] = {
@@ -56,6 +60,79 @@ def test_agents_are_named_by_group_and_step_as_in_the_batched_env():
         env.step({})
     # without a seed the random stream carries on: the next episode starts elsewhere
     assert not np.array_equal(env.reset()[0]["runner_0"], env.reset(seed=3)[0]["runner_0"])
+
+
+# An env with an action mask: head 0 (3 choices) allows only t % 3; with two heads, head 1 (2 choices) allows
+# only agent % 2. Any other action is refused by the env's validation.
+
+
+@kernel_function
+def _write_mask(env, agent, p, s):
+    for j in range(3):
+        s.action_mask[env, agent, j] = j == s.t[env] % 3
+    if p.two_heads:
+        for j in range(2):
+            s.action_mask[env, agent, 3 + j] = j == agent % 2
+    s.obs[env, agent, 0] = np.float32(s.t[env] % 3)
+
+
+@kernel_function
+def _reward(env, agent, p, s):
+    s.rewards[env, agent] = np.float32(1.0)
+
+
+@dataclass(frozen=True)
+class ForcedConfig:
+    two_heads: bool = False
+    episode_length: int = 5
+
+    def validate(self) -> None:
+        pass
+
+
+class ForcedChoice(Env):
+    name = "forced_choice"
+    Config = ForcedConfig
+    step_phases = (per_agent(_reward, _write_mask),)
+    reset_phases = (per_agent(_write_mask),)
+
+    @classmethod
+    def num_agents_of(cls, config: ForcedConfig) -> int:
+        return 3
+
+    def single_action_space(self) -> gym.spaces.Space:
+        return gym.spaces.MultiDiscrete([3, 2]) if self.config.two_heads else gym.spaces.Discrete(3)
+
+    def observation_size(self) -> int:
+        return 1
+
+    def state_arrays(self) -> list[ArraySpec]:
+        return [ArraySpec("action_mask", "agent", torch.bool, "action_mask", (5 if self.config.two_heads else 3,))]
+
+    def kernel_params(self) -> dict[str, Any]:
+        return {"two_heads": self.config.two_heads}
+
+
+@pytest.mark.parametrize("two_heads", [False, True])
+def test_action_masks_reach_pettingzoos_sampler(two_heads: bool):
+    def build(validate: bool = True) -> WarpDriveParallelEnv:
+        return WarpDriveParallelEnv(ForcedChoice(num_envs=1, device="cpu", validate=validate, two_heads=two_heads))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        parallel_api_test(build(), num_cycles=20)  # the env's validation rejects any action the mask forbids
+        # PettingZoo's seed test samples without the masks: it checks determinism, so validation is off
+        parallel_seed_test(lambda: build(validate=False), num_cycles=10)
+    env = build()
+    observations, _ = env.reset(seed=0)
+    head_0 = np.array([1, 0, 0], dtype=np.int8)
+    for k, agent in enumerate(env.possible_agents):
+        mask = observations[agent]["action_mask"]
+        assert observations[agent] in env.observation_space(agent)
+        if two_heads:
+            assert np.array_equal(mask[0], head_0) and np.array_equal(mask[1], np.eye(2, dtype=np.int8)[k % 2])
+        else:
+            assert np.array_equal(mask, head_0)
 
 
 def test_bad_input_is_refused():

@@ -23,6 +23,7 @@ from pettingzoo import ParallelEnv
 
 from warpdrive.adapters import restart_every_replica, share_cpu_with_numba
 from warpdrive.core.env import Env
+from warpdrive.core.sampling import discrete_choices
 
 
 class WarpDriveParallelEnv(ParallelEnv):
@@ -37,7 +38,11 @@ class WarpDriveParallelEnv(ParallelEnv):
     ended until :meth:`reset` (no autoreset). ``reset(seed=s)`` restarts the random stream from ``s``;
     ``reset()`` continues it (a fresh start). Observations are NumPy copies [obs_size] float32; rewards
     are floats. ``reset`` accepts ``options`` as PettingZoo requires; the envs have none, so they are not
-    used. Envs with an action mask are not supported yet.
+    used.
+
+    Envs with an action mask (:attr:`Env.action_mask`) give, as PettingZoo's masked envs do, each agent's
+    observation as ``{"observation": obs, "action_mask": mask}``: ``mask`` int8, 1 where allowed, one
+    array per head as ``space.sample(mask=...)`` takes it (an array for Discrete, a tuple for MultiDiscrete).
 
     Threads: on the CPU this sets PyTorch to ``torch_threads`` threads (default 1) beside Numba's workers,
     which run the env (see :func:`warpdrive.adapters.share_cpu_with_numba`); ``None`` leaves it alone.
@@ -48,9 +53,6 @@ class WarpDriveParallelEnv(ParallelEnv):
             raise TypeError(f"WarpDriveParallelEnv wraps a warpdrive Env, got {type(env).__name__}")
         if env.num_envs != 1:
             raise ValueError(f"WarpDriveParallelEnv is one game: build the env with num_envs=1, got {env.num_envs}")
-        if env.action_mask is not None:
-            raise ValueError(f"{type(env).__name__} has an action mask, which WarpDriveParallelEnv does not pass "
-                             "on yet")
         share_cpu_with_numba(env, torch_threads)
         self.env = env
         self.metadata: dict[str, Any] = {"render_modes": [], "name": f"warpdrive/{env.name}"}
@@ -63,7 +65,10 @@ class WarpDriveParallelEnv(ParallelEnv):
                 name = f"{group}_{k}"
                 self._agent_index[name] = agent_id
                 # a space object per agent, so that seeding one agent's space leaves the others' alone
-                self.observation_spaces[name], self.action_spaces[name] = env.group_spaces()[group]
+                obs_space, action_space = env.group_spaces()[group]
+                if env.action_mask is not None:
+                    obs_space = gym.spaces.Dict(observation=obs_space, action_mask=_mask_space(action_space))
+                self.observation_spaces[name], self.action_spaces[name] = obs_space, action_space
         self.possible_agents = sorted(self._agent_index, key=self._agent_index.__getitem__)
         self.agents: list[str] = []
 
@@ -75,9 +80,9 @@ class WarpDriveParallelEnv(ParallelEnv):
 
     def reset(self, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
-        obs = restart_every_replica(self.env, seed)[0].cpu().numpy()
+        restart_every_replica(self.env, seed)
         self.agents = list(self.possible_agents)
-        return {a: obs[i].copy() for a, i in self._agent_index.items()}, {a: {} for a in self.agents}
+        return self._observations(self.agents), {a: {} for a in self.agents}
 
     def step(self, actions: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, bool],
                                                       dict[str, bool], dict[str, dict[str, Any]]]:
@@ -93,16 +98,34 @@ class WarpDriveParallelEnv(ParallelEnv):
         self.env.actions.copy_(batch.to(self.env.device).unsqueeze(0))
         self.env.step_without_reset()
         store = self.env.store
-        obs, rewards = store["obs"][0].cpu().numpy(), store["rewards"][0].cpu().numpy()
+        rewards = store["rewards"][0].cpu().numpy()
         terminated, truncated = bool(store["terminated"][0]), bool(store["truncated"][0])
         live = self.agents
         if terminated or truncated:
             self.agents = []
-        return ({a: obs[self._agent_index[a]].copy() for a in live},
-                {a: float(rewards[self._agent_index[a]]) for a in live},
+        return (self._observations(live), {a: float(rewards[self._agent_index[a]]) for a in live},
                 dict.fromkeys(live, terminated), dict.fromkeys(live, truncated), {a: {} for a in live})
+
+    def _observations(self, agents: list[str]) -> dict[str, Any]:
+        obs = self.env.obs[0].cpu().numpy()  # [agents, obs_size]
+        if self.env.action_mask is None:
+            return {a: obs[self._agent_index[a]].copy() for a in agents}
+        masks = self.env.action_mask[0].cpu().numpy().astype(np.int8)  # [agents, n_1 + ... + n_H]
+        out = {}
+        for a in agents:
+            i = self._agent_index[a]
+            heads = np.split(masks[i], np.cumsum(discrete_choices(self.action_spaces[a]))[:-1])
+            mask = heads[0] if isinstance(self.action_spaces[a], gym.spaces.Discrete) else tuple(heads)
+            out[a] = {"observation": obs[i].copy(), "action_mask": mask}
+        return out
 
     def _known(self, agent: str) -> str:
         if agent not in self._agent_index:
             raise KeyError(f"unknown agent {agent!r}; agents: {self.possible_agents}")
         return agent
+
+
+def _mask_space(action_space: gym.spaces.Space) -> gym.spaces.Space:
+    """The space of an action mask in the form ``action_space.sample(mask=...)`` takes."""
+    heads = [gym.spaces.MultiBinary(n) for n in discrete_choices(action_space)]
+    return heads[0] if isinstance(action_space, gym.spaces.Discrete) else gym.spaces.Tuple(heads)
