@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from forced_choice import ForcedChoice
 from pettingzoo.test import parallel_api_test, parallel_seed_test
 
-from warpdrive import ArraySpec, Env, kernel_function
 from warpdrive.adapters.pettingzoo import WarpDriveParallelEnv
-from warpdrive.core.compile import per_agent
 from warpdrive.envs import make
 
 SMALL: dict[str, dict[str, Any]] = {
@@ -60,57 +57,6 @@ def test_agents_are_named_by_group_and_step_as_in_the_batched_env():
         env.step({})
     # without a seed the random stream carries on: the next episode starts elsewhere
     assert not np.array_equal(env.reset()[0]["runner_0"], env.reset(seed=3)[0]["runner_0"])
-
-
-# An env with an action mask: head 0 (3 choices) allows only t % 3; with two heads, head 1 (2 choices) allows
-# only agent % 2. Any other action is refused by the env's validation.
-
-
-@kernel_function
-def _write_mask(env, agent, p, s):
-    for j in range(3):
-        s.action_mask[env, agent, j] = j == s.t[env] % 3
-    if p.two_heads:
-        for j in range(2):
-            s.action_mask[env, agent, 3 + j] = j == agent % 2
-    s.obs[env, agent, 0] = np.float32(s.t[env] % 3)
-
-
-@kernel_function
-def _reward(env, agent, p, s):
-    s.rewards[env, agent] = np.float32(1.0)
-
-
-@dataclass(frozen=True)
-class ForcedConfig:
-    two_heads: bool = False
-    episode_length: int = 5
-
-    def validate(self) -> None:
-        pass
-
-
-class ForcedChoice(Env):
-    name = "forced_choice"
-    Config = ForcedConfig
-    step_phases = (per_agent(_reward, _write_mask),)
-    reset_phases = (per_agent(_write_mask),)
-
-    @classmethod
-    def num_agents_of(cls, config: ForcedConfig) -> int:
-        return 3
-
-    def single_action_space(self) -> gym.spaces.Space:
-        return gym.spaces.MultiDiscrete([3, 2]) if self.config.two_heads else gym.spaces.Discrete(3)
-
-    def observation_size(self) -> int:
-        return 1
-
-    def state_arrays(self) -> list[ArraySpec]:
-        return [ArraySpec("action_mask", "agent", torch.bool, "action_mask", (5 if self.config.two_heads else 3,))]
-
-    def kernel_params(self) -> dict[str, Any]:
-        return {"two_heads": self.config.two_heads}
 
 
 @pytest.mark.parametrize("two_heads", [False, True])

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import torch
+from forced_choice import ForcedChoice
 from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch.distributions import Categorical
 from torchrl.collectors import Collector
@@ -37,6 +38,18 @@ def test_torchrls_spec_check_passes(name: str):
         assert rollout["next", group, "observation"].shape == (3, 5, len(ids), env.env.observation_size())
         assert rollout["next", group, "reward"].shape == (3, 5, len(ids), 1)
     assert rollout["next", "done"].shape == (3, 5, 1)
+
+
+@pytest.mark.parametrize("two_heads", [False, True])
+def test_action_masks_reach_the_observations_and_the_action_spec(two_heads: bool):
+    env = WarpDriveTorchRLEnv(ForcedChoice(num_envs=3, device="cpu", two_heads=two_heads))
+    check_env_specs(env, seed=0)  # its random actions pass the env's validation only if drawn under the mask
+    rollout = env.rollout(7, break_when_any_done=False)
+    mask = rollout["agents", "action_mask"]  # [envs, steps, agents, choices]
+    assert mask.shape == (3, 7, 3, 5 if two_heads else 3)
+    head_0 = rollout["agents", "action"] if not two_heads else rollout["agents", "action"][..., 0]
+    assert bool(mask.gather(-1, head_0.unsqueeze(-1)).all())
+    assert torch.equal(head_0, (env.env.store["t"].new_tensor([0, 1, 2, 3, 4, 0, 1]) % 3).expand(3, 3, 7).mT)
 
 
 def test_torchrl_restarts_exactly_the_finished_replicas():

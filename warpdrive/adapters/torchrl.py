@@ -19,7 +19,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torchrl.data import Bounded, Categorical, Composite, MultiCategorical, TensorSpec, Unbounded
+from torchrl.data import Binary, Bounded, Categorical, Composite, MultiCategorical, TensorSpec, Unbounded
 from torchrl.envs import EnvBase
 
 from warpdrive.adapters import restart_every_replica, share_cpu_with_numba
@@ -42,6 +42,11 @@ class WarpDriveTorchRLEnv(EnvBase):
     ``"_reset"`` restarts every replica: from seed ``s``'s random streams after ``set_seed(s)``, else
     carrying each replica's stream on (fresh starts).
 
+    Envs with an action mask (:attr:`Env.action_mask`) add ``(g, "action_mask")`` [E, n, n_1 + ... + n_H]
+    bool to the observations (True where allowed; for ``MaskedCategorical(mask=...)`` policies) and keep
+    the action specs' masks up to date, as TorchRL's ``ActionMask`` transform does, so that
+    ``env.rand_action()`` draws allowed actions.
+
     Threads: on the CPU this sets PyTorch to ``torch_threads`` threads (default 1) beside Numba's workers,
     which run the env (see :func:`warpdrive.adapters.share_cpu_with_numba`); ``None`` leaves it alone.
     """
@@ -49,9 +54,6 @@ class WarpDriveTorchRLEnv(EnvBase):
     def __init__(self, env: Env, torch_threads: int | None = 1) -> None:
         if not isinstance(env, Env):
             raise TypeError(f"WarpDriveTorchRLEnv wraps a warpdrive Env, got {type(env).__name__}")
-        if env.action_mask is not None:
-            raise ValueError(f"{type(env).__name__} has an action mask, which WarpDriveTorchRLEnv does not pass "
-                             "on yet")
         share_cpu_with_numba(env, torch_threads)
         super().__init__(device=env.device, batch_size=torch.Size([env.num_envs]))
         self.env = env
@@ -68,6 +70,10 @@ class WarpDriveTorchRLEnv(EnvBase):
         for group, (obs_space, action_space) in self.env.group_spaces().items():
             shape = (e, len(self.group_map[group]))
             observation[group] = Composite(observation=_spec(obs_space, shape, self.device), shape=shape)
+            if self.env.action_mask is not None:
+                choices = self.env.action_mask.shape[-1]
+                observation[group]["action_mask"] = Binary(choices, shape=(*shape, choices), dtype=torch.bool,
+                                                           device=self.device)
             action[group] = Composite(action=_spec(action_space, shape, self.device), shape=shape)
             reward[group] = Composite(reward=Unbounded(shape=(*shape, 1), device=self.device), shape=shape)
         flags = {k: Categorical(2, shape=(e, 1), dtype=torch.bool, device=self.device)
@@ -110,9 +116,14 @@ class WarpDriveTorchRLEnv(EnvBase):
         self._next_seed = seed
 
     def _observations(self) -> TensorDict:
-        obs = self.env.obs
-        groups = {group: TensorDict(observation=obs.index_select(1, ids), batch_size=(self.env.num_envs, len(ids)))
-                  for group, ids in self.group_map.items()}
+        obs, mask = self.env.obs, self.env.action_mask
+        groups = {}
+        for group, ids in self.group_map.items():
+            groups[group] = TensorDict(observation=obs.index_select(1, ids), batch_size=(self.env.num_envs, len(ids)))
+            if mask is not None:
+                group_mask = mask.index_select(1, ids)
+                groups[group]["action_mask"] = group_mask
+                self.full_action_spec[group, "action"].update_mask(group_mask)
         return TensorDict(groups, batch_size=self.batch_size, device=self.device)
 
 
