@@ -144,11 +144,26 @@ def _draw_box_actions(env, agent, p, s):
 
 
 @kernel_function
+def _clear_return(env, agent, p, s):
+    s.episode_return[env, agent] = 0.0
+
+
+@kernel_function
 def _begin_episode(env, p, s):
     s.t[env] = 0
     s.episode[env] += 1
     for j in range(s.metrics.shape[1]):
         s.metrics[env, j] = 0.0
+
+
+def _only_where_reset_asked(runner: Any) -> Any:
+    """Run ``runner`` only in envs whose ``s.reset_mask[env]`` is set (:meth:`Env.reset`)."""
+
+    @kernel_function
+    def run(env, lane, lanes, active, p, s):
+        runner(env, lane, lanes, active and s.reset_mask[env], p, s)
+
+    return run
 
 
 def _check_tensor(name: str, value: Any, shape: tuple[int, ...], dtypes: tuple[torch.dtype, ...],
@@ -350,6 +365,7 @@ class Env:
         ``finished_length``     [E]             float32    their lengths, summed
         ``finished_return``     [E, A]          float32    their returns, summed
         ``finished_metrics``    [E, M]          float32    their final metrics, summed
+        ``reset_mask``          [E]             bool       the replicas :meth:`reset` restarts (its input)
         ``action_choices``      [H]             int32      choices per head (discrete spaces; else 0)
         ``action_low/high``     [H]             float32    bounds per head (Box spaces; else 0)
         ======================  ==============  =========  =====================================================
@@ -378,6 +394,7 @@ class Env:
             ArraySpec("finished_length", "env", torch.float32, "state"),
             ArraySpec("finished_return", "agent", torch.float32, "state"),
             ArraySpec("finished_metrics", "env", torch.float32, "state", (m,)),
+            ArraySpec("reset_mask", "env", torch.bool, "scratch"),
             ArraySpec("action_choices", "global", torch.int32, "constant", (h,)),
             ArraySpec("action_low", "global", torch.float32, "constant", (h,)),
             ArraySpec("action_high", "global", torch.float32, "constant", (h,)),
@@ -410,16 +427,31 @@ class Env:
         """(observation space, action space) of one agent, per group."""
         return {g: (self.single_observation_space, self.single_action_space()) for g in self.groups()}
 
-    def reset(self, seed: int | None = None) -> torch.Tensor:
-        """Start a new episode in every replica; returns ``obs`` [envs, agents, obs_size].
+    def reset(self, seed: int | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Start a new episode in every replica, or in those ``mask`` selects; returns ``obs`` [E, A, D].
 
         With a seed, the random streams restart from it: the same seed gives the same trajectories.
+
+        With ``mask``, a [envs] bool tensor on the env's device, only the replicas where it is True start
+        a new episode (``t`` = 0, the episode counter advanced, so their random starts are fresh draws,
+        return and metrics cleared); every array of the others is left as it was. The mask is copied
+        into the ``reset_mask`` array and the reset kernel skips the other replicas: there is no host
+        sync. The cut-short episodes are not counted as finished (no ``final_*`` or ``finished_*``
+        update), as with a reset without mask. For libraries that reset finished replicas themselves
+        after :meth:`step_without_reset` (TorchRL) instead of relying on the autoreset in :meth:`step`.
+        ``seed`` and ``mask`` cannot be combined: a seed restarts every replica's stream.
         """
-        if seed is not None:
-            self.seed = int(seed)
-            self._set_params()
-        self.store["episode"].zero_()
-        self.store["episode_return"].zero_()
+        if mask is None:
+            if seed is not None:
+                self.seed = int(seed)
+                self._set_params()
+            self.store["episode"].zero_()
+            self.store["reset_mask"].fill_(True)
+        else:
+            if seed is not None:
+                raise ValueError(f"reset got seed={seed!r} and a mask; a seed restarts every replica: "
+                                 "call reset(seed=...) without a mask")
+            self.store["reset_mask"].copy_(_check_tensor("mask", mask, (self.num_envs,), (torch.bool,), self.device))
         self._program("reset")(self._p, self._s, self.num_envs, self.shape)
         return self.obs
 
@@ -622,7 +654,8 @@ class Env:
 
     def _fingerprint(self) -> str:
         step_phases, reset_phases = self.program_phases()
-        functions = [fn for ph in (*step_phases, *reset_phases) for fn in ph.fns] + [type(self)]
+        # Env: the phases every env gets (_begin_step, ...) are defined in this file
+        functions = [fn for ph in (*step_phases, *reset_phases) for fn in ph.fns] + [type(self), Env]
         return source_fingerprint(functions)
 
     def _runner(self, name: str) -> Any:
@@ -641,7 +674,7 @@ class Env:
         if name == "step_no_reset":
             return sequence(*step)
         if name == "reset":
-            return sequence(*reset)
+            return _only_where_reset_asked(sequence(per_agent(_clear_return), *reset))
         raise KeyError(name)
 
     def _checked_actions(self, actions: torch.Tensor) -> torch.Tensor:
