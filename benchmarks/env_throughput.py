@@ -165,11 +165,18 @@ def measure(name: str, steps_per_graph: int, replays: int, repeats: int, tune: b
     if tune:
         tuned = {}
         default = env.shape
+        registers = max(1, result.get("regs", 1))
         for lanes, per_block in launch_candidates(env.num_agents):
+            if lanes * per_block * registers > 65536:  # the register file of one multiprocessor
+                continue
             env.shape = LaunchShape(lanes, per_block)
             env.reset(seed=0)
-            tuned[f"{lanes}x{per_block}"] = round(rate(capture(env.random_step, steps_per_graph), max(2, replays // 4),
-                                                       1))
+            try:
+                tuned[f"{lanes}x{per_block}"] = round(rate(capture(env.random_step, steps_per_graph),
+                                                           max(2, replays // 4), 1))
+            except Exception as error:  # e.g. more threads per block than the kernel's registers allow
+                tuned[f"{lanes}x{per_block}"] = repr(error)[:60]
+                torch.cuda.synchronize()
         env.shape = default
         result["tuned"] = tuned
     result["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
@@ -228,7 +235,8 @@ def main() -> None:
         if "error" in r:
             print(f"{r['name']:16s} ERROR {r['error'][:90]}")
             continue
-        best = max(r["tuned"].items(), key=lambda item: item[1]) if r.get("tuned") else ("", 0)
+        timed = {shape: rate for shape, rate in r.get("tuned", {}).items() if isinstance(rate, int)}
+        best = max(timed.items(), key=lambda item: item[1]) if timed else ("", 0)
         print(f"{r['name']:16s} {r['env_steps_per_s']:>14,d} {r.get('env_steps_per_s_separate_sampling', 0):>14,d} "
               f"{r.get('env_steps_per_s_loose', 0):>14,d} {r['env_steps_per_s_eager']:>12,d} {r['setup_s']:>8.2f} "
               f"{r.get('regs', 0):>5d} {best[0]:>10s} {best[1]:>11,d}")

@@ -20,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from env_throughput import TAG_CONTINUOUS_TRAINING, TAG_GRIDWORLD_TRAINING
 
 from warpdrive.core.checker import check_consistency
-from warpdrive.envs import REGISTRY, make
+from warpdrive.envs import REGISTRY, env_class, make
 
 CASES = {
     "tag_gridworld": [
@@ -37,11 +37,9 @@ CASES = {
     ],
 }
 CASES.update({name: [{}] for name in REGISTRY if name not in CASES})
-# Envs that step in float64 with the C library's sin/cos, to match Gymnasium bit for bit on the CPU: libdevice's
-# float64 sin/cos differ from glibc's in the last bit on some inputs, and such differences grow over an episode:
-# these envs are compared with the tolerance the CI consistency tests use.
-FLOAT64_LIBM_TOLERANCE = 1e-5
-EXACT_ENVS = ("tag_gridworld", "tag_continuous")
+# Envs that are not bit-identical on the GPU by design (Env.bit_identical_on_gpu: they call the targets' own sin/cos
+# to match Gymnasium bit for bit on the CPU) are compared with the tolerance the CI consistency tests use.
+TOLERANCE = 1e-5
 
 
 def check(case: tuple[str, dict, str]) -> tuple[bool, str]:
@@ -51,7 +49,7 @@ def check(case: tuple[str, dict, str]) -> tuple[bool, str]:
     try:
         cpu = make(name, num_envs=16, device="cpu", start=start, **kwargs)
         gpu = make(name, num_envs=16, device="cuda", start=start, validate=True, **kwargs)
-        tolerance = 0.0 if name in EXACT_ENVS else FLOAT64_LIBM_TOLERANCE
+        tolerance = 0.0 if env_class(name).bit_identical_on_gpu else TOLERANCE
         report = check_consistency(cpu, gpu, seed=3, atol=tolerance, rtol=0.0)
         ok, status = report.ok, str(report)
     except Exception as error:  # keep checking the others

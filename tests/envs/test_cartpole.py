@@ -95,14 +95,6 @@ def test_cpu_and_cuda_kernels_agree():
     assert report.episodes_finished > 0  # autoresets were compared too
 
 
-def test_compiles_to_ptx(run_with_cuda_target):
-    run_with_cuda_target(
-        "from warpdrive.core.checker import compile_cuda_ptx\n"
-        "from warpdrive.envs.cartpole import CartPole\n"
-        "ptx = compile_cuda_ptx(CartPole(backend='cpu'))\n"
-        "assert set(ptx) == {'step', 'reset'} and all('.entry' in p for p in ptx.values()), ptx.keys()\n"
-    )
-
 
 def test_random_starts_are_seeded_and_in_bounds():
     a = CartPole(num_envs=64, backend="cpu", seed=7)

@@ -93,14 +93,6 @@ def test_cpu_and_cuda_kernels_agree(gpu_backend, start):
         assert report.episodes_finished == 8
 
 
-def test_compiles_to_ptx(run_with_cuda_target):
-    run_with_cuda_target(
-        "from warpdrive.core.checker import compile_cuda_ptx\n"
-        "from warpdrive.envs.mountain_car_continuous import MountainCarContinuous\n"
-        "ptx = compile_cuda_ptx(MountainCarContinuous(backend='cpu'))\n"
-        "assert set(ptx) == {'step', 'reset'} and all('.entry' in p for p in ptx.values()), ptx.keys()\n"
-    )
-
 
 def test_random_starts_are_seeded_and_in_gymnasiums_range():
     a = MountainCarContinuous(num_envs=64, backend="cpu", seed=7)

@@ -124,15 +124,6 @@ def test_cpu_and_cuda_compilations_agree(gpu_backend: str, full: bool, start: st
     assert report.episodes_finished > 0
 
 
-def test_compiles_for_the_gpu(run_with_cuda_target) -> None:
-    run_with_cuda_target(
-        "from warpdrive.envs.tag_gridworld import TagGridWorld\n"
-        "from warpdrive.core.checker import compile_cuda_ptx\n"
-        "for full in (True, False):\n"
-        "    ptx = compile_cuda_ptx(TagGridWorld(num_taggers=2, use_full_observation=full, device='cpu'))\n"
-        "    assert all('bar.sync' in text for text in ptx.values())\n"
-    )
-
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),

@@ -298,12 +298,19 @@ class LaunchShape:
         return -(-num_envs // self.envs_per_block)
 
 
-def launch_shape(num_agents: int, *, max_lanes: int = 256, block_threads: int = 128) -> LaunchShape:
+def launch_shape(num_agents: int, num_envs: int = 1, *, max_lanes: int = 256, block_threads: int = 32) -> LaunchShape:
     """Threads per env: the next power of two >= agents, capped at ``max_lanes`` (agents beyond that are
-    visited by a strided loop); small envs are packed several to a block so that warps stay full."""
+    visited by a strided loop); small envs are packed several to a block of ``block_threads``.
+
+    Measured on an H200 (benchmarks/RESULTS.md): blocks of 32 threads beat 128 for envs of 5-10 agents (no
+    barrier couples more envs than one warp holds), and with many envs of about a hundred agents half the
+    lanes per env did better (the register file, not the agents, bounds how many threads are resident).
+    """
     lanes = 1
     while lanes < min(num_agents, max_lanes):
         lanes *= 2
+    if num_agents <= lanes and lanes > 64 and num_envs * lanes > 65536:
+        lanes //= 2
     return LaunchShape(lanes=lanes, envs_per_block=max(1, block_threads // lanes))
 
 

@@ -210,6 +210,11 @@ class Env:
     step_phases: ClassVar[tuple[Phase, ...]] = ()
     reset_phases: ClassVar[tuple[Phase, ...]] = ()
     autoreset_mode: ClassVar[gym.vector.AutoresetMode] = gym.vector.AutoresetMode.SAME_STEP
+    #: True: the CPU and the GPU compute bit-identical results (the env uses only ``+ - * /``, ``sqrt`` and the
+    #: functions of :mod:`warpdrive.core.exactmath`). False for envs that call the targets' own transcendental
+    #: functions (``math.sin``, ``math.exp``, ...), e.g. to match a CPU reference bit for bit: CUDA's libdevice
+    #: rounds some results differently, so their CPU/GPU consistency is checked with a tolerance instead.
+    bit_identical_on_gpu: ClassVar[bool] = True
     #: the start modes the env's reset phases implement (``p.random_start`` tells them which is asked for)
     start_modes: ClassVar[tuple[str, ...]] = ("random", "identical")
 
@@ -251,7 +256,7 @@ class Env:
             if self.backend == "cudasim":  # the simulator runs every thread as a Python thread: keep blocks small
                 launch = launch_shape(self.num_agents, max_lanes=8, block_threads=16)
             else:
-                launch = launch_shape(self.num_agents)
+                launch = launch_shape(self.num_agents, num_envs)
         elif not isinstance(launch, LaunchShape) or launch.lanes < 1 or launch.envs_per_block < 1:
             raise ValueError(f"launch must be a LaunchShape with lanes >= 1 and envs_per_block >= 1, got {launch!r}")
         self.shape: LaunchShape = launch
