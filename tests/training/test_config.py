@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from warpdrive.envs import REGISTRY
 from warpdrive.training.config import (
     ConfigError,
     TrainConfig,
@@ -111,7 +112,7 @@ def test_load_from_file_and_round_trip(tmp_path: Path) -> None:
         load_config(path)
 
 
-@pytest.mark.parametrize("name", ["tag_gridworld", "tag_continuous", "cartpole", "pendulum"])
+@pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_packaged_configs_load(name: str) -> None:
     assert packaged_config(name).is_file()
     config = load_config(name)
