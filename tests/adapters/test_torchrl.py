@@ -18,7 +18,10 @@ from warpdrive.adapters.torchrl import WarpDriveTorchRLEnv
 from warpdrive.envs import REGISTRY, make
 
 SMALL: dict[str, dict[str, Any]] = {
+    "acrobot": {},
     "cartpole": {},
+    "mountain_car": {},
+    "mountain_car_continuous": {},
     "pendulum": {},
     "tag_gridworld": {"num_taggers": 2, "grid_length": 5},
     "tag_continuous": {"num_taggers": 2, "num_runners": 3, "grid_length": 3.0},

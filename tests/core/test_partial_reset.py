@@ -11,7 +11,10 @@ from warpdrive.envs import REGISTRY, make
 
 # Tiny instances: what matters is the bookkeeping of the reset, not the size.
 SMALL: dict[str, dict[str, Any]] = {
+    "acrobot": {},
     "cartpole": {},
+    "mountain_car": {},
+    "mountain_car_continuous": {},
     "pendulum": {},
     "tag_gridworld": {"num_taggers": 2, "grid_length": 5},
     "tag_continuous": {"num_taggers": 2, "num_runners": 3, "grid_length": 3.0},

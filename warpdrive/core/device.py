@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from llvmlite import ir
@@ -279,36 +280,6 @@ def bits_float(bits):
     return np.float32(np.uint32(bits).view(np.float32))
 
 
-@type_callable(float_bits)
-def _type_float_bits(context):
-    def typer(x):
-        if x == types.float32:
-            return types.uint32
-        raise TypingError(f"float_bits(x): x must be a float32, got {x}")
-
-    return typer
-
-
-@lower_builtin(float_bits, types.float32)
-def _lower_float_bits(context, builder, sig, args):
-    return builder.bitcast(args[0], ir.IntType(32))
-
-
-@type_callable(bits_float)
-def _type_bits_float(context):
-    def typer(bits):
-        if isinstance(bits, types.Integer) and bits.bitwidth == 32:
-            return types.float32
-        raise TypingError(f"bits_float(bits): bits must be a 32-bit integer, got {bits}")
-
-    return typer
-
-
-@lower_builtin(bits_float, types.Integer)
-def _lower_bits_float(context, builder, sig, args):
-    return builder.bitcast(args[0], ir.FloatType())
-
-
 def double_bits(x):
     """The IEEE-754 bits of a float64 as a uint64 (see :func:`float_bits`)."""
     return np.uint64(np.float64(x).view(np.uint64))
@@ -319,34 +290,31 @@ def bits_double(bits):
     return np.float64(np.uint64(bits).view(np.float64))
 
 
-@type_callable(double_bits)
-def _type_double_bits(context):
-    def typer(x):
-        if x == types.float64:
-            return types.uint64
-        raise TypingError(f"double_bits(x): x must be a float64, got {x}")
+def _register_bit_cast(function: Any, accepts: Any, result: types.Type, expected: str) -> None:
+    """Type and lower ``function(x)`` as a reinterpretation of ``x``'s bits as ``result`` (no conversion)."""
 
-    return typer
+    @type_callable(function)
+    def _typing(context):
+        def typer(value):
+            if accepts(value):
+                return result
+            raise TypingError(f"{function.__name__}(x): x must be {expected}, got {value}")
 
+        return typer
 
-@lower_builtin(double_bits, types.float64)
-def _lower_double_bits(context, builder, sig, args):
-    return builder.bitcast(args[0], ir.IntType(64))
-
-
-@type_callable(bits_double)
-def _type_bits_double(context):
-    def typer(bits):
-        if isinstance(bits, types.Integer) and bits.bitwidth == 64:
-            return types.float64
-        raise TypingError(f"bits_double(bits): bits must be a 64-bit integer, got {bits}")
-
-    return typer
+    @lower_builtin(function, types.Number)
+    def _lowering(context, builder, sig, args):
+        return builder.bitcast(args[0], context.get_value_type(result))
 
 
-@lower_builtin(bits_double, types.Integer)
-def _lower_bits_double(context, builder, sig, args):
-    return builder.bitcast(args[0], ir.DoubleType())
+def _is_integer_of(bits: int) -> Any:
+    return lambda value: isinstance(value, types.Integer) and value.bitwidth == bits
+
+
+_register_bit_cast(float_bits, lambda value: value == types.float32, types.uint32, "a float32")
+_register_bit_cast(bits_float, _is_integer_of(32), types.float32, "a 32-bit integer")
+_register_bit_cast(double_bits, lambda value: value == types.float64, types.uint64, "a float64")
+_register_bit_cast(bits_double, _is_integer_of(64), types.float64, "a 64-bit integer")
 
 
 def fma(a, b, c):
