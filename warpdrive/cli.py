@@ -1,4 +1,4 @@
-"""The ``warpdrive`` command: train, eval, render, bench.
+"""The ``warpdrive`` command: train, eval, render, bench, envs.
 
 ::
 
@@ -6,17 +6,24 @@
     warpdrive eval CHECKPOINT [--episodes N] [--deterministic]
     warpdrive render CHECKPOINT --out FILE.gif|FILE.mp4
     warpdrive bench [ENV] [--envs N ...]
+    warpdrive envs [ENV]
 
-CONFIG is a YAML file or the name of an env with a packaged config (``tag_gridworld``, ``cartpole``, ...).
+CONFIG is a YAML file, the name of an env with a packaged config (``tag_gridworld``, ``cartpole``, ...), or
+any other env name (``path/to/file.py:Class``, ``package.module:Class``, an installed entry point), which
+trains that env with the default config (give ``total_env_steps=N``).
 CHECKPOINT is a run directory (its newest checkpoint) or a checkpoint file.
+The current directory is on the import path, as with ``python -m``, so ``module:Class`` finds ``./module.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.metadata
 import json
 import statistics
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,12 +34,13 @@ __all__ = ["main"]
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="warpdrive", description="Multi-agent RL with envs and training on the GPU.")
+    parser.add_argument("--version", action="version", version=f"warpdrive {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train policies from a config",
-                                description="Train policies. Example: warpdrive train tag_gridworld "
-                                            "total_env_steps=200000 policies.shared.optimizer.lr=1e-3")
-    train.add_argument("config", nargs="?", help="YAML file or packaged env config name (optional with --resume)")
+                                description=f"Train policies. Example: {TRAIN_EXAMPLE}")
+    train.add_argument("config", nargs="?", help="YAML file, packaged env config name, or env name such as "
+                                                 "path/to/file.py:Class (optional with --resume)")
     train.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides (YAML values)")
     train.add_argument("--resume", metavar="RUN_DIR_OR_CKPT",
                        help="continue a run from its newest checkpoint (or the one given)")
@@ -53,15 +61,34 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--seed", type=int, default=0, help="env seed of the episode")
 
     bench = commands.add_parser("bench", help="env-only and training env-steps/s, as JSON lines")
-    bench.add_argument("env", nargs="?", default="tag_gridworld", help="registered env (default tag_gridworld)")
+    bench.add_argument("env", nargs="?", default="tag_gridworld", help="env name (default tag_gridworld)")
     bench.add_argument("--envs", type=int, nargs="+", default=[1000], metavar="N", help="numbers of env replicas")
     bench.add_argument("--steps", type=int, default=200, help="env steps per timed repeat (env-only)")
     bench.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
     bench.add_argument("--iterations", type=int, default=3, help="timed training iterations (0: skip training)")
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    bench.add_argument("--config", help="training config for the training benchmark (default: the env's packaged one)")
+    bench.add_argument("--config", help="training config for the training benchmark (default: the env's packaged one, "
+                                        "else the default config)")
     bench.add_argument("overrides", nargs="*", metavar="key.path=value", help="overrides of the training config")
+
+    envs = commands.add_parser("envs", help="the available envs: groups, spaces and parameters",
+                               description="List the envs available by name (registered, and installed packages' "
+                                           "entry points of group warpdrive.envs), or describe one env.")
+    envs.add_argument("env", nargs="?", help="one env: a name, package.module:Class or path/to/file.py:Class")
     return parser
+
+
+#: The example of ``warpdrive train --help`` (tests/test_cli.py runs it).
+TRAIN_EXAMPLE = "warpdrive train tag_gridworld total_env_steps=200000 policies.taggers.optimizer.lr=3e-4"
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("warpdrive")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        from warpdrive import __version__
+
+        return __version__
 
 
 def _split_config(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
@@ -114,6 +141,7 @@ def _eval_overrides(args: argparse.Namespace, num_envs: int) -> list[str]:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from warpdrive.envs import label
     from warpdrive.training.evaluate import evaluate
     from warpdrive.training.run import trainer_from_checkpoint
 
@@ -122,7 +150,7 @@ def _eval(args: argparse.Namespace) -> int:
     trainer, checkpoint = trainer_from_checkpoint(args.checkpoint, _eval_overrides(args, args.episodes))
     trained = evaluate(trainer, deterministic=args.deterministic, seed=args.seed)
     random = evaluate(trainer, random_actions=True, seed=args.seed)
-    print(f"{trainer.config.env.name}, checkpoint {checkpoint.name}, {args.episodes} episodes per policy:")
+    print(f"{label(trainer.config.env.name)}, checkpoint {checkpoint.name}, {args.episodes} episodes per policy:")
     print(f"  {'':24}{'trained':>12}{'random':>12}")
     for key in trained:
         if key != "episodes":
@@ -145,7 +173,7 @@ def _bench(args: argparse.Namespace) -> int:
     import torch
 
     from warpdrive.envs import make
-    from warpdrive.training.config import load_config, packaged_config
+    from warpdrive.training.config import load_config
     from warpdrive.training.trainer import Trainer, resolve_device
 
     device = resolve_device(args.device)
@@ -179,8 +207,8 @@ def _bench(args: argparse.Namespace) -> int:
 
         if args.iterations < 1:
             continue
-        source = args.config or str(packaged_config(args.env))
-        config = load_config(source, [*args.overrides, f"env.num_envs={num_envs}", f"device={device}"])
+        # an env without a packaged config trains with the defaults (give total_env_steps=N)
+        config = load_config(args.config or args.env, [*args.overrides, f"env.num_envs={num_envs}", f"device={device}"])
         start = time.perf_counter()
         trainer = Trainer(config)
         trainer.train_iteration()  # compilation, graph capture
@@ -194,6 +222,67 @@ def _bench(args: argparse.Namespace) -> int:
                "mixed_precision": config.mixed_precision})
         del trainer
     return 0
+
+
+def _envs(args: argparse.Namespace) -> int:
+    from warpdrive.envs import UnknownEnvError, available
+
+    if args.env is not None:
+        try:
+            print("\n".join(_describe_env(args.env)))
+        except UnknownEnvError as err:
+            print(f"warpdrive envs: error: {err}", file=sys.stderr)
+            return 2
+        return 0
+    for name in available():
+        try:
+            print("\n".join(_describe_env(name)))
+        except UnknownEnvError as err:  # one broken package's env does not hide the others
+            print(f"{name}: {err}")
+    return 0
+
+
+def _describe_env(name: str) -> list[str]:
+    """Lines describing env ``name`` as built with its default config: agents, groups, spaces, parameters."""
+    from warpdrive.envs import available, canonical_name, env_class
+
+    cls = env_class(name)
+    target = available().get(name, canonical_name(name))
+    parameters = ", ".join(f"{f.name}={_default(f)}" for f in dataclasses.fields(cls.Config))
+    try:
+        env = cls(num_envs=1, backend="cpu", validate=False)
+    except Exception as err:  # a user's env whose defaults do not build: reported, the listing goes on
+        body = [f"cannot be built with its default config: {type(err).__name__}: {err}"]
+        header = f"{name} ({target})"
+    else:
+        header = f"{name} ({target}): {env.num_agents} agent{'s' * (env.num_agents != 1)}"
+        groups = env.groups()
+        width = max(len(g) for g in groups)
+        body = [f"{group:{width}}  {len(groups[group]):>4} x  observation {_space(obs)}, action {_space(action)}"
+                for group, (obs, action) in env.group_spaces().items()]
+    body += textwrap.wrap(f"parameters: {parameters}", width=116, subsequent_indent="  ")
+    return [header, *(f"  {line}" for line in body)]
+
+
+def _space(space: Any) -> str:
+    """``repr`` of a space, with a Box's bounds shown only where one number bounds every dimension."""
+    import gymnasium as gym
+    import numpy as np
+
+    if not isinstance(space, gym.spaces.Box):
+        return repr(space)
+    low, high = np.unique(space.low), np.unique(space.high)
+    if len(low) == 1 and len(high) == 1:
+        return f"Box({low[0]:g}, {high[0]:g}, {space.shape}, {space.dtype})"
+    return f"Box({space.shape}, {space.dtype}, bounds per dimension)"
+
+
+def _default(field: dataclasses.Field) -> str:
+    if field.default is not dataclasses.MISSING:
+        return repr(field.default)
+    if field.default_factory is not dataclasses.MISSING:
+        return repr(field.default_factory())
+    return "(required)"
 
 
 def _emit(row: dict[str, Any]) -> None:
@@ -211,7 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     from warpdrive.training.typed import ConfigError
 
-    commands = {"train": _train, "eval": _eval, "render": _render, "bench": _bench}
+    if str(Path.cwd()) not in sys.path:  # module:Class env names find modules here, as under python -m
+        sys.path.insert(0, str(Path.cwd()))
+    commands = {"train": _train, "eval": _eval, "render": _render, "bench": _bench, "envs": _envs}
     try:
         return commands[args.command](args)
     except (ConfigError, FileNotFoundError) as err:

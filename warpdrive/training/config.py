@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import yaml
 
+from warpdrive.envs import available, canonical_name
 from warpdrive.training.algorithms import ALGORITHMS
 from warpdrive.training.algorithms.base import OptimizerSpec
 from warpdrive.training.models import ModelSpec
@@ -57,13 +58,19 @@ class EnvSpec:
     """Which env to train in, and how many replicas."""
 
     name: str
-    """A registered env (``warpdrive.envs.REGISTRY``), e.g. ``tag_gridworld``."""
+    """An env name (see :mod:`warpdrive.envs`): registered (``tag_gridworld``), an installed package's entry
+    point, ``package.module:Class`` or ``path/to/file.py:Class`` (stored with the path made absolute)."""
     num_envs: int = bounded(64, ge=1)
     """Replicas stepped together (E)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """The env's own parameters (fields of its ``Config``), e.g. ``{num_taggers: 2, grid_length: 5}``."""
     start: Literal["random", "identical"] = "random"
     """Each replica starts from its own random state, or all from the config's start state."""
+
+    def __post_init__(self) -> None:
+        # a relative file path must still name the same file when a run is evaluated from elsewhere
+        if isinstance(self.name, str):
+            self.name = canonical_name(self.name)
 
 
 @dataclass
@@ -215,7 +222,10 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None
     """Load a :class:`TrainConfig`.
 
     Args:
-        source: a YAML file, the name of an env with a packaged config (``tag_gridworld``), or a dict.
+        source: a YAML file, the name of an env with a packaged config (``tag_gridworld``), a dict, or
+            any other env name (``path/to/file.py:Class``, ``package.module:Class``, an entry point's
+            name): the config is then that env with every default (one shared PPO policy) and
+            ``total_env_steps`` must come from ``overrides``.
         overrides: ``key.path=value`` strings applied on top.
 
     Raises:
@@ -224,18 +234,32 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None
     if isinstance(source, dict):
         data = copy.deepcopy(source)
     else:
-        path = Path(source)
-        if not path.is_file():
-            path = packaged_config(str(source))
-        with open(path) as handle:
-            try:
-                data = yaml.safe_load(handle) or {}
-            except yaml.YAMLError as err:
-                raise ConfigError("", f"{path} is not valid YAML: {err}") from None
-        if not isinstance(data, dict):
-            raise ConfigError("", f"{path} must hold a mapping of settings, got {type(data).__name__}")
+        data = _read_config(str(source))
     apply_overrides(data, overrides or [])
+    if "total_env_steps" not in data and data.get("env", {}).get("name") == source:
+        raise ConfigError("total_env_steps", f"missing required key: {source!r} has no config file, so give "
+                          "total_env_steps=N (and any other setting) on the command line")
     return from_dict(TrainConfig, data)
+
+
+def _read_config(source: str) -> dict[str, Any]:
+    path = Path(source)
+    if not path.is_file():
+        try:
+            path = packaged_config(source)
+        except FileNotFoundError as err:
+            if ":" in source or source in available():  # an env without a config of its own: all defaults
+                return {"env": {"name": source}}
+            raise FileNotFoundError(f"{err}; nor an env name ('path/to/file.py:Class', 'package.module:Class' or "
+                                    "an installed one: see `warpdrive envs`)") from None
+    with open(path) as handle:
+        try:
+            data = yaml.safe_load(handle) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError("", f"{path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("", f"{path} must hold a mapping of settings, got {type(data).__name__}")
+    return data
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from warpdrive.envs import label
 from warpdrive.training.config import TrainConfig, config_to_dict
 
 __all__ = ["RunLogger", "new_run_dir", "plot_learning_curve", "read_metrics"]
@@ -34,7 +35,7 @@ def new_run_dir(config: TrainConfig) -> Path:
     if config.logging.run_dir:
         return Path(config.logging.run_dir)
     algorithms = "+".join(dict.fromkeys(p.algorithm for p in config.policies.values()))
-    base = Path(config.logging.root) / f"{config.env.name}-{algorithms}-{time.strftime('%Y%m%d-%H%M%S')}"
+    base = Path(config.logging.root) / f"{label(config.env.name)}-{algorithms}-{time.strftime('%Y%m%d-%H%M%S')}"
     path, n = base, 1
     while path.exists():
         n += 1
@@ -109,7 +110,7 @@ class RunLogger:
         from tqdm.auto import tqdm
 
         self._bar = tqdm(total=config.total_env_steps, initial=start_env_steps, unit="step", unit_scale=True,
-                         disable=not config.logging.progress, dynamic_ncols=True, desc=config.env.name)
+                         disable=not config.logging.progress, dynamic_ncols=True, desc=label(config.env.name))
         self.learning_curve: Path | None = None
 
     def log(self, iteration: int, env_steps: int, metrics: dict[str, float]) -> None:
