@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import importlib.metadata
 import json
+import os
 import statistics
 import sys
 import textwrap
@@ -308,3 +309,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as err:
         print(f"warpdrive {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader stopped early (warpdrive envs | head): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
+        return 0
