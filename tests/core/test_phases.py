@@ -202,12 +202,16 @@ def test_consecutive_per_env_phases_are_merged() -> None:
 
 
 @pytest.mark.parametrize(
-    ("agents", "lanes", "per_block"), [(1, 1, 128), (5, 8, 16), (110, 128, 1), (1000, 256, 1), (20000, 256, 1)]
+    ("agents", "envs", "lanes", "per_block"),
+    [(1, 1, 1, 32), (5, 2000, 8, 4), (110, 100, 128, 1), (100, 1000, 64, 1), (1000, 2000, 256, 1),
+     (20000, 10, 256, 1)],
 )
-def test_launch_shape(agents: int, lanes: int, per_block: int) -> None:
-    shape = launch_shape(agents)
+def test_launch_shape(agents: int, envs: int, lanes: int, per_block: int) -> None:
+    """Small envs share 32-thread blocks; many envs of about a hundred agents get half the lanes (the register
+    file bounds the resident threads); large envs loop over agents on 256 lanes."""
+    shape = launch_shape(agents, envs)
     assert (shape.lanes, shape.envs_per_block) == (lanes, per_block)
-    assert shape.grid(1000) * shape.envs_per_block >= 1000
+    assert shape.grid(envs) * shape.envs_per_block >= envs
 
 
 def test_phase_rejects_non_functions() -> None:
