@@ -102,6 +102,7 @@ def _split_config(config: str | None, overrides: list[str]) -> tuple[str | None,
 def _train(args: argparse.Namespace) -> int:
     from warpdrive.training.checkpoint import load_checkpoint
     from warpdrive.training.config import load_config
+    from warpdrive.training.guard import NonFiniteError
     from warpdrive.training.run import train
 
     source, overrides = _split_config(args.config, args.overrides)
@@ -113,7 +114,11 @@ def _train(args: argparse.Namespace) -> int:
     else:
         config = load_config(source, overrides)
     start = time.perf_counter()
-    result = train(config, resume=args.resume)
+    try:
+        result = train(config, resume=args.resume)
+    except NonFiniteError as err:  # the run diverged: status 1 (2 is for bad input)
+        print(f"warpdrive train: error: {err}", file=sys.stderr)
+        return 1
     seconds = time.perf_counter() - start
     print(f"Trained {result.env_steps:,} env-steps in {seconds:.1f} s ({config.env.name}).")
     returns = {k.split("/")[-1]: v for k, v in result.last_metrics.items() if k.startswith("charts/episodic_return/")}

@@ -13,6 +13,7 @@ import torch
 from warpdrive import ArraySpec, Env, kernel_function
 from warpdrive.core.compile import per_agent
 from warpdrive.core.device import cuda_available
+from warpdrive.core.sampling import check_mask_allows_some
 from warpdrive.envs import REGISTRY, register
 from warpdrive.training.config import load_config
 from warpdrive.training.trainer import Trainer
@@ -142,6 +143,27 @@ def test_training_acts_within_the_mask_and_learns_from_it(algorithm: str) -> Non
     else:
         assert last["charts/episodic_return/agents"] > first["charts/episodic_return/agents"] + 1.0
         assert last["charts/episodic_return/agents"] / 6 > 0.75
+
+
+def test_an_all_masked_head_is_an_error_in_validate_mode_only() -> None:
+    config = {"env": {"name": "masked_choice", "num_envs": 4, "kwargs": {"num_agents": 3}}, "rollout_length": 2,
+              "total_env_steps": 8, "device": "cpu",
+              "policies": {"shared": {"algorithm": "ppo"}}}
+    trainer = Trainer(load_config(config))
+    assert trainer.env.validate  # the CPU default
+    trainer.env.action_mask[2, 1, 3:] = False  # env 2, agent 1: head 1 allows nothing
+    with pytest.raises(ValueError, match=r"allows no action for env 2, agent 1, head 1 \(all 4 choices masked out\)"):
+        trainer.act()
+    trainer.env.validate = False  # not checked: the sampler stays free of host syncs
+    trainer.act()
+
+
+def test_the_mask_check_names_the_env_agent_of_a_policy_slice() -> None:
+    mask = torch.ones(2, 2, 7, dtype=torch.bool)
+    check_mask_allows_some(mask, [3, 4], agent_ids=[5, 9])
+    mask[1, 1, :3] = False
+    with pytest.raises(ValueError, match=r"env 1, agent 9, head 0 \(all 3 choices"):
+        check_mask_allows_some(mask, [3, 4], agent_ids=[5, 9])
 
 
 @pytest.mark.gpu

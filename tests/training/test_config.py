@@ -47,6 +47,18 @@ def test_minimal_config_gets_defaults() -> None:
         (["device=gpu"], "device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
         (["bogus=1"], "bogus: unknown key"),
         (["policies.a.ddpg.gradient_steps=0"], "policies.a.ddpg.gradient_steps: expected an integer >= 1, got 0"),
+        # what the non-finite guard would only catch after a wasted iteration is refused up front
+        (["policies.a.optimizer.lr=.inf"], "policies.a.optimizer.lr: expected a finite float > 0 and <= 1, got inf"),
+        (["policies.a.optimizer.lr=2.0"], "policies.a.optimizer.lr: expected a float > 0 and <= 1, got 2.0"),
+        (["policies.a.ppo.vf_coef=.inf"], "policies.a.ppo.vf_coef: expected a finite float >= 0 and <= 100, got inf"),
+        (["policies.a.ppo.ent_coef=1.0e+308"], "policies.a.ppo.ent_coef: expected a float >= 0 and <= 100, got 1e+308"),
+        (["policies.a.ppo.max_grad_norm=.inf"], "policies.a.ppo.max_grad_norm: expected a finite float > 0, got inf"),
+        (["policies.a.ppo.target_kl=.nan"], "policies.a.ppo.target_kl: expected a finite float > 0, got nan"),
+        (["policies.a.ppo.gamma=-.inf"], "policies.a.ppo.gamma: expected a finite float >= 0 and <= 1, got -inf"),
+        (["policies.a.ddpg.exploration_noise=1.0e+9"],
+         "policies.a.ddpg.exploration_noise: expected a float >= 0 and <= 10, got 1000000000.0"),
+        (["policies.a.model.log_std_init=.inf"],
+         "policies.a.model.log_std_init: expected a finite float >= -20 and <= 2, got inf"),
     ],
 )
 def test_bad_values_name_the_key_path(overrides: list[str], message: str) -> None:

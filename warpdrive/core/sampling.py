@@ -10,7 +10,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-__all__ = ["categorical", "categorical_from_probs", "discrete_choices", "gaussian", "uniform_actions"]
+__all__ = ["categorical", "categorical_from_probs", "check_mask_allows_some", "discrete_choices", "gaussian",
+           "uniform_actions"]
 
 _TINY = 1e-20
 
@@ -24,6 +25,26 @@ def discrete_choices(space: gym.spaces.Space) -> list[int] | None:
     if isinstance(space, gym.spaces.Box):
         return None
     raise TypeError(f"unsupported action space {space}; expected Discrete, MultiDiscrete or Box")
+
+
+def check_mask_allows_some(mask: torch.Tensor, choices: list[int], agent_ids: list[int] | None = None) -> None:
+    """Raise ``ValueError`` naming the env, agent and head of the first row of ``mask`` that allows none of a
+    head's choices: the samplers would draw index 0 there (a masked-out action) without a word.
+
+    For validate mode only: it syncs with the host, so samplers do not call it themselves.
+
+    Args:
+        mask: bool [E, A, n_1 + ... + n_H], True where a choice is allowed (the heads' choices end to end).
+        choices: [n_1, ..., n_H], the heads' sizes.
+        agent_ids: the env's agent id of each row of the agent axis, when ``mask`` holds some agents only.
+    """
+    starts = np.cumsum([0, *choices[:-1]])
+    allows_some = torch.stack([mask[..., s:s + n].any(-1) for s, n in zip(starts, choices, strict=True)], -1)
+    if not bool(allows_some.all()):
+        env, row, head = (int(i) for i in (~allows_some).nonzero()[0])
+        agent = row if agent_ids is None else agent_ids[row]
+        raise ValueError(f"the action mask allows no action for env {env}, agent {agent}, head {head} (all "
+                         f"{choices[head]} choices masked out); an env must allow at least one choice per head")
 
 
 def categorical(logits: torch.Tensor, generator: torch.Generator | None = None,

@@ -7,8 +7,9 @@ run directories, checkpoints, evaluation and rendering. See ``docs/training.md``
 
 from warpdrive.training.config import ConfigError, TrainConfig, load_config
 from warpdrive.training.evaluate import evaluate
+from warpdrive.training.guard import NonFiniteError
 from warpdrive.training.run import RunResult, train, trainer_from_checkpoint
 from warpdrive.training.trainer import Trainer
 
-__all__ = ["ConfigError", "RunResult", "TrainConfig", "Trainer", "evaluate", "load_config", "train",
-           "trainer_from_checkpoint"]
+__all__ = ["ConfigError", "NonFiniteError", "RunResult", "TrainConfig", "Trainer", "evaluate", "load_config",
+           "train", "trainer_from_checkpoint"]

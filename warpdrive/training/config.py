@@ -167,6 +167,11 @@ class TrainConfig:
     """Threads for PyTorch's CPU operations (``torch.set_num_threads``); ``null`` keeps PyTorch's default.
     With small models on few cores, 1 is often several times faster: the env's Numba threads and
     PyTorch's would otherwise compete for the same cores."""
+    guard_nonfinite: bool = True
+    """Stop the run with :class:`~warpdrive.training.guard.NonFiniteError` when a policy's observations,
+    rewards, losses, gradient norm or weights hold a NaN or inf (checked once per iteration, in the
+    metrics' device -> host transfer); nothing of that iteration is logged or checkpointed. ``false``
+    trains on regardless."""
     logging: LoggingSpec = field(default_factory=LoggingSpec)
     checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
 

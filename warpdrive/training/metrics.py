@@ -35,20 +35,31 @@ class IterationMetrics:
             self.group_weights[ids, column] = 1.0 / len(ids)
 
     def collect(self, losses: dict[str, torch.Tensor | float], env_steps: int, rollout_s: float,
-                update_s: float) -> dict[str, float]:
+                update_s: float, flags: dict[str, torch.Tensor] | None = None
+                ) -> tuple[dict[str, float], dict[str, bool]]:
         """This iteration's metrics, with one device -> host transfer; clears the env's episode sums.
 
         Args:
             losses: ``losses/...`` metrics of the updates (device tensors or floats).
             env_steps: env-steps the iteration consumed.
             rollout_s, update_s: wall-clock seconds of the rollout and of the update.
+            flags: 0-dim bool device tensors (the non-finite guard's, see
+                :func:`~warpdrive.training.guard.finite_flags`), brought to the host in the same transfer.
+
+        Returns:
+            ``(metrics, flags)``: the metrics by name, and ``flags`` as host bools.
         """
+        flags = flags or {}
         device = self.group_weights.device
         totals = self.env.episode_totals(clear=True)
         group_returns = totals["return"] @ self.group_weights
         stats = [totals["episodes"].view(1), totals["length"].view(1), group_returns, totals["metrics"]]
         losses_1d = [torch.as_tensor(v, dtype=torch.float32, device=device).reshape(1) for v in losses.values()]
-        host = torch.cat([*stats, *losses_1d]).tolist()
+        flags_1d = [flag.to(torch.float32).reshape(1) for flag in flags.values()]
+        host = torch.cat([*stats, *losses_1d, *flags_1d]).tolist()
+        split = len(host) - len(flags_1d)
+        host_flags = {name: value != 0.0 for name, value in zip(flags, host[split:], strict=True)}
+        host = host[:split]
         count = len(host) - len(losses_1d)
 
         metrics: dict[str, float] = {}
@@ -64,4 +75,4 @@ class IterationMetrics:
         metrics["time/rollout_s"] = rollout_s
         metrics["time/update_s"] = update_s
         metrics.update(zip(losses, host[count:], strict=True))
-        return metrics
+        return metrics, host_flags

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from warpdrive.core.sampling import categorical_from_probs, discrete_choices, gaussian
-from warpdrive.training.typed import ConfigError
+from warpdrive.training.typed import ConfigError, bounded
 
 __all__ = [
     "MODELS",
@@ -75,8 +75,8 @@ class ModelSpec:
     concatenated where it returns ``None``) followed by the agent's own observation. The concatenation
     grows with agents x observation size and is stored per step: with many agents, give the env a compact
     ``global_state``."""
-    log_std_init: float = 0.0
-    """Initial log standard deviation of Gaussian policies."""
+    log_std_init: float = bounded(0.0, ge=-20.0, le=2.0)
+    """Initial log standard deviation of Gaussian policies (within SAC's customary clamp, [-20, 2])."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra arguments for custom models (read from ``spec.kwargs``)."""
 

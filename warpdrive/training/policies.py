@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from warpdrive.core.env import Env
+from warpdrive.core.sampling import check_mask_allows_some, discrete_choices
 from warpdrive.training.algorithms import ALGORITHMS, Act, Algorithm, algorithm_class
 from warpdrive.training.config import SHARED, PolicySpec, TrainConfig
 from warpdrive.training.storage import RolloutStorage, agent_selector, select_agents
@@ -58,10 +59,17 @@ class Policy:
             explore: bool = True) -> Act:
         """Act for this policy's agents from ``obs`` [E, A, D] (``global_state`` [E, G] for a global critic),
         within the env's action mask if it has one, and write the actions into ``env.actions``.
-        ``explore``: the algorithm's warm-up exploration, for training rollouts only."""
-        mask = env.action_mask
+        ``explore``: the algorithm's warm-up exploration, for training rollouts only.
+
+        Raises:
+            ValueError: in the env's validate mode, when the mask allows nothing for one of this policy's
+                agents in some head (outside validate mode that is not checked: no host sync).
+        """
+        mask = None if env.action_mask is None else self.own_rows(env.action_mask)
+        if mask is not None and env.validate:
+            check_mask_allows_some(mask, discrete_choices(self.algorithm.action_space), self.agent_ids)
         act = self.algorithm.act(self.own_rows(obs), global_state if self.global_critic else None,
-                                 deterministic, None if mask is None else self.own_rows(mask), explore)
+                                 deterministic, mask, explore)
         self.put_actions(env.actions, act.env_actions)
         return act
 

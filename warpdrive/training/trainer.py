@@ -23,6 +23,7 @@ from warpdrive.core.env import Env
 from warpdrive.envs import make
 from warpdrive.training.checkpoint import restore_rng_state, rng_state
 from warpdrive.training.config import TrainConfig
+from warpdrive.training.guard import check_finite, finite_flags
 from warpdrive.training.metrics import IterationMetrics, metric_name
 from warpdrive.training.policies import build_policies, global_state_size, load_policy_tensors, policy_tensors
 from warpdrive.training.rollout import RolloutCollector
@@ -107,7 +108,12 @@ class Trainer:
         return self.collector.uses_cuda_graph
 
     def train_iteration(self) -> dict[str, float]:
-        """Rollout, then update; returns this iteration's metrics as host floats (one device sync)."""
+        """Rollout, then update; returns this iteration's metrics as host floats (one device sync).
+
+        Raises:
+            NonFiniteError: with ``guard_nonfinite`` on, when a policy's observations, rewards, losses,
+                gradient norm or weights were not all finite (checked in the same device sync).
+        """
         start = time.perf_counter()
         self.rollout()
         self._sync()
@@ -117,7 +123,12 @@ class Trainer:
         updated = time.perf_counter()
         self.iteration += 1
         self.env_steps += self.batch_env_steps
-        return self.metrics.collect(losses, self.batch_env_steps, rolled - start, updated - rolled)
+        guard = self.config.guard_nonfinite
+        metrics, flags = self.metrics.collect(losses, self.batch_env_steps, rolled - start, updated - rolled,
+                                              finite_flags(self.policies) if guard else None)
+        if guard:
+            check_finite(self.iteration, self.policies, flags, metrics)
+        return metrics
 
     def rollout(self) -> None:
         """Collect ``rollout_length`` steps of every env into the policies' storage."""

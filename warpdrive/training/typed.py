@@ -2,8 +2,9 @@
 
 A config class is a dataclass whose fields carry type hints (``int``, ``float``, ``bool``, ``str``,
 ``Literal[...]``, ``X | None``, ``list[X]``, ``dict[str, X]``, ``Any`` or another config dataclass) and,
-where a number has limits, a :func:`bounded` default. :func:`from_dict` builds one from nested dicts and
-lists (what ``yaml.safe_load`` returns) and raises :class:`ConfigError` at the first problem::
+where a number has limits, a :func:`bounded` default; floats must be finite (no ``.inf`` or ``.nan``).
+:func:`from_dict` builds one from nested dicts and lists (what ``yaml.safe_load`` returns) and raises
+:class:`ConfigError` at the first problem::
 
     policies.taggers.ppo.clip_coef: expected a float > 0, got -1
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -114,8 +116,10 @@ def _convert(value: Any, hint: Any, path: str, bounds: tuple[float | None, ...] 
         return value
     if hint is float:
         number = _as_float(value)
-        if number is None or number != number or not _check_bounds(number, bounds):
-            raise ConfigError(path, f"{_expected('a float', bounds)}, got {value!r}")
+        # NaN and inf are never settings: they would reach the weights (lr=.inf) or pass every bound (NaN)
+        if number is None or not math.isfinite(number) or not _check_bounds(number, bounds):
+            kind = "a float" if number is None or math.isfinite(number) else "a finite float"
+            raise ConfigError(path, f"{_expected(kind, bounds)}, got {value!r}")
         return number
     if hint is str:
         if not isinstance(value, str):

@@ -31,10 +31,10 @@ class A2CConfig:
     """1.0: plain n-step returns (classic A2C); below 1: GAE."""
     norm_adv: bool = False
     """Normalise advantages over the batch."""
-    ent_coef: float = bounded(0.01, ge=0.0)
+    ent_coef: float = bounded(0.01, ge=0.0, le=100.0)
     """Weight of the entropy bonus."""
     ent_coef_schedule: Schedule = field(default_factory=Schedule)
-    vf_coef: float = bounded(0.5, ge=0.0)
+    vf_coef: float = bounded(0.5, ge=0.0, le=100.0)
     """Weight of the value loss."""
     max_grad_norm: float | None = bounded(0.5, gt=0.0)
     """Clip the global gradient norm to this; ``null``: no clipping."""

@@ -48,11 +48,11 @@ __all__ = [
 class OptimizerSpec:
     """Adam and its learning-rate schedule."""
 
-    lr: float = bounded(3e-4, gt=0.0)
-    """Initial learning rate."""
+    lr: float = bounded(3e-4, gt=0.0, le=1.0)
+    """Initial learning rate (Adam's steps are about this size per weight: above 1 is never sensible)."""
     lr_schedule: Schedule = field(default_factory=Schedule)
     """How the rate changes over training (``{kind: linear}`` anneals it to 0, like CleanRL)."""
-    eps: float = bounded(1e-5, gt=0.0)
+    eps: float = bounded(1e-5, gt=0.0, le=1.0)
     """Adam's epsilon."""
 
 

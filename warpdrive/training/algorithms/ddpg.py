@@ -41,7 +41,7 @@ class DDPGConfig:
     """Transitions per gradient step."""
     learning_starts: int = bounded(10_000, ge=0)
     """Transitions stored before learning begins; until then actions are uniformly random."""
-    exploration_noise: float = bounded(0.1, ge=0.0)
+    exploration_noise: float = bounded(0.1, ge=0.0, le=10.0)
     """Std of the Gaussian action noise, as a fraction of half the action range."""
     policy_frequency: int = bounded(2, ge=1)
     """Update the actor and the targets every this many critic steps."""

@@ -39,10 +39,10 @@ class PPOConfig:
     """Clip the value update around the rollout's values, like the policy's."""
     norm_adv: bool = True
     """Normalise advantages per minibatch."""
-    ent_coef: float = bounded(0.01, ge=0.0)
+    ent_coef: float = bounded(0.01, ge=0.0, le=100.0)
     """Weight of the entropy bonus."""
     ent_coef_schedule: Schedule = field(default_factory=Schedule)
-    vf_coef: float = bounded(0.5, ge=0.0)
+    vf_coef: float = bounded(0.5, ge=0.0, le=100.0)
     """Weight of the value loss."""
     max_grad_norm: float | None = bounded(0.5, gt=0.0)
     """Clip the global gradient norm to this; ``null``: no clipping."""
