@@ -77,7 +77,7 @@ REFERENCE_CASES = {
     "rich-full": (RICH, 100),
     "rich-partial-k=N-runners-stay": (dict(RICH, use_full_observation=False, num_other_agents_observed=9,
                                            runner_exits_game_after_tagged=False), 100),
-    "rich-partial-grid": (dict(RICH, use_full_observation=False, num_other_agents_observed=4,
+    "rich-partial-grid": (dict(RICH, use_full_observation=False, num_other_agents_observed=3,
                                grid_cells_per_side=3), 100),
     "shipped-partial": (SHIPPED, 60),
     "shipped-partial-grid": (dict(SHIPPED, grid_cells_per_side=6), 60),
@@ -342,7 +342,7 @@ CONSISTENCY_CASES = {
     "full": dict(use_full_observation=True),
     "partial-one-cell": dict(use_full_observation=False, num_other_agents_observed=3),
     "partial-grid": dict(use_full_observation=False, num_other_agents_observed=3, grid_cells_per_side=3),
-    "partial-adaptive": dict(use_full_observation=False, num_other_agents_observed=4),
+    "partial-adaptive": dict(use_full_observation=False, num_other_agents_observed=3),
 }
 
 
