@@ -9,7 +9,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 import numpy as np
-from numba import njit
+from numba import cuda, njit  # cuda at module level: the simulator swaps it in the kernel's globals
 
 from warpdrive.core.compile import exact_cuda_arithmetic
 from warpdrive.core.device import simulator_enabled
@@ -98,7 +98,6 @@ def test_sincos32_is_accurate_everywhere_it_is_used() -> None:
 def test_sincos32_on_the_cuda_target_equals_the_cpu() -> None:
     """Bit-identical to the CPU compilation: in the simulator (the same operations in NumPy float32) and, on a
     machine with a GPU, compiled without contraction."""
-    from numba import cuda
 
     @cuda.jit
     def kernel(xs, sines, cosines):
