@@ -85,7 +85,6 @@ def test_cpu_and_cuda_kernels_agree(gpu_backend, start):
         assert report.episodes_finished == 8
 
 
-
 def test_random_starts_are_seeded_and_drawn_like_gymnasiums():
     a = Acrobot(num_envs=64, backend="cpu", seed=7)
     first = a.reset().clone()

@@ -95,7 +95,6 @@ def test_cpu_and_cuda_kernels_agree():
     assert report.episodes_finished > 0  # autoresets were compared too
 
 
-
 def test_random_starts_are_seeded_and_in_bounds():
     a = CartPole(num_envs=64, backend="cpu", seed=7)
     b = CartPole(num_envs=64, backend="cpu", seed=7)

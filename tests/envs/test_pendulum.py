@@ -75,7 +75,6 @@ def test_cpu_and_cuda_kernels_agree():
     assert report.episodes_finished == 8
 
 
-
 def test_random_starts_are_seeded_and_in_bounds():
     a = Pendulum(num_envs=64, backend="cpu", seed=7)
     b = Pendulum(num_envs=64, backend="cpu", seed=7)

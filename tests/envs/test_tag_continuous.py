@@ -364,7 +364,6 @@ def test_cpu_and_cuda_compilations_agree(gpu_backend: str, case: str, start: str
     assert float(cpu.store["final_metrics"][:, 0].sum()) > 0  # runners were tagged
 
 
-
 # --------------------------------------------------------------------------------------------------
 # seeding and starts
 

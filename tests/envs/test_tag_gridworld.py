@@ -124,7 +124,6 @@ def test_cpu_and_cuda_compilations_agree(gpu_backend: str, full: bool, start: st
     assert report.episodes_finished > 0
 
 
-
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
