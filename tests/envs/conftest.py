@@ -93,3 +93,24 @@ def step_once_beside_gymnasium() -> Callable[..., None]:
                                        rtol=0, err_msg=at)
 
     return step
+
+
+@pytest.fixture(scope="session")
+def agree_on_both_targets(gpu_backend: str) -> Callable[..., None]:
+    """``check(env_class, start)``: 4 replicas of 20-step episodes stepped 45 times on the CPU and on the CUDA
+    target from the same seed and actions agree; ``start`` is ``{}`` (random starts: every replica ends by
+    truncation twice, 8 episodes) or identical-start kwargs from which episodes terminate (more than 8)."""
+
+    def check(env_class: type[Env], start: dict) -> None:
+        from warpdrive.core.checker import check_consistency
+
+        reference = env_class(num_envs=4, backend="cpu", seed=3, episode_length=20, **start)
+        candidate = env_class(num_envs=4, backend=gpu_backend, seed=3, episode_length=20, **start)
+        report = check_consistency(reference, candidate, steps=45, seed=3)
+        assert report.ok, str(report)
+        if start:
+            assert report.episodes_finished > 8  # more episodes than truncation alone ends
+        else:
+            assert report.episodes_finished == 8
+
+    return check

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from warpdrive.core.checker import check_consistency
 from warpdrive.envs.acrobot import Acrobot
 
 # the state's bounds: angles wrapped into [-pi, pi], angular velocities clipped
@@ -74,15 +73,8 @@ def test_matches_gymnasium_one_step_from_many_states(step_once_beside_gymnasium)
     {},  # random starts and short episodes: autoresets after truncation (2 per replica)
     {"start": "identical", "initial_state": (1.5, 0.0, 3.0, 0.0)},  # swinging up past the height: terminations
 ])
-def test_cpu_and_cuda_kernels_agree(gpu_backend, start):
-    reference = Acrobot(num_envs=4, backend="cpu", seed=3, episode_length=20, **start)
-    candidate = Acrobot(num_envs=4, backend=gpu_backend, seed=3, episode_length=20, **start)
-    report = check_consistency(reference, candidate, steps=45, seed=3)
-    assert report.ok, str(report)
-    if start:
-        assert report.episodes_finished > 8  # more episodes than truncation alone ends
-    else:
-        assert report.episodes_finished == 8
+def test_cpu_and_cuda_kernels_agree(agree_on_both_targets, start):
+    agree_on_both_targets(Acrobot, start)
 
 
 def test_random_starts_are_seeded_and_drawn_like_gymnasiums():

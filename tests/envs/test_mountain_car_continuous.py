@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from warpdrive.core.checker import check_consistency
 from warpdrive.envs.mountain_car_continuous import MountainCarContinuous
 
 LOW = np.array([-1.2, -0.07])
@@ -82,15 +81,8 @@ def test_matches_gymnasium_one_step_from_many_states(step_once_beside_gymnasium,
     {},  # random starts and short episodes: autoresets after truncation (2 per replica)
     {"start": "identical", "initial_state": (0.3, 0.04)},  # rolling up to the flag: terminations
 ])
-def test_cpu_and_cuda_kernels_agree(gpu_backend, start):
-    reference = MountainCarContinuous(num_envs=4, backend="cpu", seed=3, episode_length=20, **start)
-    candidate = MountainCarContinuous(num_envs=4, backend=gpu_backend, seed=3, episode_length=20, **start)
-    report = check_consistency(reference, candidate, steps=45, seed=3)
-    assert report.ok, str(report)
-    if start:
-        assert report.episodes_finished > 8  # more episodes than truncation alone ends
-    else:
-        assert report.episodes_finished == 8
+def test_cpu_and_cuda_kernels_agree(agree_on_both_targets, start):
+    agree_on_both_targets(MountainCarContinuous, start)
 
 
 def test_random_starts_are_seeded_and_in_gymnasiums_range():

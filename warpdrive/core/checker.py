@@ -150,13 +150,3 @@ def compile_cuda_ptx(env: Env, programs: tuple[str, ...] = ("step", "reset"),
     return {name: cuda_ptx(env._runner(name), env._fingerprint(), f"ptx.{type(env).__name__}.{name}", signature,
                            compute_capability, exact=env.exact)
             for name in programs}
-
-
-def assert_finite(env: Env) -> None:
-    """Raise if any float array of ``env`` holds NaN or infinity (a cheap sanity check for tests)."""
-    for name, tensor in env.store.tensors.items():
-        if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
-            bad = tuple(int(i) for i in (~torch.isfinite(tensor)).nonzero()[0])
-            raise AssertionError(f"{name}{list(bad)} is {tensor[bad].item()}")
-
-
