@@ -48,6 +48,28 @@ def test_no_env_kernel_contracts_multiply_adds(run_with_cuda_target) -> None:
     run_with_cuda_target(PTX_SCAN)
 
 
+def test_exact_mode_compiles_without_contraction_and_links_that_ptx(run_with_cuda_target) -> None:
+    """Both hooks of exact mode (see exact_cuda_arithmetic): NVVM is asked for no contraction, and the linker
+    gets PTX, not LTO-IR that nvJitLink would compile again with contraction (what parted CPU and GPU on an
+    H200 although the PTX scanned above had no fma); both are restored afterwards."""
+    run_with_cuda_target(r"""
+from numba.cuda.cudadrv import driver, nvvm
+from warpdrive.core.compile import exact_cuda_arithmetic
+
+seen = {}
+nvvm.compile_ir = lambda ir, **options: seen.update(options)
+with exact_cuda_arithmetic():
+    nvvm.compile_ir("", opt=3)
+    inside = driver._Linker(cc=(9, 0), lto=True)
+assert seen == {"opt": 3, "fma": False}, seen
+assert inside.lto is False
+assert driver._Linker(cc=(9, 0), lto=True).lto is True
+seen.clear()
+nvvm.compile_ir("", opt=3)
+assert seen == {"opt": 3}, seen
+""")
+
+
 def test_the_scan_sees_contraction_and_explicit_fma(run_with_cuda_target) -> None:
     """The same kernel without exact mode does contract (so the scan above can fail), and an explicit fma
     stays one marked instruction in exact mode."""

@@ -218,10 +218,6 @@ def _cpu_launcher(program: Callable[..., Any], fingerprint: str, name: str) -> C
     return njit(parallel=True, cache=True)(launch)
 
 
-# No link-time optimisation: with nvJitLink present, numba-cuda links NVVM's LTO-IR and nvJitLink then
-# generates code with its own defaults, which contract multiply-adds again (seen on an H200: CPU and GPU
-# parted after one step). Without it, the PTX that NVVM made (see exact_cuda_arithmetic) is what runs.
-_CUDA_OPTIONS: dict[str, Any] = {} if simulator_enabled() else {"lto": False}
 
 
 def _cuda_launcher(program: Callable[..., Any], fingerprint: str, name: str) -> Callable[..., Any]:
@@ -236,7 +232,7 @@ def _cuda_launcher(program: Callable[..., Any], fingerprint: str, name: str) -> 
         program(env, lane, lanes, active, p, s)
 
     launch.__qualname__ = _cache_name(name)
-    return cuda.jit(cache=not simulator_enabled(), **_CUDA_OPTIONS)(launch)
+    return cuda.jit(cache=not simulator_enabled())(launch)
 
 
 @contextmanager
@@ -245,25 +241,34 @@ def exact_cuda_arithmetic() -> Iterator[None]:
 
     NVVM contracts ``a * b + c`` into one fused multiply-add by default, which rounds once instead of twice:
     CPU and GPU results then part by an ulp, and in a simulation such differences grow. numba-cuda (0.30)
-    has no public switch for NVVM's ``-fma`` option (``fastmath=False`` does not clear it; upstream:
-    NVIDIA/numba-cuda#118), so this passes ``fma=False`` to its NVVM call for the compilations made here.
-    PTX ``add.rn``/``mul.rn`` are never fused later by ptxas. An explicit :func:`~warpdrive.core.device.fma`
-    still fuses. ``tests/core/test_exact.py`` checks the PTX, so a numba-cuda that changes this call fails
-    there, not silently.
+    has no public switch for it (``fastmath=False`` does not clear it; upstream: NVIDIA/numba-cuda#118).
+    It clears contraction for the compilations made here, on both of the routes by which code reaches the
+    GPU: NVVM gets ``-fma=0`` (PTX ``add.rn``/``mul.rn``, which ptxas never fuses), and the linker is given
+    that PTX rather than NVVM's LTO-IR. numba-cuda links LTO-IR with nvJitLink whenever nvJitLink is
+    present (even for ``lto=False`` kernels, seen with 0.30.4), and nvJitLink then generates the code again
+    with its own default, which contracts (seen on an H200: CPU and GPU parted after one step although the
+    PTX had no fma; its ``-fma`` option cannot be passed through cuda.core, which spells it ``-fma=false``).
+    An explicit :func:`~warpdrive.core.device.fma` still fuses. ``tests/core/test_exact.py`` checks the PTX
+    and that both hooks exist, so a numba-cuda that changes them fails there, not silently;
+    ``benchmarks/gpu_check.py`` checks the results on a GPU.
     """
-    from numba.cuda.cudadrv import nvvm
+    from numba.cuda.cudadrv import driver, nvvm
 
-    original = nvvm.compile_ir
+    compile_ir, linker = nvvm.compile_ir, driver._Linker
 
     def compile_ir_without_contraction(llvmir: Any, **options: Any) -> Any:
         options["fma"] = False
-        return original(llvmir, **options)
+        return compile_ir(llvmir, **options)
 
-    nvvm.compile_ir = compile_ir_without_contraction
+    def linker_of_ptx(*args: Any, **options: Any) -> Any:
+        options["lto"] = False
+        return linker(*args, **options)
+
+    nvvm.compile_ir, driver._Linker = compile_ir_without_contraction, linker_of_ptx
     try:
         yield
     finally:
-        nvvm.compile_ir = original
+        nvvm.compile_ir, driver._Linker = compile_ir, linker
 
 
 def cuda_ptx(runner: Callable[..., Any], fingerprint: str, name: str, argument_types: tuple[Any, ...],
@@ -438,6 +443,6 @@ class ParallelFor:
                         fn(i, args)
 
                 launch.__qualname__ = _cache_name(self.name)
-                launcher = cuda.jit(cache=True, **_CUDA_OPTIONS)(launch)
+                launcher = cuda.jit(cache=True)(launch)
             self._launchers[target] = launcher
         return launcher
