@@ -68,16 +68,26 @@ def launch_candidates(num_agents: int) -> list[tuple[int, int]]:
 
 
 def kernel_resources(env) -> dict:
-    """Registers and local memory per thread of the compiled CUDA step kernel."""
-    launch = env._program("random_step")._launch
-    overloads = list(launch.overloads.values())
-    if not overloads:
-        return {}
-    kernel = overloads[0]
-    return {"regs": kernel.regs_per_thread, "local_bytes": kernel.local_mem_per_thread}
+    """Registers and local memory per thread of each compiled CUDA kernel of the step (one per launch stage)."""
+    kernels = [next(iter(k.overloads.values())) for k in env._program("random_step").kernels if k.overloads]
+    return {"regs": [k.regs_per_thread for k in kernels], "local_bytes": [k.local_mem_per_thread for k in kernels]}
 
 
-def measure(name: str, steps_per_graph: int, replays: int, repeats: int, tune: bool = False) -> dict:
+def parse_settings(settings: list[str]) -> dict:
+    """``["key=value", ...]`` (values parsed as YAML scalars) as env keyword arguments."""
+    import yaml
+
+    parsed = {}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set expects KEY=VALUE, got {setting!r}")
+        parsed[key] = yaml.safe_load(value)
+    return parsed
+
+
+def measure(name: str, steps_per_graph: int, replays: int, repeats: int, tune: bool = False,
+            settings: dict | None = None) -> dict:
     """Env-steps/s of one configuration by three loops, each replayed from a CUDA graph on a GPU:
 
     - ``env_steps_per_s`` (the strict protocol): fresh uniformly random actions every step, drawn inside the
@@ -93,6 +103,7 @@ def measure(name: str, steps_per_graph: int, replays: int, repeats: int, tune: b
     from warpdrive.envs import make
 
     env_name, kwargs, num_envs = env_kwargs(name)
+    kwargs = {**kwargs, **(settings or {})}
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         torch.zeros(1, device=device)  # CUDA context, outside setup
@@ -165,7 +176,7 @@ def measure(name: str, steps_per_graph: int, replays: int, repeats: int, tune: b
     if tune:
         tuned = {}
         default = env.shape
-        registers = max(1, result.get("regs", 1))
+        registers = max([1, *result.get("regs", [])])
         for lanes, per_block in launch_candidates(env.num_agents):
             if lanes * per_block * registers > 65536:  # the register file of one multiprocessor
                 continue
@@ -195,11 +206,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=os.environ.get("OUT"), help="folder for env_throughput.jsonl")
     parser.add_argument("--tune", action="store_true", help="also time launch shapes around the default")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an env parameter for every configuration, e.g. a speed knob (repeatable)")
     args = parser.parse_args()
+    settings = parse_settings(args.set)
 
     if args.one:
         try:
-            result = measure(args.one, args.steps_per_graph, args.replays, args.repeats, args.tune)
+            result = measure(args.one, args.steps_per_graph, args.replays, args.repeats, args.tune, settings)
+            if settings:
+                result["settings"] = settings
         except Exception as error:  # report and keep the other configurations going
             traceback.print_exc()
             result = {"name": args.one, "error": repr(error)[:400]}
@@ -212,10 +228,11 @@ def main() -> None:
         parser.error(f"unknown configuration(s) {unknown}; known: {list(CONFIGS)}")
     common = [f"--steps-per-graph={args.steps_per_graph}", f"--replays={args.replays}", f"--repeats={args.repeats}"]
     common += ["--tune"] if args.tune else []
+    common += [f"--set={setting}" for setting in args.set]
     # Warm-up: compile (or load) every kernel once, so that the measured processes see a warm cache.
     for name in names:
-        subprocess.run([sys.executable, __file__, "--one", name, "--steps-per-graph=2", "--replays=1", "--repeats=1"],
-                       check=False, capture_output=True)
+        subprocess.run([sys.executable, __file__, "--one", name, "--steps-per-graph=2", "--replays=1", "--repeats=1",
+                        *(f"--set={setting}" for setting in args.set)], check=False, capture_output=True)
     results = []
     for name in names:
         proc = subprocess.run([sys.executable, __file__, "--one", name, *common], capture_output=True, text=True)
@@ -239,7 +256,7 @@ def main() -> None:
         best = max(timed.items(), key=lambda item: item[1]) if timed else ("", 0)
         print(f"{r['name']:16s} {r['env_steps_per_s']:>14,d} {r.get('env_steps_per_s_separate_sampling', 0):>14,d} "
               f"{r.get('env_steps_per_s_loose', 0):>14,d} {r['env_steps_per_s_eager']:>12,d} {r['setup_s']:>8.2f} "
-              f"{r.get('regs', 0):>5d} {best[0]:>10s} {best[1]:>11,d}")
+              f"{'/'.join(map(str, r.get('regs', []))):>5s} {best[0]:>10s} {best[1]:>11,d}")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ def contracted(ptx):
 
 cases = [(name, {}) for name in REGISTRY]
 cases += [("tag_continuous", {"use_full_observation": False, "num_taggers": 2, "num_runners": 5}),
+          ("tag_continuous", {"use_full_observation": False, "separate_search_launch": True}),
           ("tag_gridworld", {"use_full_observation": False})]
 for name, kwargs in cases:
     env = make(name, num_envs=2, device="cpu", **kwargs)

@@ -343,6 +343,9 @@ CONSISTENCY_CASES = {
     "partial-one-cell": dict(use_full_observation=False, num_other_agents_observed=3),
     "partial-grid": dict(use_full_observation=False, num_other_agents_observed=3, grid_cells_per_side=3),
     "partial-adaptive": dict(use_full_observation=False, num_other_agents_observed=3),
+    # the search as a kernel of its own (the CPU program is the one above: launch boundaries are CUDA-only)
+    "partial-separate-search": dict(use_full_observation=False, num_other_agents_observed=3, grid_cells_per_side=3,
+                                    separate_search_launch=True),
 }
 
 
@@ -360,6 +363,7 @@ def test_cpu_and_cuda_compilations_agree(gpu_backend: str, case: str, start: str
     report = check_consistency(cpu, gpu, seed=2)
     assert report.ok, str(report)
     assert report.episodes_finished > 0
+    assert len(gpu._program("step").kernels) == (4 if case == "partial-separate-search" else 1)
     assert torch.equal(cpu.store["final_metrics"], gpu.store["final_metrics"])
     assert float(cpu.store["final_metrics"][:, 0].sum()) > 0  # runners were tagged
 
@@ -506,6 +510,7 @@ def test_bad_config_seed_is_named() -> None:
         ({"tagger_ids": 3}, r"tagger_ids must be a sequence of 1 values, got 3"),
         ({"tagger_ids": (0.5,)}, r"tagger_ids must be an integer, got 0.5"),
         ({"starting_directions": ("a",) * 11}, r"starting_directions must be numbers"),
+        ({"separate_search_launch": 1}, r"separate_search_launch must be a bool or None, got 1"),
         ({"num_runers": 3}, r"unknown parameter\(s\) \['num_runers'\]"),
     ],
 )

@@ -147,6 +147,8 @@ def compile_cuda_ptx(env: Env, programs: tuple[str, ...] = ("step", "reset"),
     from warpdrive.core.compile import cuda_ptx
 
     signature = (typeof(env.params), typeof(env._s), typeof(1), typeof(1))
-    return {name: cuda_ptx(env._runner(name), env._fingerprint(), f"ptx.{type(env).__name__}.{name}", signature,
-                           compute_capability, exact=env.exact)
+    # a program of several launches (see LaunchBoundary) gives the PTX of each, one after the other
+    return {name: "\n".join(cuda_ptx(stage, env._fingerprint(), f"ptx.{type(env).__name__}.{name}.{i}", signature,
+                                     compute_capability, exact=env.exact)
+                            for i, stage in enumerate(env._runner(name)))
             for name in programs}

@@ -178,6 +178,34 @@ def only_where_done(runner: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
+@dataclass(frozen=True)
+class LaunchBoundary:
+    """Between two phases of an env's program: on CUDA the phases before and after it run as separate
+    kernels, one after the other on the same stream; the CPU runs them as before.
+
+    Each kernel is then allocated the registers it needs, so that a heavy phase (a k-nearest search with a
+    register list) no longer sets the register count, and with it the occupancy, of the light phases around
+    it. It costs one kernel launch (about a microsecond inside a CUDA graph), so envs put one only where
+    agents are many. Results never depend on it: phases communicate only through the env's arrays.
+    """
+
+
+#: the launch boundary envs put in their phase lists
+NEW_LAUNCH = LaunchBoundary()
+
+
+def split_at_launches(parts: Sequence[Phase | LaunchBoundary | Callable[..., Any]]
+                      ) -> list[list[Phase | Callable[..., Any]]]:
+    """The parts between launch boundaries, in order (empty runs dropped)."""
+    stages: list[list[Phase | Callable[..., Any]]] = [[]]
+    for part in parts:
+        if isinstance(part, LaunchBoundary):
+            stages.append([])
+        else:
+            stages[-1].append(part)
+    return [stage for stage in stages if stage]
+
+
 # --------------------------------------------------------------------------------------------------
 # compilation
 
@@ -336,13 +364,14 @@ def _prefer_workqueue_threads() -> None:
 
 
 class Program:
-    """A runner compiled for one target, callable as ``program(p, s, num_envs, shape)``.
+    """Runners (the stages of a program, see :class:`LaunchBoundary`) compiled for one target, callable as
+    ``program(p, s, num_envs, shape)``: one kernel per stage on CUDA, one loop over envs on the CPU.
 
     ``exact`` (CUDA): compile without contracting multiply-adds, so that the GPU rounds as the CPU does
     (see :func:`exact_cuda_arithmetic`).
     """
 
-    def __init__(self, runner: Callable[..., Any], target: Target, fingerprint: str, name: str,
+    def __init__(self, stages: Sequence[Callable[..., Any]], target: Target, fingerprint: str, name: str,
                  exact: bool = True) -> None:
         set_numba_cache_dir()
         self.name = name
@@ -350,22 +379,32 @@ class Program:
         self.exact = exact
         if target == "cpu":
             _prefer_workqueue_threads()
-            self._launch = _cpu_launcher(runner, fingerprint, name)
+            self._launches = [_cpu_launcher(sequence(*stages), fingerprint, name)]
         elif target == "cuda":
-            self._launch = _cuda_launcher(runner, fingerprint, name)
+            self._launches = [_cuda_launcher(stage, fingerprint, name if len(stages) == 1 else f"{name}.{i}")
+                              for i, stage in enumerate(stages)]
         else:
             raise ValueError(f"target must be 'cpu' or 'cuda', got {target!r}")
 
+    @property
+    def kernels(self) -> list[Callable[..., Any]]:
+        """The compiled launchers, one per stage on CUDA (Numba dispatchers: for inspection and tuning)."""
+        return list(self._launches)
+
     def __call__(self, p: Any, s: Any, num_envs: int, shape: LaunchShape) -> None:
         if self.target == "cpu":
-            self._launch(p, s, num_envs, 1)
+            self._launches[0](p, s, num_envs, 1)
             return
+        grid, block = shape.grid(num_envs), shape.block
         if simulator_enabled():
-            self._launch[shape.grid(num_envs), shape.block](p, s, num_envs, shape.lanes)
+            for launch in self._launches:
+                launch[grid, block](p, s, num_envs, shape.lanes)
             return
         # (the first call compiles; the context costs about a microsecond on later calls)
+        stream = torch_current_stream()
         with exact_cuda_arithmetic() if self.exact else nullcontext():
-            self._launch[shape.grid(num_envs), shape.block, torch_current_stream()](p, s, num_envs, shape.lanes)
+            for launch in self._launches:
+                launch[grid, block, stream](p, s, num_envs, shape.lanes)
 
 
 _external_streams: dict[int, Any] = {}

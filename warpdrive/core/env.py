@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from warpdrive.core.compile import (
+    LaunchBoundary,
     LaunchShape,
     Phase,
     Program,
@@ -44,6 +45,7 @@ from warpdrive.core.compile import (
     per_env,
     sequence,
     source_fingerprint,
+    split_at_launches,
 )
 from warpdrive.core.device import cuda_available, kernel_function, simulator_enabled
 from warpdrive.core.random import randint, uniform
@@ -207,8 +209,8 @@ class Env:
 
     name: ClassVar[str] = "env"
     Config: ClassVar[type]
-    step_phases: ClassVar[tuple[Phase, ...]] = ()
-    reset_phases: ClassVar[tuple[Phase, ...]] = ()
+    step_phases: ClassVar[tuple[Phase | LaunchBoundary, ...]] = ()
+    reset_phases: ClassVar[tuple[Phase | LaunchBoundary, ...]] = ()
     autoreset_mode: ClassVar[gym.vector.AutoresetMode] = gym.vector.AutoresetMode.SAME_STEP
     #: True: the CPU and the GPU compute bit-identical results (the env uses only ``+ - * /``, ``sqrt`` and the
     #: functions of :mod:`warpdrive.core.exactmath`). False for envs that call the targets' own transcendental
@@ -293,8 +295,11 @@ class Env:
         """Values of ``global`` arrays (constants and the identical start), written once at setup."""
         return {}
 
-    def program_phases(self) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
+    def program_phases(self) -> tuple[tuple[Phase | LaunchBoundary, ...], tuple[Phase | LaunchBoundary, ...]]:
         """``(step phases, reset phases)``: by default the class's ``step_phases`` and ``reset_phases``.
+
+        :data:`~warpdrive.core.compile.NEW_LAUNCH` between two phases runs them as separate CUDA kernels
+        (see :class:`~warpdrive.core.compile.LaunchBoundary`).
 
         Envs whose phases depend on compile-time constants of their config (such as the size of a
         per-thread list, see :func:`~warpdrive.core.spatial.k_nearest_phase`) override this and
@@ -646,41 +651,61 @@ class Env:
     def _program(self, name: str) -> Program:
         cls = type(self)
         target = "cuda" if self.backend in ("cuda", "cudasim") else "cpu"
-        variant = self.program_variant()
+        # launch boundaries change only the CUDA code: the CPU program is the same with or without them
+        variant = self.program_variant() + (self._launch_layout() if target == "cuda" else "")
         exact = self.exact or target == "cpu"  # the CPU never contracts
         key = (cls, name, target, variant, exact)
         program = Env._programs.get(key)
         if program is None:
             qualified = ".".join(part for part in (cls.__module__, cls.__name__, variant, name,
                                                    "" if exact else "fused") if part)
-            program = Program(self._runner(name), target, self._fingerprint(), qualified, exact=exact)
+            program = Program(self._runner(name, launches=target == "cuda"), target, self._fingerprint(), qualified,
+                              exact=exact)
             Env._programs[key] = program
         return program
+
+    def _launch_layout(self) -> str:
+        """Where the launch boundaries are among the step and reset phases (``""``: none), for program names."""
+        step_phases, reset_phases = self.program_phases()
+        cuts = [i for i, phase in enumerate((*step_phases, None, *reset_phases)) if isinstance(phase, LaunchBoundary)]
+        return "_launches_" + "_".join(map(str, cuts)) if cuts else ""
 
     def _fingerprint(self) -> str:
         step_phases, reset_phases = self.program_phases()
         # Env: the phases every env gets (_begin_step, ...) are defined in this file
-        functions = [fn for ph in (*step_phases, *reset_phases) for fn in ph.fns] + [type(self), Env]
+        functions = [fn for ph in (*step_phases, *reset_phases) for fn in getattr(ph, "fns", ())] + [type(self), Env]
         return source_fingerprint(functions)
 
-    def _runner(self, name: str) -> Any:
+    def _runner(self, name: str, launches: bool = True) -> list[Any]:
+        """The stages of program ``name``: runners separated by the env's launch boundaries
+        (:class:`~warpdrive.core.compile.LaunchBoundary`), each one kernel on CUDA; with ``launches=False``
+        one runner with the boundaries left out."""
         step_phases, reset_phases = self.program_phases()
+        if not launches:
+            step_phases = tuple(ph for ph in step_phases if not isinstance(ph, LaunchBoundary))
+            reset_phases = tuple(ph for ph in reset_phases if not isinstance(ph, LaunchBoundary))
         step = (per_env(_begin_step), *step_phases, per_agent(_add_reward), per_env(_end_step))
-        reset = (per_env(_begin_episode), *reset_phases)
-        keep = (per_agent(_finish_agent), per_env(_finish_env))
-        if name == "step":
-            return sequence(*step, only_where_done(sequence(*keep, *reset)))
         if name == "random_step":
             if self.action_dtype() == torch.float32:
                 draw = _draw_box_actions
             else:
                 draw = _draw_discrete_actions if self.action_mask is None else _draw_masked_actions
-            return sequence(per_agent(draw), *step, only_where_done(sequence(*keep, *reset)))
-        if name == "step_no_reset":
-            return sequence(*step)
+            step = (per_agent(draw), *step)
+        elif name not in ("step", "step_no_reset", "reset"):
+            raise KeyError(name)
+        reset = split_at_launches((per_env(_begin_episode), *reset_phases))
         if name == "reset":
-            return _only_where_reset_asked(sequence(per_agent(_clear_return), *reset))
-        raise KeyError(name)
+            first = sequence(per_agent(_clear_return), *reset[0])
+            return [_only_where_reset_asked(first), *(_only_where_reset_asked(sequence(*r)) for r in reset[1:])]
+        stages = split_at_launches(step)
+        if name == "step_no_reset":
+            return [sequence(*stage) for stage in stages]
+        # the episodes that ended are finished and restarted in the same launches: the reset's first stage
+        # right after the step's last one, and its later stages as launches of their own
+        keep = (per_agent(_finish_agent), per_env(_finish_env))
+        last = sequence(*stages[-1], only_where_done(sequence(*keep, *reset[0])))
+        return [*(sequence(*stage) for stage in stages[:-1]), last,
+                *(only_where_done(sequence(*r)) for r in reset[1:])]
 
     def _checked_actions(self, actions: torch.Tensor) -> torch.Tensor:
         shape = tuple(self.actions.shape)

@@ -43,7 +43,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from warpdrive.core.compile import Phase, per_agent, per_env, per_index
+from warpdrive.core.compile import NEW_LAUNCH, LaunchBoundary, Phase, per_agent, per_env, per_index
 from warpdrive.core.device import atomic_add, kernel_function
 from warpdrive.core.env import Env
 from warpdrive.core.exactmath import mod32, sincos32
@@ -68,6 +68,9 @@ GRID_MIN_AGENTS = 192
 AGENTS_PER_CELL = 3.0
 #: Largest automatic grid: cells per side.
 MAX_CELLS_PER_SIDE = 64
+#: With ``separate_search_launch=None``, the neighbour search runs as a CUDA kernel of its own from this many
+#: agents on (below it, two more launches per step cost more than the occupancy they win).
+SEPARATE_SEARCH_MIN_AGENTS = 256
 #: Random draws per agent at a random start: x, y, direction.
 DRAWS_PER_AGENT = 3
 
@@ -144,6 +147,11 @@ class TagContinuousConfig:
     """Speed only, not semantics: the neighbour grid of partial observation. None: one cell (a scan of all
     agents in the game) below GRID_MIN_AGENTS agents, else about AGENTS_PER_CELL agents per cell, resized
     every step to the agents still in the game; G >= 1: always G x G cells."""
+    separate_search_launch: bool | None = None
+    """Speed only, not semantics: with partial observation, run the k-nearest search and the observation
+    write as a CUDA kernel of their own. The search needs many registers; on its own it no longer limits the
+    occupancy of the other phases, at the cost of two more launches per step. None: from
+    SEPARATE_SEARCH_MIN_AGENTS agents on."""
 
     def __post_init__(self) -> None:
         # lists and arrays (from YAML or NumPy) become tuples, so that configs compare and hash by value
@@ -205,6 +213,8 @@ class TagContinuousConfig:
         if not self.use_full_observation:
             # k = N is allowed (as in the reference): the last slot is then always zero padding
             _require(k >= 1, "num_other_agents_observed must be >= 1 with partial observation", k)
+        if self.separate_search_launch is not None and not isinstance(self.separate_search_launch, (bool, np.bool_)):
+            raise TypeError(f"separate_search_launch must be a bool or None, got {self.separate_search_launch!r}")
         if self.grid_cells_per_side is not None:
             _check_int("grid_cells_per_side", self.grid_cells_per_side)
             _require(1 <= self.grid_cells_per_side <= 1024, "grid_cells_per_side must be None or in [1, 1024]",
@@ -549,12 +559,21 @@ _FULL_OBSERVATION_PHASES = (
 
 
 @cache
-def _partial_observation_phases(k: int) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
-    observe = (*NeighbourGrid.build_phases(), k_nearest_phase(k, _observe_neighbour))
+def _partial_observation_phases(k: int, separate_search: bool) -> tuple[tuple[Phase | LaunchBoundary, ...],
+                                                                        tuple[Phase | LaunchBoundary, ...]]:
+    search = k_nearest_phase(k, _observe_neighbour)
+    observe = (*NeighbourGrid.build_phases(), *((NEW_LAUNCH, search, NEW_LAUNCH) if separate_search else (search,)))
     return (
         (per_env(_begin_grid_step), per_agent(_move, _count), *observe, per_agent(_tag_in_grid)),
         (per_env(_begin_grid_episode), per_agent(_place, _count), *observe),
     )
+
+
+def separate_search_launch(config: TagContinuousConfig) -> bool:
+    """Whether the k-nearest search runs as a kernel of its own (see the config field)."""
+    if config.separate_search_launch is None:
+        return config.num_agents >= SEPARATE_SEARCH_MIN_AGENTS
+    return bool(config.separate_search_launch)
 
 
 class TagContinuous(Env):
@@ -589,7 +608,7 @@ class TagContinuous(Env):
         c = self.config
         if c.use_full_observation:
             return _FULL_OBSERVATION_PHASES
-        return _partial_observation_phases(c.num_other_agents_observed)
+        return _partial_observation_phases(c.num_other_agents_observed, separate_search_launch(c))
 
     def program_variant(self) -> str:
         c = self.config
