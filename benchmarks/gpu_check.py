@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from env_throughput import TAG_CONTINUOUS_TRAINING, TAG_GRIDWORLD_TRAINING
 
@@ -66,10 +66,11 @@ def main() -> int:
     args = parser.parse_args()
     cases = [(name, kwargs, start) for name in args.names or list(CASES) for kwargs in CASES[name]
              for start in ("random", "identical")]
+    results = []
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results = list(pool.map(check, cases))
-    for _, line in results:
-        print(line, flush=True)
+        for done in as_completed([pool.submit(check, case) for case in cases]):  # each line as soon as it is known
+            results.append(done.result())
+            print(results[-1][1], flush=True)
     failures = sum(not ok for ok, _ in results)
     print(f"{len(results) - failures} consistent, {failures} not")
     return 1 if failures else 0

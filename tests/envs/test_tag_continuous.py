@@ -510,7 +510,7 @@ def test_bad_config_seed_is_named() -> None:
         ({"tagger_ids": 3}, r"tagger_ids must be a sequence of 1 values, got 3"),
         ({"tagger_ids": (0.5,)}, r"tagger_ids must be an integer, got 0.5"),
         ({"starting_directions": ("a",) * 11}, r"starting_directions must be numbers"),
-        ({"separate_search_launch": 1}, r"separate_search_launch must be a bool or None, got 1"),
+        ({"separate_search_launch": 1}, r"separate_search_launch must be a bool, got 1"),
         ({"num_runers": 3}, r"unknown parameter\(s\) \['num_runers'\]"),
     ],
 )

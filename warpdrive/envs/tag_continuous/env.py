@@ -68,9 +68,6 @@ GRID_MIN_AGENTS = 192
 AGENTS_PER_CELL = 3.0
 #: Largest automatic grid: cells per side.
 MAX_CELLS_PER_SIDE = 64
-#: With ``separate_search_launch=None``, the neighbour search runs as a CUDA kernel of its own from this many
-#: agents on (below it, two more launches per step cost more than the occupancy they win).
-SEPARATE_SEARCH_MIN_AGENTS = 256
 #: Random draws per agent at a random start: x, y, direction.
 DRAWS_PER_AGENT = 3
 
@@ -147,11 +144,11 @@ class TagContinuousConfig:
     """Speed only, not semantics: the neighbour grid of partial observation. None: one cell (a scan of all
     agents in the game) below GRID_MIN_AGENTS agents, else about AGENTS_PER_CELL agents per cell, resized
     every step to the agents still in the game; G >= 1: always G x G cells."""
-    separate_search_launch: bool | None = None
+    separate_search_launch: bool = False
     """Speed only, not semantics: with partial observation, run the k-nearest search and the observation
-    write as a CUDA kernel of their own. The search needs many registers; on its own it no longer limits the
-    occupancy of the other phases, at the cost of two more launches per step. None: from
-    SEPARATE_SEARCH_MIN_AGENTS agents on."""
+    write as CUDA kernels of their own (the search's registers then no longer limit the occupancy of the
+    other phases, at the cost of two more launches per step). Measured on an H200 (benchmarks/RESULTS.md):
+    no faster at 100 or 1000 agents, so off by default."""
 
     def __post_init__(self) -> None:
         # lists and arrays (from YAML or NumPy) become tuples, so that configs compare and hash by value
@@ -169,7 +166,7 @@ class TagContinuousConfig:
         for name in ("num_taggers", "num_runners", "episode_length", "num_acceleration_levels",
                      "num_turn_levels", "num_other_agents_observed", "seed"):
             _check_int(name, getattr(self, name))
-        for name in ("use_full_observation", "runner_exits_game_after_tagged"):
+        for name in ("use_full_observation", "runner_exits_game_after_tagged", "separate_search_launch"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         for name in ("grid_length", "max_speed", "skill_level_runner", "skill_level_tagger", "max_acceleration",
@@ -213,8 +210,6 @@ class TagContinuousConfig:
         if not self.use_full_observation:
             # k = N is allowed (as in the reference): the last slot is then always zero padding
             _require(k >= 1, "num_other_agents_observed must be >= 1 with partial observation", k)
-        if self.separate_search_launch is not None and not isinstance(self.separate_search_launch, (bool, np.bool_)):
-            raise TypeError(f"separate_search_launch must be a bool or None, got {self.separate_search_launch!r}")
         if self.grid_cells_per_side is not None:
             _check_int("grid_cells_per_side", self.grid_cells_per_side)
             _require(1 <= self.grid_cells_per_side <= 1024, "grid_cells_per_side must be None or in [1, 1024]",
@@ -569,13 +564,6 @@ def _partial_observation_phases(k: int, separate_search: bool) -> tuple[tuple[Ph
     )
 
 
-def separate_search_launch(config: TagContinuousConfig) -> bool:
-    """Whether the k-nearest search runs as a kernel of its own (see the config field)."""
-    if config.separate_search_launch is None:
-        return config.num_agents >= SEPARATE_SEARCH_MIN_AGENTS
-    return bool(config.separate_search_launch)
-
-
 class TagContinuous(Env):
     """Tag in continuous space: taggers chase runners; see the module docstring and the spec.
 
@@ -608,7 +596,7 @@ class TagContinuous(Env):
         c = self.config
         if c.use_full_observation:
             return _FULL_OBSERVATION_PHASES
-        return _partial_observation_phases(c.num_other_agents_observed, separate_search_launch(c))
+        return _partial_observation_phases(c.num_other_agents_observed, c.separate_search_launch)
 
     def program_variant(self) -> str:
         c = self.config
