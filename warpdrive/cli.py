@@ -120,6 +120,8 @@ def _train(args: argparse.Namespace) -> int:
         print(f"warpdrive train: error: {err}", file=sys.stderr)
         return 1
     seconds = time.perf_counter() - start
+    if result.rank != 0:  # one of several processes (torchrun): rank 0 reports
+        return 0
     print(f"Trained {result.env_steps:,} env-steps in {seconds:.1f} s ({config.env.name}).")
     returns = {k.split("/")[-1]: v for k, v in result.last_metrics.items() if k.startswith("charts/episodic_return/")}
     if returns:
