@@ -137,7 +137,9 @@ def _train(args: argparse.Namespace) -> int:
         print(f"  checkpoint:     {result.checkpoint.state_path}")
         print(f"  evaluate:       warpdrive eval {result.run_dir}")
         print(f"  render:         warpdrive render {result.run_dir} --out {result.run_dir / 'episode.gif'}")
-        print(f"  resume:         warpdrive train --resume {result.run_dir} total_env_steps=<more>")
+        command = "warpdrive" if int(os.environ.get("WORLD_SIZE", "1")) == 1 else \
+            "torchrun <the same flags> -m warpdrive"  # the checkpoint resumes with as many ranks
+        print(f"  resume:         {command} train --resume {result.run_dir} total_env_steps=<more>")
     return 0
 
 
