@@ -100,3 +100,17 @@ def test_a_failing_rank_stops_the_job_with_its_error(tmp_path: Path) -> None:
     output = proc.stdout + proc.stderr
     assert "RuntimeError: rank 1 failed on purpose" in output, output[-4000:]
     assert "rank      : 1 (local_rank: 1)" in output, output[-4000:]  # torchrun's summary names the rank
+
+
+def test_ranks_are_refused_before_any_work_without_a_gpu_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    import warpdrive.training.distributed as distributed
+
+    for name, value in {"WORLD_SIZE": "4", "RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "4"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match="'cuda:1' would put every rank on one GPU"):
+        distributed.setup("cuda:1")
+    monkeypatch.setattr(distributed, "cuda_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ConfigError, match=r"started 4 ranks on this node, but it has 2 GPU\(s\).*"
+                                          r"--nproc-per-node=2"):
+        distributed.setup("auto")
