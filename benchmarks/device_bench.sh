@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on the lent GPU: the reference WarpDrive and warpdrive, side by side, on the same machine.
 #   carry: .whl (gymnasium wheels), .refbench (reference wheels + a copy of shared/bench)
-#   usage: bash benchmarks/device_bench.sh [reference|env|train|check ...]   (default: all four)
+#   usage: bash benchmarks/device_bench.sh [reference|env|train|check|multi ...]   (default: the first four)
+#   multi: 1 vs 2 GPUs (benchmarks/multi_gpu.py; MULTI_ARGS), on a machine with 2 GPUs
 # Results: JSON lines in $OUT/*.jsonl and the console.
 set -u
 export PYTHONUNBUFFERED=1 NUMBA_CACHE_DIR=/tmp/warpdrive-numba-cache
@@ -20,6 +21,7 @@ for part in "${parts[@]}"; do
     check) python3 benchmarks/gpu_check.py ;;
     env) python3 benchmarks/env_throughput.py ${ENV_ARGS:-} ;;
     train) python3 benchmarks/train_throughput.py ${TRAIN_ARGS:-} ;;
+    multi) python3 benchmarks/multi_gpu.py ${MULTI_ARGS:-} ;;
     reference)  # REF_NAMES: some of the reference script's configuration names (each runs in its own process)
       if [ -z "${REF_NAMES:-}" ]; then
         (cd .refbench && PYTHONPATH=/tmp/refsite:/tmp/site python3 bench/reference_warpdrive.py)

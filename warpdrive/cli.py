@@ -120,6 +120,8 @@ def _train(args: argparse.Namespace) -> int:
         print(f"warpdrive train: error: {err}", file=sys.stderr)
         return 1
     seconds = time.perf_counter() - start
+    if result.rank != 0:  # one of several processes (torchrun): rank 0 reports
+        return 0
     print(f"Trained {result.env_steps:,} env-steps in {seconds:.1f} s ({config.env.name}).")
     returns = {k.split("/")[-1]: v for k, v in result.last_metrics.items() if k.startswith("charts/episodic_return/")}
     if returns:
@@ -135,7 +137,9 @@ def _train(args: argparse.Namespace) -> int:
         print(f"  checkpoint:     {result.checkpoint.state_path}")
         print(f"  evaluate:       warpdrive eval {result.run_dir}")
         print(f"  render:         warpdrive render {result.run_dir} --out {result.run_dir / 'episode.gif'}")
-        print(f"  resume:         warpdrive train --resume {result.run_dir} total_env_steps=<more>")
+        command = "warpdrive" if int(os.environ.get("WORLD_SIZE", "1")) == 1 else \
+            "torchrun <the same flags> -m warpdrive"  # the checkpoint resumes with as many ranks
+        print(f"  resume:         {command} train --resume {result.run_dir} total_env_steps=<more>")
     return 0
 
 

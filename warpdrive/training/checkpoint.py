@@ -116,17 +116,24 @@ class Checkpoint:
 
     def load_state(self) -> dict[str, Any]:
         state = torch.load(self.state_path, map_location="cpu", weights_only=True)
-        state["trainer"]["rng"] = _native_rng(state["trainer"]["rng"])
+        for own in _own_states(state["trainer"]):
+            own["rng"] = _native_rng(own["rng"])
         return state
 
     def __repr__(self) -> str:
         return f"Checkpoint({str(self.directory / self.name)!r})"
 
 
+def _own_states(trainer_state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-process parts of a trainer's state: itself, or each rank's of a multi-process run."""
+    return trainer_state.get("ranks", [trainer_state])
+
+
 def save_checkpoint(trainer: Any, directory: Path, config: dict[str, Any], *, keep: int = 2,
                     replay_buffer: bool = True) -> Checkpoint:
     """Save ``trainer``'s networks and state as ``iter_<iteration>`` in ``directory``; keep the newest
-    ``keep`` checkpoints.
+    ``keep`` checkpoints. In a multi-process run, call it on rank 0 while the other ranks call
+    ``trainer.state_dict()`` (which gathers every rank's own state at rank 0).
 
     Args:
         trainer: a :class:`~warpdrive.training.trainer.Trainer`.
@@ -138,10 +145,11 @@ def save_checkpoint(trainer: Any, directory: Path, config: dict[str, Any], *, ke
     checkpoint = Checkpoint(directory, f"iter_{trainer.iteration:06d}")
     tensors = {k: v.contiguous().cpu() for k, v in trainer.model_tensors().items()}
     trainer_state = trainer.state_dict()
-    trainer_state["rng"] = _plain_rng(trainer_state["rng"])
-    if not replay_buffer:
-        for policy_state in trainer_state["policies"].values():
-            policy_state.pop("replay", None)
+    for own in _own_states(trainer_state):
+        own["rng"] = _plain_rng(own["rng"])
+        if not replay_buffer:
+            for policy_state in own["policies"].values():
+                policy_state.pop("replay", None)
     state = {"config": config, "trainer": trainer_state}
 
     atomic_write(checkpoint.models_path, lambda f: f.write(safetensors.torch.save(tensors)))

@@ -6,13 +6,22 @@ statistics), ``losses/<policy>/<name>`` (``policy_loss``, ``value_loss``, ``entr
 ``clipfrac``, ``explained_variance``, ...), ``time/rollout_s``, ``time/update_s``. Episode statistics cover
 episodes that finished during the iteration (summed by the env's step kernel itself,
 :meth:`~warpdrive.core.env.Env.episode_totals`); they are absent when none did.
+
+In a multi-process run (:mod:`~warpdrive.training.distributed`) the episode statistics are summed over the
+ranks before they are divided (the means are over every rank's episodes), the losses are averaged over the
+ranks, ``charts/SPS`` counts every rank's env-steps, and the times are rank 0's.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from warpdrive.core.env import Env
+
+if TYPE_CHECKING:
+    from warpdrive.training.distributed import Ranks
 
 __all__ = ["IterationMetrics", "metric_name"]
 
@@ -23,10 +32,12 @@ def metric_name(key: str) -> str:
 
 
 class IterationMetrics:
-    """Reduces what an iteration produced (the env's episode sums, the updates' losses) to host floats."""
+    """Reduces what an iteration produced (the env's episode sums, the updates' losses) to host floats;
+    with ``ranks``, over every rank."""
 
-    def __init__(self, env: Env) -> None:
+    def __init__(self, env: Env, ranks: Ranks | None = None) -> None:
         self.env = env
+        self.ranks = ranks
         self.groups = env.groups()
         self.metric_names = env.metric_names()
         # a group's episodic return is the mean over its agents of their returns
@@ -41,7 +52,7 @@ class IterationMetrics:
 
         Args:
             losses: ``losses/...`` metrics of the updates (device tensors or floats).
-            env_steps: env-steps the iteration consumed.
+            env_steps: env-steps the iteration consumed (by every rank).
             rollout_s, update_s: wall-clock seconds of the rollout and of the update.
             flags: 0-dim bool device tensors (the non-finite guard's, see
                 :func:`~warpdrive.training.guard.finite_flags`), brought to the host in the same transfer.
@@ -55,12 +66,16 @@ class IterationMetrics:
         group_returns = totals["return"] @ self.group_weights
         stats = [totals["episodes"].view(1), totals["length"].view(1), group_returns, totals["metrics"]]
         losses_1d = [torch.as_tensor(v, dtype=torch.float32, device=device).reshape(1) for v in losses.values()]
-        flags_1d = [flag.to(torch.float32).reshape(1) for flag in flags.values()]
-        host = torch.cat([*stats, *losses_1d, *flags_1d]).tolist()
+        # 1.0 where a tensor was not finite: summed over ranks, nonzero when any rank's was not
+        flags_1d = [(~flag).to(torch.float32).reshape(1) for flag in flags.values()]
+        values = torch.cat([*stats, *losses_1d, *flags_1d])
+        count = values.numel() - len(losses_1d) - len(flags_1d)
+        if self.ranks is not None:
+            values = self.ranks.reduce_metrics(values, means=slice(count, count + len(losses_1d)))
+        host = values.tolist()
         split = len(host) - len(flags_1d)
-        host_flags = {name: value != 0.0 for name, value in zip(flags, host[split:], strict=True)}
+        host_flags = {name: value == 0.0 for name, value in zip(flags, host[split:], strict=True)}
         host = host[:split]
-        count = len(host) - len(losses_1d)
 
         metrics: dict[str, float] = {}
         episodes = host[0]

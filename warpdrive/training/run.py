@@ -8,6 +8,7 @@ from pathlib import Path
 
 from warpdrive.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from warpdrive.training.config import TrainConfig, config_to_dict, load_config
+from warpdrive.training.distributed import setup
 from warpdrive.training.logging import RunLogger, new_run_dir
 from warpdrive.training.trainer import Trainer
 
@@ -26,6 +27,8 @@ class RunResult:
     checkpoint: Checkpoint | None
     env_steps: int
     last_metrics: dict[str, float] = field(default_factory=dict)
+    rank: int = 0
+    """This process's rank in a multi-process run (torchrun); only rank 0 writes the files above."""
 
 
 def train(config: TrainConfig, *, resume: str | Path | None = None) -> RunResult:
@@ -35,35 +38,52 @@ def train(config: TrainConfig, *, resume: str | Path | None = None) -> RunResult
         resume: a run directory or checkpoint (see :func:`~warpdrive.training.checkpoint.find_checkpoint`):
             restore its networks, optimisers, env state and random generators and go on in its run
             directory. Where the run is deterministic (the CPU), the result is bit-identical to an
-            uninterrupted run with the same config.
+            uninterrupted run with the same config (and the same number of processes).
+
+    Started by ``torchrun`` with several processes, this is one of them (see
+    :mod:`~warpdrive.training.distributed`): every process trains ``env.num_envs`` replicas of its own; rank
+    0 alone writes the run directory (metrics, progress bar, checkpoints) and returns its metrics.
     """
+    ranks = setup(config.device)  # None in a one-process run
     checkpoint = None
-    trainer = Trainer(config)
+    trainer = Trainer(config, ranks)
     if resume is not None:
         checkpoint, state = load_checkpoint(resume)
         trainer.load_model_tensors(checkpoint.load_models(trainer.device))
         trainer.load_state_dict(state["trainer"])
     run_dir = checkpoint.run_dir if checkpoint is not None else new_run_dir(config)
-    logger = RunLogger(run_dir, config, start_env_steps=trainer.env_steps)
+    if ranks is not None:
+        run_dir = ranks.from_main(run_dir)  # its name has rank 0's clock time
+    logger = RunLogger(run_dir, config, start_env_steps=trainer.env_steps) if trainer.is_main else None
     config_data = config_to_dict(config)
     spec = config.checkpoint
     saved_at = trainer.iteration if checkpoint is not None else None
     metrics: dict[str, float] = {}
 
-    def save() -> Checkpoint:
+    def save() -> Checkpoint | None:
+        if not trainer.is_main:
+            trainer.state_dict()  # take part in rank 0's gathering of every rank's own state
+            return None
         return save_checkpoint(trainer, run_dir / "checkpoints", config_data, keep=spec.keep,
                                replay_buffer=spec.replay_buffer)
 
     try:
         while not trainer.done:
             metrics = trainer.train_iteration()
-            logger.log(trainer.iteration, trainer.env_steps, metrics)
+            if logger is not None:
+                logger.log(trainer.iteration, trainer.env_steps, metrics)
             if spec.every and trainer.iteration % spec.every == 0:
                 checkpoint, saved_at = save(), trainer.iteration
         if spec.at_end and saved_at != trainer.iteration:
             checkpoint = save()
     finally:
-        logger.close()
+        if logger is not None:
+            logger.close()
+    if ranks is not None:
+        ranks.close()  # not after an error: torchrun stops the other ranks
+    if logger is None:  # a rank other than 0: rank 0 wrote the run directory
+        return RunResult(run_dir, run_dir / "config.yaml", run_dir / "metrics.jsonl", None, None, None,
+                         trainer.env_steps, metrics, rank=0 if ranks is None else ranks.rank)
     return RunResult(run_dir, logger.config_path, logger.metrics_path, logger.tensorboard_dir,
                      logger.learning_curve, checkpoint, trainer.env_steps, metrics)
 

@@ -6,6 +6,8 @@ trainable policy from them, and reduces the iteration's metrics with one device 
 (:class:`~warpdrive.training.metrics.IterationMetrics`, which lists the metric names). The policies and
 their algorithms are assembled from the config by :func:`~warpdrive.training.policies.build_policies`.
 :func:`~warpdrive.training.run.train` adds logging and checkpoints around :meth:`Trainer.train_iteration`.
+Given :class:`~warpdrive.training.distributed.Ranks` (a run under torchrun), the trainer is one of several
+processes, each with ``env.num_envs`` replicas of its own; see :mod:`~warpdrive.training.distributed`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +30,9 @@ from warpdrive.training.metrics import IterationMetrics, metric_name
 from warpdrive.training.policies import build_policies, global_state_size, load_policy_tensors, policy_tensors
 from warpdrive.training.rollout import RolloutCollector
 from warpdrive.training.typed import ConfigError
+
+if TYPE_CHECKING:
+    from warpdrive.training.distributed import Ranks
 
 __all__ = ["Trainer", "resolve_device", "seed_everything"]
 
@@ -49,10 +54,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _make_env(config: TrainConfig, device: torch.device) -> Env:
+def _make_env(config: TrainConfig, device: torch.device, seed: int) -> Env:
     spec = config.env
     try:
-        return make(spec.name, num_envs=spec.num_envs, device=device, seed=config.seed, start=spec.start,
+        return make(spec.name, num_envs=spec.num_envs, device=device, seed=seed, start=spec.start,
                     **spec.kwargs)
     except KeyError as err:
         raise ConfigError("env.name", str(err.args[0])) from None
@@ -66,36 +71,53 @@ class Trainer:
     Construction seeds every generator, builds the env (all replicas reset by one kernel launch), the
     policies and their storage; it raises :class:`ConfigError` naming the key path for configs that do
     not fit the env (a group without a policy, an algorithm that does not support the action space, ...).
+
+    Args:
+        ranks: this process's place in a multi-process run (from :func:`~warpdrive.training.distributed.setup`):
+            its device and seed come from its rank, rank 0's networks are broadcast to the others, gradients
+            and metrics are averaged over the ranks, and an iteration counts every rank's env-steps.
     """
 
-    def __init__(self, config: TrainConfig) -> None:
+    def __init__(self, config: TrainConfig, ranks: Ranks | None = None) -> None:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"Trainer needs a TrainConfig (from load_config(...)), got {type(config).__name__}")
         self.config = config
-        self.device = resolve_device(config.device)
+        self.ranks = ranks
+        self.device = resolve_device(config.device) if ranks is None else ranks.device
+        seed = config.seed if ranks is None else ranks.seed(config.seed)
         if config.torch_threads is not None:
             torch.set_num_threads(config.torch_threads)
         if self.device.type == "cuda" and config.mixed_precision in ("tf32", "bf16"):
             torch.backends.cuda.matmul.allow_tf32 = True  # process-wide, like torch.set_num_threads
             torch.backends.cudnn.allow_tf32 = True
-        seed_everything(config.seed)
-        self.env = _make_env(config, self.device)
+        seed_everything(seed)
+        self.env = _make_env(config, self.device, seed)
         self.num_envs = config.env.num_envs
         self.num_steps = config.rollout_length
-        self.batch_env_steps = self.num_envs * self.num_steps
+        self.world_size = 1 if ranks is None else ranks.world_size
+        self.batch_env_steps = self.num_envs * self.num_steps * self.world_size
         self.num_iterations = max(1, math.ceil(config.total_env_steps / self.batch_env_steps))
         self.iteration = 0
         self.env_steps = 0
 
-        self.env.reset(seed=config.seed)
+        self.env.reset(seed=seed)
         self.groups = self.env.groups()
         self.global_state_size = global_state_size(self.env)
         self.policies = build_policies(config, self.env, self.global_state_size)
+        if ranks is not None:
+            ranks.broadcast_networks(self.policies)
+            for policy in self.policies:
+                policy.algorithm.ranks = ranks
         self.collector = RolloutCollector(self.env, self.policies, self.num_steps, self.global_state_size,
                                           cuda_graph=config.cuda_graph)
-        self.metrics = IterationMetrics(self.env)
+        self.metrics = IterationMetrics(self.env, ranks)
         self.metric_names = self.metrics.metric_names
         self.env.episode_totals(clear=True)  # count only episodes that finish during training
+
+    @property
+    def is_main(self) -> bool:
+        """True in a one-process run and on rank 0: the process that logs and writes checkpoints."""
+        return self.ranks is None or self.ranks.is_main
 
     @property
     def done(self) -> bool:
@@ -168,22 +190,44 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything but the networks that an exact resume needs: optimisers, counters, the env's full
-        state (in-flight episode returns included) and every random generator's state."""
-        return {
-            "iteration": self.iteration,
-            "env_steps": self.env_steps,
+        state (in-flight episode returns included) and every random generator's state.
+
+        In a multi-process run, every rank must call it: what is a rank's own (its policies' states, replay
+        buffers included; its env; its random generators) is gathered at rank 0 under ``ranks``, one entry
+        per rank (with the digest of the rank's networks, checked equal), and ``world_size``; the other
+        ranks get ``ranks: None``.
+        """
+        counters = {"iteration": self.iteration, "env_steps": self.env_steps}
+        own = {
             "policies": {p.name: p.algorithm.state_dict() for p in self.policies},
             "env": {"store": self.env.store.state_dict(), "seed": self.env.seed},
             "rng": rng_state(),
         }
+        if self.ranks is None:
+            return {**counters, **own}
+        return {**counters, "world_size": self.world_size,
+                "ranks": self.ranks.gather_states(own, self.model_tensors())}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned, from a run with as many processes as this one.
+
+        Raises:
+            ConfigError: when the state was saved by a run with another number of processes (each rank's
+                env replicas and random streams are its own, so they cannot be shared out anew).
+        """
+        saved = int(state.get("world_size", 1))
+        if saved != self.world_size:
+            raise ConfigError("--resume", f"the checkpoint was saved by a run of {saved} process(es) and this run has "
+                              f"{self.world_size}: resume it with the same number "
+                              f"({'torchrun --nproc-per-node=' + str(saved) if saved > 1 else 'without torchrun'}; "
+                              "each process's env replicas and random streams are in the checkpoint)")
+        own = state if self.ranks is None else state["ranks"][self.ranks.rank]
         self.iteration = int(state["iteration"])
         self.env_steps = int(state["env_steps"])
         for policy in self.policies:
-            policy.algorithm.load_state_dict(state["policies"][policy.name])
-        if int(state["env"]["seed"]) != self.env.seed:
-            self.env.reset(seed=int(state["env"]["seed"]))
-        self.env.store.load_state_dict(state["env"]["store"])
-        restore_rng_state(state["rng"])
+            policy.algorithm.load_state_dict(own["policies"][policy.name])
+        if int(own["env"]["seed"]) != self.env.seed:
+            self.env.reset(seed=int(own["env"]["seed"]))
+        self.env.store.load_state_dict(own["env"]["store"])
+        restore_rng_state(own["rng"])
 

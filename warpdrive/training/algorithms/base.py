@@ -30,6 +30,7 @@ from warpdrive.training.schedules import Schedule
 from warpdrive.training.typed import bounded
 
 if TYPE_CHECKING:
+    from warpdrive.training.distributed import Ranks
     from warpdrive.training.storage import RolloutStorage
 
 __all__ = [
@@ -154,6 +155,9 @@ class Algorithm:
         if self.mixed_precision and self.model is not None:
             self.acting_model = copy.deepcopy(self.model).to(torch.bfloat16).requires_grad_(False)
             self.acting_dtype = torch.bfloat16
+        self.ranks: Ranks | None = None
+        """Set by the trainer in a multi-process run (torchrun): :meth:`backward` then averages gradients
+        across the ranks."""
 
     # -- what subclasses implement ------------------------------------------------------------------
 
@@ -184,6 +188,13 @@ class Algorithm:
         if self.continuous_actions:
             return torch.maximum(torch.minimum(actions, self.high), self.low)
         return actions
+
+    def backward(self, loss: torch.Tensor, parameters: Any) -> None:
+        """``loss.backward()``; in a multi-process run, then the gradients of ``parameters`` averaged across
+        the ranks (before any clipping, so that every rank steps the same gradient)."""
+        loss.backward()
+        if self.ranks is not None:
+            self.ranks.average_gradients(parameters)
 
     def sync_acting_model(self) -> None:
         """Copy the model's weights into the acting copy (after an update, or after loading weights)."""
@@ -299,7 +310,7 @@ class ActorCriticAlgorithm(Algorithm):
     def clip_and_step(self, loss: torch.Tensor, max_grad_norm: float | None) -> torch.Tensor:
         """Backpropagate ``loss``, clip the gradient norm, step; returns the norm before clipping."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.backward(loss, self.model.parameters())
         limit = float("inf") if max_grad_norm is None else max_grad_norm
         norm = nn.utils.clip_grad_norm_(self.model.parameters(), limit)
         self.optimizer.step()

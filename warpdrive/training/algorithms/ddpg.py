@@ -133,11 +133,10 @@ class DDPG(Algorithm):
         metrics["replay_size"] = float(self.replay.size)
         return metrics
 
-    @staticmethod
-    def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, network: nn.Module,
+    def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, network: nn.Module,
               max_grad_norm: float | None) -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.backward(loss, network.parameters())
         if max_grad_norm is not None:
             nn.utils.clip_grad_norm_(network.parameters(), max_grad_norm)
         optimizer.step()

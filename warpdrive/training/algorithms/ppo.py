@@ -152,8 +152,12 @@ class PPO(ActorCriticAlgorithm):
                 losses["grad_norm"] = self.clip_and_step(loss, c.max_grad_norm)
                 stats.append({k: v.detach() for k, v in losses.items()})
             epochs += 1
-            if c.target_kl is not None and float(stats[-1]["approx_kl"]) > c.target_kl:
-                break
+            if c.target_kl is not None:
+                kl = stats[-1]["approx_kl"]
+                if self.ranks is not None:  # every rank must stop at the same epoch: the KL of the whole batch
+                    kl = self.ranks.mean(kl)
+                if float(kl) > c.target_kl:
+                    break
 
         metrics: dict[str, torch.Tensor | float] = {
             k: torch.stack([s[k] for s in stats]).float().mean() for k in stats[0]
