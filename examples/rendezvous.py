@@ -148,3 +148,11 @@ class Rendezvous(Env):
 
     def start_state(self) -> dict[str, np.ndarray]:
         return {"moves": MOVES}
+
+    def draw(self, axes: Any, index: int) -> None:
+        """Optional: what ``env.render()`` and ``warpdrive render`` show (default: the returns so far)."""
+        from warpdrive.core.render import draw_agents_on_plane
+
+        draw_agents_on_plane(axes, self, self.store["x"][index].cpu().numpy(),
+                             self.store["y"][index].cpu().numpy(),
+                             self.config.size)
