@@ -34,10 +34,12 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 import torch
+from numba.core.errors import TypingError
 
 from warpdrive.core.checker import check_consistency
 from warpdrive.core.device import FMA_PTX_MARKER, cuda_available, simulator_enabled
 from warpdrive.core.env import Env
+from warpdrive.core.errors import typing_error_summary
 
 __all__ = ["CHECKS", "CheckResult", "ContractReport", "check_env", "check_ptx", "consistency_cases",
            "cuda_backend"]
@@ -91,6 +93,8 @@ def _run(name: str, check: Callable[[], str]) -> CheckResult:
         return CheckResult(name, "pass", check())
     except _Failed as failure:
         return CheckResult(name, "fail", str(failure))
+    except TypingError as err:  # the env's code does not compile: where, in one line
+        return CheckResult(name, "fail", typing_error_summary(err))
     except Exception as err:  # the env raised where it should not: that is the finding
         return CheckResult(name, "fail", f"{type(err).__name__}: {err}")
 
@@ -309,10 +313,9 @@ def _ptx_of(name: str, kwargs: dict[str, Any]) -> str:
     return "step and reset compile for sm_90" + (", no contracted multiply-adds" if env.bit_identical_on_gpu else "")
 
 
-def _ptx_here(cases: list[tuple[str, dict[str, Any]]]) -> list[CheckResult]:
+def _ptx_here(cases: list[tuple[str, dict[str, Any], str]]) -> list[CheckResult]:
     results = []
-    for name, kwargs in cases:
-        label = f"ptx[{_describe(kwargs)}]" if kwargs else "ptx"
+    for name, kwargs, label in cases:
         try:
             results.append(CheckResult(label, "pass", _ptx_of(name, kwargs)))
         except _Failed as failure:
@@ -326,9 +329,9 @@ def _ptx_here(cases: list[tuple[str, dict[str, Any]]]) -> list[CheckResult]:
     return results
 
 
-def check_ptx(cases: list[tuple[str, dict[str, Any]]]) -> list[CheckResult]:
-    """Compile each ``(env name, kwargs)`` for the GPU, in one child process when this process runs Numba's
-    simulator (it replaces the CUDA target). ``kwargs`` must be JSON values."""
+def check_ptx(cases: list[tuple[str, dict[str, Any], str]]) -> list[CheckResult]:
+    """Compile each ``(env name, kwargs, label)`` (:func:`ptx_cases`) for the GPU, in one child process when
+    this process runs Numba's simulator (it replaces the CUDA target). ``kwargs`` must be JSON values."""
     if not simulator_enabled():
         return _ptx_here(cases)
     environment = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
@@ -339,15 +342,16 @@ def check_ptx(cases: list[tuple[str, dict[str, Any]]]) -> list[CheckResult]:
     return [CheckResult(**result) for result in json.loads(child.stdout)]
 
 
-def ptx_cases(name: str, kwargs: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """The configurations whose PTX is checked: the given one and each code variant."""
+def ptx_cases(name: str, kwargs: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
+    """``(name, kwargs, label)`` of the configurations whose PTX is checked: the given one and each code
+    variant."""
     cls = _env_class(name)
-    cases: list[dict[str, Any]] = []
+    cases: list[tuple[str, dict[str, Any], str]] = []
     for variant in ({}, *cls.code_variants):
         case = {k: v for k, v in {**kwargs, **variant}.items() if k != "start"}
-        if case not in cases:
-            cases.append(case)
-    return [(name, case) for case in cases]
+        if all(case != seen for _, seen, _ in cases):
+            cases.append((name, case, f"ptx[{_describe(variant)}]" if variant else "ptx"))
+    return cases
 
 
 def _env_class(name: str) -> type[Env]:
@@ -375,7 +379,7 @@ def check_env(name: str, kwargs: dict[str, Any] | None = None, *, steps: int | N
 
 def _main() -> None:
     """The PTX child of :func:`check_ptx`: cases as JSON on stdin, results as JSON on stdout."""
-    cases = [(name, kwargs) for name, kwargs in json.loads(sys.stdin.read())]
+    cases = [(name, kwargs, label) for name, kwargs, label in json.loads(sys.stdin.read())]
     print(json.dumps([dataclasses.asdict(result) for result in _ptx_here(cases)]))
 
 
