@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-
 _spec = importlib.util.spec_from_file_location("rendezvous", Path(__file__).parents[1] / "examples" / "rendezvous.py")
 rendezvous = importlib.util.module_from_spec(_spec)
 sys.modules["rendezvous"] = rendezvous  # as `import rendezvous` from examples/ would
