@@ -207,7 +207,8 @@ def check_finite(cls: type[Env], kwargs: dict[str, Any], steps: int | None = Non
         for record, (name, value) in enumerate(_rollout(cls, kwargs, 0, n)):
             if value.is_floating_point() and not bool(torch.isfinite(value).all()):
                 bad = tuple(int(i) for i in (~torch.isfinite(value)).nonzero()[0])
-                raise _Failed(f"{name}{list(bad)} = {value[bad].item()} at step {(record + 2) // 5}")
+                step = (record + 4) // 5  # the records: the reset's, then 5 per step
+                raise _Failed(f"{name}{list(bad)} = {value[bad].item()} at step {step}")
         return f"obs, rewards, final_obs and metrics finite over {n} steps of random actions"
 
     return [_run("finite", run)]
