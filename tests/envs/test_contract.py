@@ -71,6 +71,9 @@ def _place(env, p, s):
 class WalkConfig:
     episode_length: int = 5
 
+    def validate(self) -> None:
+        pass
+
 
 class BrokenWalk(Env):
     """One walker; its rewards go NaN, and it accepts any action index."""
