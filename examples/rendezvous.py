@@ -10,6 +10,7 @@ Observation of an agent (4 floats): [own x / L, own y / L, centre x / L, centre 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,7 +75,7 @@ def add_to_centre(env, agent, p, s):
 def reward_and_observe(env, agent, p, s):
     dx = s.x[env, agent] - s.centre[env, 0]
     dy = s.y[env, agent] - s.centre[env, 1]
-    distance = np.sqrt(dx * dx + dy * dy)
+    distance = math.sqrt(dx * dx + dy * dy)
     s.rewards[env, agent] = -distance
     if distance > p.radius:
         atomic_add(s.far, env, 1)
