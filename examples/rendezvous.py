@@ -10,6 +10,7 @@ Observation of an agent (4 floats): [own x / L, own y / L, centre x / L, centre 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,7 +75,7 @@ def add_to_centre(env, agent, p, s):
 def reward_and_observe(env, agent, p, s):
     dx = s.x[env, agent] - s.centre[env, 0]
     dy = s.y[env, agent] - s.centre[env, 1]
-    distance = np.sqrt(dx * dx + dy * dy)
+    distance = math.sqrt(dx * dx + dy * dy)
     s.rewards[env, agent] = -distance
     if distance > p.radius:
         atomic_add(s.far, env, 1)
@@ -148,3 +149,11 @@ class Rendezvous(Env):
 
     def start_state(self) -> dict[str, np.ndarray]:
         return {"moves": MOVES}
+
+    def draw(self, axes: Any, index: int) -> None:
+        """Optional: what ``env.render()`` and ``warpdrive render`` show (default: the returns so far)."""
+        from warpdrive.core.render import draw_agents_on_plane
+
+        draw_agents_on_plane(axes, self, self.store["x"][index].cpu().numpy(),
+                             self.store["y"][index].cpu().numpy(),
+                             self.config.size)

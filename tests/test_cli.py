@@ -1,6 +1,7 @@
 """The ``warpdrive`` command as a user types it: train a packaged config, evaluate, render, bench, errors;
 a user's env outside the package, as the README's tutorial ends (``path.py:Class``, ``module:Class``, an
-installed package's entry point); ``warpdrive envs``; ``--version`` and the example of ``train --help``."""
+installed package's entry point); ``warpdrive envs``; ``warpdrive check``; ``--version`` and the examples of
+``train --help`` and ``check --help``; errors in a user's env code, reported in a line."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 import yaml
 
 import warpdrive as package
-from warpdrive.cli import TRAIN_EXAMPLE
+from warpdrive.cli import CHECK_EXAMPLE, TRAIN_EXAMPLE
 from warpdrive.envs import env_class
 from warpdrive.training.config import ConfigError, load_config
 
@@ -63,11 +64,12 @@ def test_train_eval_render(tmp_path: Path) -> None:
 
 def test_bench_prints_json_lines(tmp_path: Path) -> None:
     bench = warpdrive("bench", "tag_gridworld", "--envs", "16", "--steps", "20", "--repeats", "1",
-                      "--iterations", "1", "total_env_steps=1000", cwd=tmp_path)
+                      "--iterations", "1", "total_env_steps=1000", "env.kwargs.num_taggers=3", cwd=tmp_path)
     assert bench.returncode == 0, bench.stderr[-3000:]
     rows = [json.loads(line) for line in bench.stdout.splitlines()]
     assert [r["bench"] for r in rows] == ["env", "train"]
     assert all(r["env_steps_per_s"] > 0 and r["num_envs"] == 16 for r in rows)
+    assert rows[0]["num_agents"] == rows[1]["num_agents"] == 4  # one config for both rows (override included)
 
 
 def test_errors_name_the_key_and_exit_with_2(tmp_path: Path) -> None:
@@ -173,3 +175,36 @@ def test_version_and_the_train_help_example(tmp_path: Path) -> None:
     assert "Trained 2,048 env-steps" in example.stdout
     [run] = (tmp_path / "runs").iterdir()
     assert yaml.safe_load((run / "config.yaml").read_text())["policies"]["taggers"]["optimizer"]["lr"] == 3e-4
+
+
+def test_check_help_example_runs_the_contract_on_the_tutorial_env() -> None:
+    helped = warpdrive("check", "--help", cwd=REPO)
+    assert CHECK_EXAMPLE in " ".join(helped.stdout.split())
+    command, *args = shlex.split(CHECK_EXAMPLE)
+    assert command == "warpdrive"
+    checked = warpdrive(*args, cwd=REPO)  # the example names the tutorial file relative to the repository
+    assert checked.returncode == 0, checked.stdout + checked.stderr[-3000:]
+    lines = checked.stdout.splitlines()
+    assert lines[0] == "examples/rendezvous.py:Rendezvous: all checks pass"
+    for name in ("parameters", "actions", "seeding", "finite", "render", "consistency[start='random']", "ptx"):
+        assert any(line.startswith(f"  PASS  {name}") for line in lines), (name, lines)
+
+
+def test_check_exit_status_and_a_typing_error_in_one_line(tmp_path: Path) -> None:
+    unknown = warpdrive("check", "no_such_env", cwd=tmp_path)
+    assert unknown.returncode == 2 and "unknown env 'no_such_env'" in unknown.stderr
+    bad = warpdrive("check", f"{TUTORIAL}:Rendezvous", "num_agents=1", cwd=tmp_path)
+    assert bad.returncode == 2 and "num_agents must be >= 2, got 1" in bad.stderr
+    source = TUTORIAL.read_text()
+    planted = "    s.x[env, agent] = min(max(x, np.float32(0.0)), p.size)\n"
+    assert planted in source
+    (tmp_path / "meet.py").write_text(source.replace(planted, planted.replace("p.size)", "p.size) + speed")))
+    line = source[:source.index(planted)].count("\n") + 1
+    where = f"{tmp_path / 'meet.py'}:{line}, in move(): unknown name 'speed'"
+    checked = warpdrive("check", "meet.py:Rendezvous", "episode_length=4", "--no-ptx", cwd=tmp_path)
+    assert checked.returncode == 1
+    assert f"FAIL  seeding: Numba cannot compile the env's kernels: {where}" in checked.stdout
+    train = warpdrive("train", "meet.py:Rendezvous", "total_env_steps=64", "logging.progress=false", cwd=tmp_path)
+    assert train.returncode == 1
+    assert train.stderr.splitlines() == [f"warpdrive train: error: Numba cannot compile the env's kernels: {where}",
+                                         "  (the full Numba error: add --debug, or set WARPDRIVE_DEBUG=1)"]

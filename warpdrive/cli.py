@@ -1,4 +1,4 @@
-"""The ``warpdrive`` command: train, eval, render, bench, envs.
+"""The ``warpdrive`` command: train, eval, render, bench, envs, check.
 
 ::
 
@@ -7,6 +7,7 @@
     warpdrive render CHECKPOINT --out FILE.gif|FILE.mp4
     warpdrive bench [ENV] [--envs N ...]
     warpdrive envs [ENV]
+    warpdrive check ENV [key=value ...] [--steps N] [--no-ptx]
 
 CONFIG is a YAML file, the name of an env with a packaged config (``tag_gridworld``, ``cartpole``, ...), or
 any other env name (``path/to/file.py:Class``, ``package.module:Class``, an installed entry point), which
@@ -23,6 +24,7 @@ import importlib.metadata
 import json
 import os
 import statistics
+import subprocess
 import sys
 import textwrap
 import time
@@ -36,6 +38,8 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="warpdrive", description="Multi-agent RL with envs and training on the GPU.")
     parser.add_argument("--version", action="version", version=f"warpdrive {_version()}")
+    parser.add_argument("--debug", action="store_true",
+                        help="full tracebacks of errors in an env's code (also WARPDRIVE_DEBUG=1)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train policies from a config",
@@ -76,11 +80,24 @@ def _parser() -> argparse.ArgumentParser:
                                description="List the envs available by name (registered, and installed packages' "
                                            "entry points of group warpdrive.envs), or describe one env.")
     envs.add_argument("env", nargs="?", help="one env: a name, package.module:Class or path/to/file.py:Class")
+
+    check = commands.add_parser(
+        "check", help="run the env contract on an env: CPU vs CUDA, seeding, bad input, finite outputs, PTX",
+        description="Check that an env meets the contract every env meets (warpdrive.core.contract): parameters "
+                    "and actions refused by name, seeding, finite outputs, rendering, the CPU and CUDA "
+                    "compilations step by step (the GPU, else Numba's simulator), and compilation for the GPU. "
+                    f"Exit status 0: every check passes; 1: a check fails; 2: bad input. Example: {CHECK_EXAMPLE}")
+    check.add_argument("env", help="a name, package.module:Class or path/to/file.py:Class")
+    check.add_argument("overrides", nargs="*", metavar="key=value", help="env parameters (YAML values)")
+    check.add_argument("--steps", type=int, help="steps per run (default: two episodes and one step)")
+    check.add_argument("--no-ptx", action="store_true", help="skip compiling for the GPU")
     return parser
 
 
 #: The example of ``warpdrive train --help`` (tests/test_cli.py runs it).
 TRAIN_EXAMPLE = "warpdrive train tag_gridworld total_env_steps=200000 policies.taggers.optimizer.lr=3e-4"
+#: The example of ``warpdrive check --help`` (tests/test_cli.py runs it).
+CHECK_EXAMPLE = "warpdrive check examples/rendezvous.py:Rendezvous num_agents=4 episode_length=10"
 
 
 def _version() -> str:
@@ -193,8 +210,12 @@ def _bench(args: argparse.Namespace) -> int:
             torch.cuda.synchronize(device)
 
     for num_envs in args.envs:
+        # one config for both rows: the env-only row runs the env the training row trains (its config's
+        # parameters); an env without a packaged config trains with the defaults (give total_env_steps=N)
+        config = load_config(args.config or args.env, [*args.overrides, f"env.num_envs={num_envs}", f"device={device}"])
         start = time.perf_counter()
-        env = make(args.env, num_envs=num_envs, device=device, validate=False)  # sampled actions are valid
+        env = make(config.env.name, num_envs=num_envs, device=device, seed=config.seed, start=config.env.start,
+                   validate=False, **config.env.kwargs)  # sampled actions are valid
         env.reset(seed=0)
         for _ in range(3):  # compile and warm up
             env.sample_actions()
@@ -217,8 +238,6 @@ def _bench(args: argparse.Namespace) -> int:
 
         if args.iterations < 1:
             continue
-        # an env without a packaged config trains with the defaults (give total_env_steps=N)
-        config = load_config(args.config or args.env, [*args.overrides, f"env.num_envs={num_envs}", f"device={device}"])
         start = time.perf_counter()
         trainer = Trainer(config)
         trainer.train_iteration()  # compilation, graph capture
@@ -226,7 +245,8 @@ def _bench(args: argparse.Namespace) -> int:
         rates = [trainer.train_iteration()["charts/SPS"] for _ in range(args.iterations)]
         policies = {p.name: {"algorithm": p.algorithm.name, "agents": len(p.agent_ids),
                              "hidden_sizes": config.policies[p.name].model.hidden_sizes} for p in trainer.policies}
-        _emit({"bench": "train", "env": args.env, "num_envs": num_envs, "device": str(device),
+        _emit({"bench": "train", "env": args.env, "num_envs": num_envs, "num_agents": trainer.env.num_agents,
+               "device": str(device),
                "env_steps_per_s": statistics.median(rates), "setup_s": setup, "rollout_length": config.rollout_length,
                "policies": policies, "cuda_graph": trainer.uses_cuda_graph,
                "mixed_precision": config.mixed_precision})
@@ -250,6 +270,35 @@ def _envs(args: argparse.Namespace) -> int:
         except UnknownEnvError as err:  # one broken package's env does not hide the others
             print(f"{name}: {err}")
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    import warnings
+
+    from warpdrive.core.contract import check_env
+    from warpdrive.core.device import cuda_available, simulator_enabled
+    from warpdrive.envs import UnknownEnvError
+    from warpdrive.training.config import apply_overrides
+
+    if args.steps is not None and args.steps < 1:
+        raise SystemExit(f"warpdrive check: --steps must be >= 1, got {args.steps}")
+    kwargs = apply_overrides({}, args.overrides)
+    if not cuda_available() and not simulator_enabled():
+        # the simulator must be chosen before Numba is imported, which importing warpdrive did: run anew
+        print("no CUDA GPU here: the CUDA kernels run in Numba's simulator", flush=True)
+        argv = ["check", args.env, *args.overrides, *(["--steps", str(args.steps)] if args.steps else []),
+                *(["--no-ptx"] if args.no_ptx else [])]
+        environment = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+        return subprocess.call([sys.executable, "-m", "warpdrive", *argv], env=environment)
+    # the simulator runs the kernels' integer hashing in NumPy, which warns where CUDA silently wraps around
+    warnings.filterwarnings("ignore", "overflow", RuntimeWarning, "warpdrive.core.random")
+    try:
+        report = check_env(args.env, kwargs, steps=args.steps, ptx=not args.no_ptx)
+    except (UnknownEnvError, ValueError, TypeError) as err:
+        print(f"warpdrive check: error: {err}", file=sys.stderr)
+        return 2
+    print(report)
+    return 0 if report.ok else 1
 
 
 def _describe_env(name: str) -> list[str]:
@@ -302,22 +351,34 @@ def _emit(row: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``warpdrive`` command; returns the exit status."""
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("WARPDRIVE_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     # overrides may follow options (train CONFIG --resume RUN key=value): argparse leaves those over
     args, extra = parser.parse_known_args(argv)
     if extra and (not hasattr(args, "overrides") or any(a.startswith("-") or "=" not in a for a in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    from numba.core.errors import TypingError
+
+    from warpdrive.core.errors import typing_error_summary
     from warpdrive.training.typed import ConfigError
 
     if str(Path.cwd()) not in sys.path:  # module:Class env names find modules here, as under python -m
         sys.path.insert(0, str(Path.cwd()))
-    commands = {"train": _train, "eval": _eval, "render": _render, "bench": _bench, "envs": _envs}
+    commands = {"train": _train, "eval": _eval, "render": _render, "bench": _bench, "envs": _envs, "check": _check}
     try:
         return commands[args.command](args)
     except (ConfigError, FileNotFoundError) as err:
         print(f"warpdrive {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except TypingError as err:  # the env's code does not compile: where, in one line
+        if debug:
+            raise
+        print(f"warpdrive {args.command}: error: {typing_error_summary(err)}\n"
+              "  (the full Numba error: add --debug, or set WARPDRIVE_DEBUG=1)", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # the reader stopped early (warpdrive envs | head): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
         return 0

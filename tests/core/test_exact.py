@@ -1,4 +1,4 @@
-"""Exact arithmetic on both targets: no contracted multiply-adds in any env's CUDA code, one float32 sin/cos.
+"""Exact arithmetic on both targets: exact mode keeps multiply-adds apart, one float32 sin/cos, exact fmod/mod.
 
 The CUDA simulator computes with NumPy, so it cannot see what NVVM does to the arithmetic; these tests read
 the PTX that the real CUDA target produces (no GPU needed, only NVVM).
@@ -15,44 +15,11 @@ from warpdrive.core.compile import exact_cuda_arithmetic
 from warpdrive.core.device import simulator_enabled
 from warpdrive.core.exactmath import fmod32, fmod64, mod32, mod64, sincos32
 
-# Every registered env is compiled (this is also the test that each compiles for the GPU at all); the Tag envs in
-# both observation modes (different code).
-PTX_SCAN = r"""
-import re
-from warpdrive.core.checker import compile_cuda_ptx
-from warpdrive.core.device import FMA_PTX_MARKER
-from warpdrive.envs import REGISTRY, make
-
-FUSED = re.compile(r"\b(fma|mad)(\.[a-z]+)*\.f(16|32|64)\b")
-
-def contracted(ptx):
-    return [line.strip() for line in ptx.splitlines() if FUSED.search(line) and FMA_PTX_MARKER not in line]
-
-cases = [(name, {}) for name in REGISTRY]
-cases += [("tag_continuous", {"use_full_observation": False, "num_taggers": 2, "num_runners": 5}),
-          ("tag_continuous", {"use_full_observation": False, "separate_search_launch": True}),
-          ("tag_gridworld", {"use_full_observation": False})]
-for name, kwargs in cases:
-    env = make(name, num_envs=2, device="cpu", **kwargs)
-    for program, ptx in compile_cuda_ptx(env).items():
-        assert ".entry" in ptx, (name, program)
-        if not env.bit_identical_on_gpu:
-            continue  # libdevice's sin/cos fuse internally, by the env's choice (documented on the class)
-        found = contracted(ptx)
-        assert not found, f"{name} {kwargs} {program}: {len(found)} fused multiply-adds the env did not ask for, " \
-                          f"e.g. {found[:3]} (libdevice functions such as sinf fuse internally: use " \
-                          f"warpdrive.core.exactmath, or declare bit_identical_on_gpu = False)"
-"""
-
-
-def test_no_env_kernel_contracts_multiply_adds(run_with_cuda_target) -> None:
-    run_with_cuda_target(PTX_SCAN)
-
 
 def test_exact_mode_compiles_without_contraction_and_links_that_ptx(run_with_cuda_target) -> None:
     """Both hooks of exact mode (see exact_cuda_arithmetic): NVVM is asked for no contraction, and the linker
     gets PTX, not LTO-IR that nvJitLink would compile again with contraction (what parted CPU and GPU on an
-    H200 although the PTX scanned above had no fma); both are restored afterwards."""
+    H200 although the PTX that the contract scans had no fma); both are restored afterwards."""
     run_with_cuda_target(r"""
 from numba.cuda.cudadrv import driver, nvvm
 from warpdrive.core.compile import exact_cuda_arithmetic
@@ -72,8 +39,8 @@ assert seen == {"opt": 3}, seen
 
 
 def test_the_scan_sees_contraction_and_explicit_fma(run_with_cuda_target) -> None:
-    """The same kernel without exact mode does contract (so the scan above can fail), and an explicit fma
-    stays one marked instruction in exact mode."""
+    """The same kernel without exact mode does contract (so the contract's PTX scan of every env,
+    tests/envs/test_contract.py, can fail), and an explicit fma stays one marked instruction in exact mode."""
     run_with_cuda_target(r"""
 import numpy as np
 from numba import typeof

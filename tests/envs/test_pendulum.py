@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import math
-import os
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
-from warpdrive.core.checker import check_consistency
 from warpdrive.envs.pendulum import Pendulum
 
 # The framework's float32 observation and reward against Gymnasium's.
 ATOL = 1e-5
-
-
-def _cuda_backend() -> str:
-    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
-        return "cudasim"
-    if torch.cuda.is_available():
-        return "cuda"
-    pytest.skip("needs NUMBA_ENABLE_CUDASIM=1 (CUDA simulator) or a CUDA GPU")
 
 
 def _run_against_gymnasium(state: np.ndarray, torques: np.ndarray, *, g: float = 10.0,
@@ -65,24 +55,9 @@ def test_unvalidated_out_of_range_torque_is_clipped_like_gymnasium():
     _run_against_gymnasium(np.array([3.0, 0.5]), torques, validate=False)
 
 
-def test_cpu_and_cuda_kernels_agree():
-    backend = _cuda_backend()
-    # short episodes, so that autoresets (by truncation) are compared too
-    reference = Pendulum(num_envs=4, backend="cpu", seed=3, episode_length=20)
-    candidate = Pendulum(num_envs=4, backend=backend, seed=3, episode_length=20)
-    report = check_consistency(reference, candidate, steps=45, seed=3)
-    assert report.ok, str(report)
-    assert report.episodes_finished == 8
-
-
-def test_random_starts_are_seeded_and_in_bounds():
+def test_random_starts_are_drawn_per_replica_and_in_bounds():
     a = Pendulum(num_envs=64, backend="cpu", seed=7)
-    b = Pendulum(num_envs=64, backend="cpu", seed=7)
-    first = a.reset().clone()
-    assert torch.equal(first, b.reset())
-    assert torch.equal(first, a.reset(seed=7))
-    assert not torch.equal(first, a.reset(seed=8))
-    a.reset(seed=7)
+    a.reset()
     state = a.store["state"]
     assert len(set(state[:, 0].tolist())) == 64  # every replica draws its own start
     assert bool(((state[:, 0] >= -math.pi) & (state[:, 0] < math.pi)).all())
@@ -108,14 +83,3 @@ def test_bad_config_is_rejected(overrides, message):
 def test_initial_state_needs_identical_start():
     with pytest.raises(ValueError, match="start='identical'"):
         Pendulum(backend="cpu", initial_state=(0.0, 0.0))
-
-
-@pytest.mark.parametrize("torque", [2.5, -2.0001, float("nan"), float("inf")])
-def test_out_of_range_actions_are_rejected(torque):
-    env = Pendulum(num_envs=2, backend="cpu")
-    env.reset()
-    state = env.store["state"].clone()
-    with pytest.raises(ValueError, match=r"out of range|NaN"):
-        env.step(torch.tensor([[[0.0]], [[torque]]]))
-    assert torch.equal(env.store["state"], state)  # nothing was stepped
-    env.step(torch.tensor([[[2.0]], [[-2.0]]]))  # the box's edges are valid

@@ -1,4 +1,5 @@
-"""Tag-gridworld: the reference's semantics step by step, hand-worked rules, CPU vs CUDA, bad input."""
+"""Tag-gridworld: the reference's semantics step by step, hand-worked rules, its parameters (the contract every
+env meets is tests/envs/test_contract.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from warpdrive.core.checker import check_consistency
 from warpdrive.envs.tag_gridworld import TagGridWorld
 
 reference = pytest.importorskip("example_envs.tag_gridworld.tag_gridworld", reason="rl-warp-drive (test extra)")
@@ -87,41 +87,13 @@ def test_partial_observation_targets_nearest_tagger_lowest_id_on_ties() -> None:
     assert obs[0, 1].tolist() == pytest.approx([0.3, 0.5, 0.5, 0.5, 0.0, 0.0])
 
 
-def test_random_starts_differ_per_env_and_follow_the_seed() -> None:
+def test_random_starts_differ_per_env() -> None:
     env = TagGridWorld(num_taggers=4, grid_length=20, num_envs=6, backend="cpu", seed=1)
     first = env.reset(seed=1).clone()
     assert len({tuple(first[e, 0].tolist()) for e in range(6)}) == 6  # each replica starts elsewhere
-    assert torch.equal(env.reset(seed=1), first)
-    assert not torch.equal(env.reset(seed=2), first)
     xs = env.store["x"][:, :-1]
     assert int(xs.min()) >= 1 and int(xs.max()) <= 19  # taggers drawn from {1..L-1}
     assert env.store["x"][:, -1].eq(0).all()  # the runner starts at (0, 0)
-
-
-def test_same_seed_same_trajectory() -> None:
-    def rollout() -> list[torch.Tensor]:
-        env = TagGridWorld(num_taggers=3, num_envs=4, episode_length=7, backend="cpu")
-        env.reset(seed=5)
-        generator = torch.Generator().manual_seed(0)
-        out = []
-        for _ in range(20):
-            env.sample_actions(generator)
-            obs, rewards, *_ = env.step()
-            out += [obs.clone(), rewards.clone()]
-        return out
-
-    for a, b in zip(rollout(), rollout(), strict=True):
-        assert torch.equal(a, b)
-
-
-@pytest.mark.parametrize("full", [True, False])
-@pytest.mark.parametrize("start", ["random", "identical"])
-def test_cpu_and_cuda_compilations_agree(gpu_backend: str, full: bool, start: str) -> None:
-    kwargs = dict(num_taggers=3, grid_length=5, episode_length=6, use_full_observation=full, num_envs=3, start=start)
-    report = check_consistency(TagGridWorld(backend="cpu", **kwargs), TagGridWorld(backend=gpu_backend, **kwargs),
-                               seed=2)
-    assert report.ok, str(report)
-    assert report.episodes_finished > 0
 
 
 @pytest.mark.parametrize(
@@ -136,35 +108,11 @@ def test_cpu_and_cuda_compilations_agree(gpu_backend: str, full: bool, start: st
         ({"num_taggers": 1, "starting_location_x": (0, 11), "starting_location_y": (0, 1)},
          "starting_location_x values must lie in \\[0, grid_length=10\\]"),
         ({"num_taggers": 1, "starting_location_x": (0, 1)}, "give both"),
-        ({"num_envs": 0}, "num_envs must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_parameters_are_named(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TagGridWorld(backend="cpu", **kwargs)
-
-
-def test_unknown_parameter_is_named() -> None:
-    with pytest.raises(TypeError, match="unknown parameter\\(s\\) \\['num_runers'\\]"):
-        TagGridWorld(num_runers=3)
-
-
-def test_bad_actions_are_named() -> None:
-    env = TagGridWorld(num_taggers=2, num_envs=2, backend="cpu")
-    env.reset()
-    with pytest.raises(ValueError, match=r"actions has shape \(2, 2\), expected \(2, 3, 1\)"):
-        env.step(torch.zeros(2, 2, dtype=torch.int32))
-    with pytest.raises(TypeError, match=r"actions has dtype torch\.float32"):
-        env.step(torch.zeros(2, 3, 1))
-    with pytest.raises(TypeError, match=r"must be a torch\.Tensor"):
-        env.step(np.zeros((2, 3, 1), np.int32))
-    bad = torch.zeros(2, 3, 1, dtype=torch.int32)
-    bad[1, 2, 0] = 5
-    with pytest.raises(ValueError, match=r"actions\[1, 2, 0\] = 5, expected 0 <= index < 5"):
-        env.step(bad)
-    bad[1, 2, 0] = -1
-    with pytest.raises(ValueError, match=r"actions\[1, 2, 0\] = -1"):
-        env.step(bad)
 
 
 def test_too_large_a_configuration_says_how_much_it_needs() -> None:

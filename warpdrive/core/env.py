@@ -219,6 +219,9 @@ class Env:
     bit_identical_on_gpu: ClassVar[bool] = True
     #: the start modes the env's reset phases implement (``p.random_start`` tells them which is asked for)
     start_modes: ClassVar[tuple[str, ...]] = ("random", "identical")
+    #: config overrides under which the env compiles other kernel code (e.g. another observation mode): the
+    #: contract (:mod:`warpdrive.core.contract`, ``warpdrive check``) checks each besides the config it is given
+    code_variants: ClassVar[tuple[dict[str, Any], ...]] = ()
 
     _programs: ClassVar[dict[tuple[type, str, str, str, bool], Program]] = {}
 
@@ -331,6 +334,33 @@ class Env:
         something compact.
         """
         return None
+
+    def draw(self, axes: Any, index: int) -> None:
+        """Draw replica ``index``'s current state on matplotlib ``axes`` (:meth:`render` and ``warpdrive
+        render`` call it; the title is set by the caller). Read the env's arrays from :attr:`store`;
+        :func:`warpdrive.core.render.draw_agents_on_plane` draws agents on a plane.
+
+        The default draws each group's mean return so far: envs override it with a picture of their state.
+        """
+        from warpdrive.core.render import draw_returns
+
+        draw_returns(axes, self, index)
+
+    def render(self, index: int = 0, *, title: str | None = None,
+               size: tuple[int, int] = (400, 400)) -> np.ndarray:
+        """A picture of replica ``index`` now, drawn by :meth:`draw`: RGB [height, width, 3] uint8.
+
+        The default ``title`` names the env, the step ``t`` and each group's mean return so far.
+        """
+        if not isinstance(index, int) or not 0 <= index < self.num_envs:
+            raise ValueError(f"index must be a replica index in [0, {self.num_envs}), got {index!r}")
+        if title is None:
+            returns = self.store["episode_return"][index].float().cpu()
+            total = ", ".join(f"{g} {float(returns[ids].mean()):.2f}" for g, ids in self.groups().items())
+            title = f"{self.name}  t={int(self.store['t'][index])}  return: {total}"
+        from warpdrive.core.render import rgb_frame
+
+        return rgb_frame(lambda axes: self.draw(axes, index), title, size)
 
     # ------------------------------------------------------------------------------------------
     # standard arrays
@@ -554,6 +584,9 @@ class Env:
             raise TypeError(f"{type(self).__name__}: unknown parameter(s) {unknown}; known: {sorted(known)}")
         config = dataclasses.replace(config, **overrides)
         config.validate()
+        length = getattr(config, "episode_length", None)  # the base class truncates there: every env has one
+        if not isinstance(length, int) or isinstance(length, bool) or length < 1:
+            raise ValueError(f"episode_length must be an integer >= 1, got {length!r}")
         return config
 
     @staticmethod

@@ -7,14 +7,18 @@
         metrics.jsonl        one JSON object per iteration: iteration, env_steps, and the metrics
         tensorboard/         TensorBoard event files (x axis: env-steps)
         checkpoints/         see warpdrive.training.checkpoint
-        learning_curve.png   mean episodic return per group against env-steps, written at the end
+        learning_curve.png   mean episodic return per group, episode length and the env's metrics against
+                             env-steps, written at the end
 
-A tqdm progress bar (stderr) shows env-steps/s and the mean episodic return of each group.
+A tqdm progress bar (stderr) shows env-steps/s and the mean episodic return of each group. The first
+iteration of a process compiles the kernels (or loads them from Numba's cache): it is announced, and kept
+out of the bar's rate and ETA and out of ``charts/SPS`` (not logged for that row).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from warpdrive.core.device import set_numba_cache_dir
+from warpdrive.core.env import Env
 from warpdrive.envs import label
 from warpdrive.training.config import TrainConfig, config_to_dict
 
@@ -50,8 +56,9 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def plot_learning_curve(rows: Iterable[dict[str, Any]], out: Path, title: str = "") -> Path | None:
-    """Plot ``charts/episodic_return/<group>`` against ``env_steps`` to ``out`` (PNG); ``None`` if no
-    episode finished."""
+    """Plot ``charts/episodic_return/<group>`` against ``env_steps`` to ``out`` (PNG), and beside it one panel
+    per other episode statistic (``charts/episodic_length``, the env's ``env/<metric>``): returns alone can
+    look flat while the env's own measures show the learning. ``None`` if no episode finished."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -59,17 +66,26 @@ def plot_learning_curve(rows: Iterable[dict[str, Any]], out: Path, title: str = 
     groups = sorted({k[len(RETURN_PREFIX):] for r in rows for k in r if k.startswith(RETURN_PREFIX)})
     if not groups:
         return None
-    figure = Figure(figsize=(7, 4), dpi=100)
+    others = ["charts/episodic_length", *sorted({k for r in rows for k in r if k.startswith("env/")})]
+    others = [k for k in others if any(k in r for r in rows)]
+    figure = Figure(figsize=(5 + 3.5 * len(others), 4), dpi=100)
     FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
+    panels = figure.subplots(1, 1 + len(others), squeeze=False)[0]
+
+    def plot(axes: Any, key: str, label: str | None = None) -> None:
+        points = [(r["env_steps"], r[key]) for r in rows if key in r]
+        axes.plot([p[0] for p in points], [p[1] for p in points], label=label)
+        axes.set_xlabel("env-steps")
+        axes.grid(alpha=0.3)
+
     for group in groups:
-        points = [(r["env_steps"], r[RETURN_PREFIX + group]) for r in rows if RETURN_PREFIX + group in r]
-        axes.plot([p[0] for p in points], [p[1] for p in points], label=group)
-    axes.set_xlabel("env-steps")
-    axes.set_ylabel("mean episodic return")
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    axes.legend()
+        plot(panels[0], RETURN_PREFIX + group, group)
+    panels[0].set_ylabel("mean episodic return")
+    panels[0].legend()
+    for axes, key in zip(panels[1:], others, strict=True):
+        plot(axes, key)
+        axes.set_title(key.split("/")[-1].replace("_", " "), fontsize=10)
+    figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(out)
     return out
@@ -107,21 +123,46 @@ class RunLogger:
 
             self._writer = SummaryWriter(str(self.tensorboard_dir), purge_step=start_env_steps or None)
 
-        from tqdm.auto import tqdm
-
-        self._bar = tqdm(total=config.total_env_steps, initial=start_env_steps, unit="step", unit_scale=True,
-                         disable=not config.logging.progress, dynamic_ncols=True, desc=label(config.env.name))
+        self._bar: Any = None  # created after the first iteration, which compiles
+        self._compile_start: float | None = None
         self.learning_curve: Path | None = None
+
+    def compiling(self, env: Env) -> None:
+        """Say, before the first iteration, that it compiles the kernels (first run) or loads them."""
+        cache = set_numba_cache_dir()
+        # compiled programs are cached under the env class's qualified name (warpdrive.core.env.Env._program)
+        key = f"{type(env).__module__}.{type(env).__name__}".replace(".", "_")
+        first = not any(cache.glob(f"*/*{key}*step*"))
+        what = f"compiling kernels (first run; cached in {cache})" if first else f"loading kernels from {cache}"
+        self._say(f"{label(self.config.env.name)}: {what}, then the first iteration ...")
+        self._compile_start = time.perf_counter()
+
+    def _say(self, text: str) -> None:
+        if self.config.logging.progress:
+            from tqdm.auto import tqdm
+
+            tqdm.write(text, file=sys.stderr)
 
     def log(self, iteration: int, env_steps: int, metrics: dict[str, float]) -> None:
         """Record one iteration's metrics."""
+        first = self._bar is None
+        if first:
+            # its time is mostly compiling: no SPS, and the bar's rate and ETA start after it
+            metrics = {k: v for k, v in metrics.items() if k != "charts/SPS"}
+            if self._compile_start is not None:
+                self._say(f"  ready in {time.perf_counter() - self._compile_start:.1f} s")
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=self.config.total_env_steps, initial=env_steps, unit="step", unit_scale=True,
+                             disable=not self.config.logging.progress, dynamic_ncols=True,
+                             desc=label(self.config.env.name))
         row = {"iteration": iteration, "env_steps": env_steps, **metrics}
         self._metrics.write(json.dumps(row) + "\n")
         self._metrics.flush()
         if self._writer is not None:
             for key, value in metrics.items():
                 self._writer.add_scalar(key, value, env_steps)
-        postfix = {"SPS": f"{metrics.get('charts/SPS', 0.0):,.0f}"}
+        postfix = {} if first else {"SPS": f"{metrics['charts/SPS']:,.0f}"}
         for key, value in metrics.items():
             if key.startswith(RETURN_PREFIX):
                 postfix[key[len(RETURN_PREFIX):]] = f"{value:.3g}"
@@ -130,7 +171,8 @@ class RunLogger:
 
     def close(self) -> None:
         """Flush and close the writers; plot the learning curve if the config asks for it."""
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
         self._metrics.close()
         if self._writer is not None:
             self._writer.close()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -211,3 +212,14 @@ class Acrobot(Env):
                 "or drop initial_state"
             )
         return {"start": np.zeros(STATE_SIZE) if initial is None else np.asarray(initial, dtype=np.float64)}
+
+    def draw(self, axes: Any, index: int) -> None:
+        """The two links from the pivot (angles 0 hang down) and the height the tip must reach (1)."""
+        theta1, theta2 = self.store["state"][index, :2].double().cpu().tolist()
+        elbow = (math.sin(theta1), -math.cos(theta1))
+        tip = (elbow[0] + math.sin(theta1 + theta2), elbow[1] - math.cos(theta1 + theta2))
+        axes.plot([-2.2, 2.2], [1, 1], color="grey", linestyle="--")
+        axes.plot([0, elbow[0], tip[0]], [0, elbow[1], tip[1]], color="tab:blue", linewidth=5, marker="o")
+        axes.set_xlim(-2.2, 2.2)
+        axes.set_ylim(-2.2, 2.2)
+        axes.set_aspect("equal")

@@ -190,3 +190,15 @@ class CartPole(Env):
                 "or drop initial_state"
             )
         return {"start": np.zeros(STATE_SIZE) if initial is None else np.asarray(initial, dtype=np.float64)}
+
+    def draw(self, axes: Any, index: int) -> None:
+        """The cart on its track and the pole (1 unit drawn for Gymnasium's half-length 0.5)."""
+        from matplotlib.patches import Rectangle
+
+        x, _, theta, _ = self.store["state"][index].double().cpu().tolist()
+        axes.plot([-2.4, 2.4], [0, 0], color="grey")
+        axes.add_patch(Rectangle((x - 0.25, -0.1), 0.5, 0.2, color="tab:blue"))
+        axes.plot([x, x + math.sin(theta)], [0, math.cos(theta)], color="tab:brown", linewidth=4)
+        axes.set_xlim(-2.6, 2.6)
+        axes.set_ylim(-0.5, 1.5)
+        axes.set_aspect("equal")

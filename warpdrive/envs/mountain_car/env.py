@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -126,6 +127,8 @@ class MountainCar(Env):
     """
 
     name = "mountain_car"
+    #: where the flag is drawn
+    goal_position: ClassVar[float] = GOAL_POSITION
     # float64 math.sin/cos as Gymnasium computes them (bit for bit on the CPU); CUDA's libdevice rounds a few
     # results differently, so CPU and GPU agree to a tolerance, not bit for bit
     bit_identical_on_gpu = False
@@ -170,3 +173,14 @@ class MountainCar(Env):
                 "or drop initial_state"
             )
         return {"start": np.array([-0.5, 0.0]) if initial is None else np.asarray(initial, dtype=np.float64)}
+
+    def draw(self, axes: Any, index: int) -> None:
+        """The track (height ``sin(3 x)``), the flag at the goal and the car."""
+        position = float(self.store["state"][index, 0])
+        xs = np.linspace(MIN_POSITION, MAX_POSITION, 200)
+        axes.plot(xs, np.sin(3 * xs), color="grey")
+        goal = type(self).goal_position
+        axes.plot([goal, goal], [math.sin(3 * goal), math.sin(3 * goal) + 0.3], color="tab:green", linewidth=2)
+        axes.scatter([position], [math.sin(3 * position)], s=150, color="tab:blue", zorder=3)
+        axes.set_xlim(MIN_POSITION, MAX_POSITION)
+        axes.set_ylim(-1.2, 1.4)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -178,3 +179,12 @@ class Pendulum(Env):
             )
         start = np.array([math.pi, 0.0]) if initial is None else np.asarray(initial, dtype=np.float64)
         return {"start": start, "g": np.array([self.config.g], dtype=np.float64)}
+
+    def draw(self, axes: Any, index: int) -> None:
+        """The pendulum from its pivot (angle 0 points up)."""
+        theta = float(self.store["state"][index, 0])
+        axes.plot([0, math.sin(theta)], [0, math.cos(theta)], color="tab:red", linewidth=6)
+        axes.scatter([0], [0], color="black", zorder=3)
+        axes.set_xlim(-1.2, 1.2)
+        axes.set_ylim(-1.2, 1.2)
+        axes.set_aspect("equal")

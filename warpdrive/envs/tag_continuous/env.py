@@ -591,6 +591,7 @@ class TagContinuous(Env):
 
     name = "tag_continuous"
     Config = TagContinuousConfig
+    code_variants = ({"use_full_observation": False},)  # the partial observation compiles other code
 
     def program_phases(self) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
         c = self.config
@@ -701,3 +702,11 @@ class TagContinuous(Env):
             cached = (self.config, start_state_of(self.config))
             self._start_cache = cached
         return cached[1]
+
+    def draw(self, axes: Any, index: int) -> None:
+        """Agents on the square, coloured by group; runners out of the game hollow."""
+        from warpdrive.core.render import draw_agents_on_plane
+
+        s = self.store
+        draw_agents_on_plane(axes, self, s["x"][index].cpu().numpy(), s["y"][index].cpu().numpy(),
+                             self.config.grid_length, out=~s["still"][index].cpu().numpy())

@@ -181,6 +181,7 @@ class TagGridWorld(Env):
 
     name = "tag_gridworld"
     Config = TagGridWorldConfig
+    code_variants = ({"use_full_observation": False},)  # the partial observation compiles other code
 
     step_phases = (
         per_env(_begin_step),
@@ -242,3 +243,12 @@ class TagGridWorld(Env):
             x = np.asarray(c.starting_location_x, np.int32)
             y = np.asarray(c.starting_location_y, np.int32)
         return {"start_x": x, "start_y": y, "moves": MOVES}
+
+    def draw(self, axes: Any, index: int) -> None:
+        """Agents on the grid, coloured by group; a star on the runner in the step it is tagged."""
+        from warpdrive.core.render import draw_agents_on_plane
+
+        s = self.store
+        marked = self.num_agents - 1 if bool(s["tagged"][index]) else None
+        draw_agents_on_plane(axes, self, s["x"][index].cpu().numpy(), s["y"][index].cpu().numpy(),
+                             self.config.grid_length, grid=True, marked=marked)

@@ -1,0 +1,110 @@
+"""The env contract (:mod:`warpdrive.core.contract`) for every registered env: each check on the CPU and, for
+CPU-vs-CUDA consistency, on the CUDA target here (the GPU, else Numba's simulator); PTX for the GPU.
+
+An env added to the registry is covered by adding nothing. Compiled kernels are cached per env class, target
+and code variant for the session, so each env compiles once per target however many checks build it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from warpdrive import ArraySpec, Env, kernel_function, per_env
+from warpdrive.core import contract
+from warpdrive.core.random import uniform
+from warpdrive.envs import REGISTRY, env_class
+
+ENVS = sorted(REGISTRY)
+#: short episodes: two of them, and the autoresets after each, in 25 steps
+PARAMETERS = {"episode_length": 12}
+
+
+@pytest.mark.parametrize("check", list(contract.CHECKS))
+@pytest.mark.parametrize("name", ENVS)
+def test_contract(name: str, check: str, gpu_backend: str) -> None:
+    assert contract.cuda_backend() == gpu_backend  # consistency runs here, not skipped
+    results = contract.CHECKS[check](env_class(name), dict(PARAMETERS), None)
+    assert results
+    for result in results:
+        assert result.status == "pass", str(result)
+
+
+@pytest.fixture(scope="session")
+def ptx_results() -> dict[str, list[contract.CheckResult]]:
+    """Every registered env's PTX checks, compiled in one process (a child one under the simulator)."""
+    cases = [case for name in ENVS for case in contract.ptx_cases(name, {})]
+    results = contract.check_ptx(cases)
+    assert len(results) == len(cases), [str(r) for r in results]
+    by_env: dict[str, list[contract.CheckResult]] = {name: [] for name in ENVS}
+    for (name, _, _), result in zip(cases, results, strict=True):
+        by_env[name].append(result)
+    return by_env
+
+
+@pytest.mark.parametrize("name", ENVS)
+def test_ptx(name: str, ptx_results: dict[str, list[contract.CheckResult]]) -> None:
+    for result in ptx_results[name]:
+        assert result.status == "pass", str(result)
+
+
+@kernel_function
+def _walk(env, p, s):
+    action = s.actions[env, 0, 0]
+    s.position[env] += np.float32(action) - np.float32(1.0)
+    s.obs[env, 0, 0] = s.position[env]
+    # a planted bug: action 2 rewards NaN
+    s.rewards[env, 0] = np.float32(np.nan) if action == 2 else np.float32(0.0)
+
+
+@kernel_function
+def _place(env, p, s):
+    s.position[env] = uniform(p.seed, env, s.episode[env], 0)
+    s.obs[env, 0, 0] = s.position[env]
+
+
+@dataclass(frozen=True)
+class WalkConfig:
+    episode_length: int = 5
+
+    def validate(self) -> None:
+        pass
+
+
+class BrokenWalk(Env):
+    """One walker; its rewards go NaN, and it accepts any action index."""
+
+    Config = WalkConfig
+    start_modes = ("random",)
+    step_phases = (per_env(_walk),)
+    reset_phases = (per_env(_place),)
+
+    @classmethod
+    def num_agents_of(cls, config: WalkConfig) -> int:
+        return 1
+
+    def single_action_space(self) -> gym.spaces.Discrete:
+        return gym.spaces.Discrete(3)
+
+    def observation_size(self) -> int:
+        return 1
+
+    def state_arrays(self) -> list[ArraySpec]:
+        return [ArraySpec("position", "env", torch.float32)]
+
+    def _check_action_range(self, actions: torch.Tensor) -> None:
+        pass  # the second planted bug
+
+
+def test_a_broken_env_fails_the_checks_it_breaks() -> None:
+    """The contract finds what it is written to find, and says where."""
+    finite = contract.check_finite(BrokenWalk, {}, 40)[0]
+    assert finite.status == "fail" and finite.detail.startswith("rewards[") and "= nan at step" in finite.detail
+    actions = contract.check_actions(BrokenWalk, {})[0]
+    assert actions.status == "fail" and "accepted without an error" in actions.detail
+    assert contract.check_seeding(BrokenWalk, {}, 12)[0].status == "pass"
+    assert "default draw()" in contract.check_render(BrokenWalk, {})[0].detail
