@@ -1,0 +1,153 @@
+"""MPE envs (simple_tag, simple_spread, simple_adversary): step by step against mpe2, CPU vs CUDA, k-nearest, bad input.
+
+mpe2 is stepped beside our env from the same state (its world's positions and velocities are set from ours,
+in float64) with the same actions over whole episodes, and observations, rewards, terminations and
+truncations are compared after every step. Our state is float32 and mpe2's float64, so the two part by float32
+rounding (about 1e-7), which contacts amplify a little; the tolerance is 1e-4, absolute.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from warpdrive.core.checker import check_consistency
+from warpdrive.envs import make
+from warpdrive.envs.mpe import SimpleAdversary, SimpleSpread, SimpleTag
+from warpdrive.envs.mpe.physics import MPEEnv
+
+mpe2 = pytest.importorskip("mpe2", reason="mpe2 (test extra)")
+from mpe2 import simple_adversary_v3, simple_spread_v3, simple_tag_v3  # noqa: E402
+
+ATOL = 1e-4
+RTOL = 1e-5
+
+
+# --------------------------------------------------------------------------------------------------
+# the two sides
+
+
+def reference_of(env: MPEEnv, continuous: bool) -> Any:
+    """mpe2's parallel env with ``env``'s sizes (before its state is copied in)."""
+    c = env.config
+    common = dict(max_cycles=c.episode_length, continuous_actions=continuous, num_agent_neighbors=c.k_nearest)
+    if isinstance(env, SimpleTag):
+        ref = simple_tag_v3.parallel_env(num_good=c.num_good, num_adversaries=c.num_adversaries,
+                                         num_obstacles=c.num_obstacles, **common)
+    elif isinstance(env, SimpleSpread):
+        ref = simple_spread_v3.parallel_env(N=c.num_agents, local_ratio=c.local_ratio, **common)
+    else:
+        ref = simple_adversary_v3.parallel_env(N=c.num_good, **common)
+    ref.reset(seed=0)
+    if isinstance(env, SimpleAdversary):
+        # mpe2 makes one adversary; the scenario's code reads every agent's flag, so more work as flags
+        for i, agent in enumerate(ref.unwrapped.world.agents):
+            agent.adversary = i < c.num_adversaries
+    return ref
+
+
+def copy_state(env: MPEEnv, ref: Any, replica: int) -> None:
+    """mpe2's world set to our replica's state (float64 copies)."""
+    world = ref.unwrapped.world
+    s = env.store
+    assert len(world.agents) == env.num_agents and len(world.landmarks) == env.num_landmarks
+    for i, agent in enumerate(world.agents):
+        agent.state.p_pos = np.array([s["x"][replica, i], s["y"][replica, i]], dtype=np.float64)
+        agent.state.p_vel = np.array([s["vx"][replica, i], s["vy"][replica, i]], dtype=np.float64)
+    for j, landmark in enumerate(world.landmarks):
+        landmark.state.p_pos = np.array([s["lx"][replica, j], s["ly"][replica, j]], dtype=np.float64)
+    if isinstance(env, SimpleAdversary):
+        goal = world.landmarks[int(s["goal"][replica])]
+        for agent in world.agents:
+            agent.goal_a = goal
+
+
+def chase_actions(env: MPEEnv, continuous: bool, t: int) -> torch.Tensor:
+    """Actions [E, N, H] that make things happen: adversaries (and, in simple_spread, every agent) run at
+    the nearest other agent, good agents flee outwards (the bounds penalty), with a little noise."""
+    s = env.store
+    x, y = s["x"].double(), s["y"].double()
+    dx, dy = x[:, None, :] - x[:, :, None], y[:, None, :] - y[:, :, None]  # [E, i, j]: j relative to i
+    dist = (dx**2 + dy**2).sqrt() + torch.eye(env.num_agents, dtype=torch.float64) * 1e9
+    nearest = dist.argmin(-1, keepdim=True)
+    vx, vy = dx.gather(-1, nearest)[..., 0], dy.gather(-1, nearest)[..., 0]
+    flee = ~s["adversary"] & (not isinstance(env, SimpleSpread))
+    vx = torch.where(flee, x, vx)
+    vy = torch.where(flee, y, vy)
+    generator = torch.Generator().manual_seed(t)
+    if continuous:
+        noise = torch.rand(*x.shape, 5, generator=generator, dtype=torch.float64) * 0.3
+        push = torch.stack([torch.zeros_like(vx), -vx, vx, -vy, vy], -1).clamp(0, 1)
+        return (push + noise).clamp(0, 1).float()
+    action = torch.where(vx.abs() > vy.abs(), torch.where(vx < 0, 1, 2), torch.where(vy < 0, 3, 4))
+    action = torch.where(torch.rand(x.shape, generator=generator) < 0.15,
+                         torch.randint(0, 5, x.shape, generator=generator), action)
+    return action.to(torch.int32)[..., None]
+
+
+def run_beside_mpe2(env: MPEEnv, continuous: bool, steps: int) -> dict[str, float]:
+    """Step replica 0 of ``env`` and mpe2 from the same state with the same actions for ``steps`` steps (mpe2
+    restarted from our state after each episode); returns what happened (for the tests to check coverage)."""
+    names = None
+    ref = None
+    seen = {"contacts": 0, "out_of_bounds": 0, "truncations": 0, "tags": 0}
+    for t in range(steps):
+        if ref is None:
+            ref = reference_of(env, continuous)
+            names = list(ref.unwrapped.possible_agents)
+            copy_state(env, ref, 0)
+        actions = chase_actions(env, continuous, t)
+        ref_actions = {name: (actions[0, i].numpy().copy() if continuous else int(actions[0, i, 0]))
+                       for i, name in enumerate(names)}
+        ref_obs, ref_rewards, ref_terminations, ref_truncations, _ = ref.step(ref_actions)
+        obs, rewards, terminated, truncated, info = env.step(actions)
+        at = f"step {t}"
+        done = bool(info["done"][0])
+        assert bool(terminated[0]) == any(ref_terminations.values()), at
+        assert bool(truncated[0]) == all(ref_truncations.values()), at
+        assert done == (bool(terminated[0]) or bool(truncated[0])), at
+        ours = (info["final_obs"] if done else obs)[0].numpy()
+        for i, name in enumerate(names):
+            expected = ref_obs[name]
+            row = ours[i]
+            np.testing.assert_allclose(row[:len(expected)], expected, atol=ATOL, rtol=RTOL,
+                                       err_msg=f"{at}, obs of {name}")
+            assert not row[len(expected):].any(), f"{at}: padding of {name}"
+            np.testing.assert_allclose(rewards[0, i].item(), ref_rewards[name], atol=ATOL, rtol=RTOL,
+                                       err_msg=f"{at}, reward of {name}")
+        seen["tags"] += isinstance(env, SimpleTag) and bool((rewards[0] >= 10).any())
+        world = ref.unwrapped.world
+        seen["contacts"] += any(np.linalg.norm(a.state.p_pos - b.state.p_pos) < a.size + b.size
+                                for i, a in enumerate(world.agents) for b in world.agents[i + 1:])
+        seen["out_of_bounds"] += any(np.abs(a.state.p_pos).max() > 0.9 for a in world.agents
+                                     if not getattr(a, "adversary", False))
+        if done:
+            seen["truncations"] += int(bool(truncated[0]))
+            ref = None
+    return seen
+
+
+# --------------------------------------------------------------------------------------------------
+# parity with mpe2
+
+PARITY_CASES = {
+    "tag": (SimpleTag, dict(num_good=2, num_adversaries=3, num_obstacles=3)),
+    "spread": (SimpleSpread, dict(num_agents=5, local_ratio=0.3)),
+    "adversary": (SimpleAdversary, dict(num_good=3, num_adversaries=2)),
+}
+
+
+@pytest.mark.parametrize("continuous", [False, True], ids=["discrete", "continuous"])
+@pytest.mark.parametrize("case", list(PARITY_CASES))
+def test_steps_match_mpe2(case: str, continuous: bool) -> None:
+    cls, params = PARITY_CASES[case]
+    env = cls(num_envs=1, backend="cpu", seed=5, episode_length=30, continuous_actions=continuous, **params)
+    env.reset()
+    seen = run_beside_mpe2(env, continuous, steps=65)
+    assert seen["truncations"] == 2
+    assert seen["contacts"] > 0
+    if cls is SimpleTag:
+        assert seen["out_of_bounds"] > 0 and seen["tags"] > 0
