@@ -159,3 +159,89 @@ def test_steps_match_mpe2(case: str, continuous: bool) -> None:
     assert seen["contacts"] > 0
     if cls is SimpleTag:
         assert seen["out_of_bounds"] > 0 and seen["tags"] > 0
+
+
+def test_k_nearest_matches_mpe2_num_agent_neighbors() -> None:
+    """``k_nearest = k`` is mpe2's ``num_agent_neighbors = k``: the k nearest others (3 of 5), nearest first,
+    velocities only of good ones."""
+    env = SimpleTag(num_envs=1, backend="cpu", seed=2, episode_length=30, continuous_actions=True, num_good=2,
+                    num_adversaries=4, num_obstacles=1, k_nearest=3)
+    env.reset()
+    seen = run_beside_mpe2(env, True, steps=31)
+    assert seen["truncations"] == 1 and seen["contacts"] > 0
+
+
+def test_k_nearest_with_every_other_is_the_full_layout_sorted() -> None:
+    """With k = all others, each k-nearest row holds the full row's (position, velocity) entries, sorted by
+    distance; with more slots than others, the extra ones are zero."""
+    kwargs = dict(num_envs=3, backend="cpu", seed=1, num_good=2, num_adversaries=2, num_obstacles=1,
+                  continuous_actions=True)
+    full, near = SimpleTag(**kwargs), SimpleTag(**kwargs, k_nearest=3)
+    full.reset(), near.reset()
+    for _ in range(3):
+        full.random_step(), near.random_step()
+    assert torch.equal(full.store["x"], near.store["x"])
+    n, o = 4, 4 + 2  # agents; offset of the others' positions
+    for e in range(3):
+        for i in range(n):
+            others = [j for j in range(n) if j != i]
+            rel = full.obs[e, i, o:o + 6].reshape(3, 2)
+            order = sorted(range(3), key=lambda q: float(rel[q].norm()))
+            assert torch.equal(near.obs[e, i, :o], full.obs[e, i, :o])
+            assert torch.equal(near.obs[e, i, o:o + 6].reshape(3, 2), rel[order])
+            velocity = [torch.stack([full.store["vx"][e, j], full.store["vy"][e, j]]) * (j >= 2) for j in others]
+            assert torch.equal(near.obs[e, i, o + 6:].reshape(3, 2), torch.stack(velocity)[order])
+
+
+@pytest.mark.cudasim
+@pytest.mark.parametrize(("cls", "params"), [
+    (SimpleTag, dict(num_good=2, num_adversaries=2, num_obstacles=1)),
+    (SimpleSpread, dict(num_agents=3, num_landmarks=2, k_nearest=1)),
+    (SimpleAdversary, dict(num_good=2, num_adversaries=2, continuous_actions=True)),
+], ids=["tag", "spread-k1", "adversary-continuous"])
+def test_cpu_and_cuda_compilations_agree(gpu_backend: str, cls: type[MPEEnv], params: dict) -> None:
+    kwargs = dict(num_envs=2, seed=4, episode_length=6, **params)
+    cpu, gpu = cls(backend="cpu", **kwargs), cls(backend=gpu_backend, **kwargs)
+    # exp and log1p round differently on the targets (MPEEnv.bit_identical_on_gpu)
+    report = check_consistency(cpu, gpu, seed=2, atol=1e-5, rtol=1e-5)
+    assert report.ok, str(report)
+    assert report.episodes_finished == 4
+
+
+def test_random_starts_are_mpe2s_ranges() -> None:
+    env = SimpleTag(num_envs=200, backend="cpu", seed=3, num_obstacles=2)
+    env.reset()
+    s = env.store
+    for name, bound in (("x", 1.0), ("y", 1.0), ("lx", 0.9), ("ly", 0.9)):
+        values = s[name]
+        assert float(values.min()) >= -bound and float(values.max()) < bound, name
+        assert float(values.min()) < -0.8 * bound and float(values.max()) > 0.8 * bound, name  # spread out
+    assert not s["vx"].any() and not s["vy"].any()
+    first = s["x"].clone()
+    env.reset()
+    assert not torch.equal(first, s["x"])  # a new episode draws anew
+
+
+def test_sizes_groups_and_spaces() -> None:
+    tag = make("simple_tag", backend="cpu")
+    assert tag.groups() == {"adversaries": [0, 1, 2], "agents": [3]}
+    assert tag.observation_size() == 16 and tag.single_action_space().n == 5
+    spread = make("simple_spread", backend="cpu", continuous_actions=True)
+    assert spread.observation_size() == 18 and spread.single_action_space().shape == (5,)
+    adversary = make("simple_adversary", backend="cpu", k_nearest=1)
+    assert adversary.groups() == {"adversaries": [0], "agents": [1, 2]} and adversary.observation_size() == 8
+
+
+@pytest.mark.parametrize(("cls", "params", "message"), [
+    (SimpleTag, {"num_good": 0}, "num_good must be an integer >= 1, got 0"),
+    (SimpleTag, {"num_obstacles": -1}, "num_obstacles must be an integer >= 0, got -1"),
+    (SimpleTag, {"k_nearest": 0}, "k_nearest must be None or an integer >= 1, got 0"),
+    (SimpleTag, {"episode_length": 2.5}, "episode_length must be an integer >= 1, got 2.5"),
+    (SimpleSpread, {"local_ratio": 1.5}, "local_ratio must be a number in [0.0, 1.0], got 1.5"),
+    (SimpleSpread, {"num_landmarks": 0}, "num_landmarks must be None or an integer >= 1, got 0"),
+    (SimpleAdversary, {"num_adversaries": True}, "num_adversaries must be an integer >= 1, got True"),
+])
+def test_bad_parameters_name_the_value(cls: type[MPEEnv], params: dict, message: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        cls(backend="cpu", **params)
+    assert str(raised.value) == message
