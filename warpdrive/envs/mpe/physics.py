@@ -316,10 +316,10 @@ def world_phases(observe: Phase, rewards: tuple[Phase, ...], visit: Any, k: int 
                  ) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
     """``(step phases, reset phases)`` of an MPE env.
 
-    Step: ``step_start`` (per-env functions), forces; integration (and counting into the neighbour grid); with ``k``, the grid's build and the
-    k-nearest phase calling ``visit(env, agent, slot, other, p, s)``; ``observe`` (per agent: the rest of the
-    observation); then the env's ``rewards`` phases. Reset: ``episode_start`` (per-env functions), agent and
-    landmark starts, then the same observation phases.
+    Step: ``step_start`` (per-env functions), forces, integration (and counting into the neighbour grid);
+    with ``k``, the grid's build and the k-nearest phase calling ``visit(env, agent, slot, other, p, s)``;
+    ``observe`` (per agent: the rest of the observation); then the env's ``rewards`` phases. Reset:
+    ``episode_start`` (per-env functions), agent and landmark starts, then the same observation phases.
     """
     if k is None:
         grid_start: tuple[Any, ...] = ()
