@@ -18,6 +18,9 @@ SMALL: dict[str, dict[str, Any]] = {
     "pendulum": {},
     "tag_gridworld": {"num_taggers": 2, "grid_length": 5},
     "tag_continuous": {"num_taggers": 2, "num_runners": 3, "grid_length": 3.0},
+    "simple_tag": {},
+    "simple_spread": {},
+    "simple_adversary": {},
 }
 NUM_ENVS = 4
 MASK = torch.tensor([True, False, True, False])

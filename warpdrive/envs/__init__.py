@@ -35,6 +35,9 @@ REGISTRY: dict[str, str] = {
     "acrobot": "warpdrive.envs.acrobot:Acrobot",
     "mountain_car": "warpdrive.envs.mountain_car:MountainCar",
     "mountain_car_continuous": "warpdrive.envs.mountain_car_continuous:MountainCarContinuous",
+    "simple_tag": "warpdrive.envs.mpe:SimpleTag",
+    "simple_spread": "warpdrive.envs.mpe:SimpleSpread",
+    "simple_adversary": "warpdrive.envs.mpe:SimpleAdversary",
 }
 
 #: The entry point group through which installed packages offer envs (name -> "module:Class").
