@@ -39,6 +39,7 @@ from warpdrive.core.compile import (
     LaunchShape,
     Phase,
     Program,
+    Target,
     launch_shape,
     only_where_done,
     per_agent,
@@ -266,7 +267,7 @@ class Env:
             raise ValueError(f"launch must be a LaunchShape with lanes >= 1 and envs_per_block >= 1, got {launch!r}")
         self.shape: LaunchShape = launch
         self._arrays_type = kernel_tuple_type(type(self), "Arrays", list(self.store.specs))
-        kernel_target = "cuda" if self.backend == "cuda" else "cpu"
+        kernel_target: Literal["cpu", "cuda"] = "cuda" if self.backend == "cuda" else "cpu"
         self._s = self.store.kernel_views(self._arrays_type, kernel_target)
         self._set_params()
 
@@ -463,7 +464,7 @@ class Env:
     def single_observation_space(self) -> gym.spaces.Box:
         return gym.spaces.Box(-np.inf, np.inf, (self.observation_size(),), np.float32)
 
-    def group_spaces(self) -> dict[str, tuple[gym.spaces.Space, gym.spaces.Space]]:
+    def group_spaces(self) -> dict[str, tuple[gym.spaces.Box, gym.spaces.Space]]:
         """(observation space, action space) of one agent, per group."""
         return {g: (self.single_observation_space, self.single_action_space()) for g in self.groups()}
 
@@ -643,16 +644,17 @@ class Env:
         choices = discrete_choices(space)
         if choices is not None:
             return {"action_choices": np.asarray(choices, np.int32)}
+        assert isinstance(space, gym.spaces.Box)  # discrete_choices raises for other spaces
         return {"action_low": np.asarray(space.low, np.float32).reshape(heads),
                 "action_high": np.asarray(space.high, np.float32).reshape(heads)}
 
     def _load_start_state(self) -> None:
         for name, value in {**self._action_space_constants(), **self.start_state()}.items():
             target = self.store[name]
-            value = torch.as_tensor(np.asarray(value), dtype=target.dtype)
-            if tuple(value.shape) != tuple(target.shape):
-                raise ValueError(f"start value {name!r} has shape {tuple(value.shape)}, expected {tuple(target.shape)}")
-            target.copy_(value)
+            array = torch.as_tensor(np.asarray(value), dtype=target.dtype)
+            if tuple(array.shape) != tuple(target.shape):
+                raise ValueError(f"start value {name!r} has shape {tuple(array.shape)}, expected {tuple(target.shape)}")
+            target.copy_(array)
 
     def _set_params(self) -> None:
         values: dict[str, Any] = {
@@ -662,7 +664,7 @@ class Env:
             "random_start": self.start == "random",
             **self.kernel_params(),
         }
-        converted = {}
+        converted: dict[str, Any] = {}
         for key, value in values.items():
             if isinstance(value, (bool, np.bool_)):
                 converted[key] = np.bool_(value)
@@ -683,7 +685,7 @@ class Env:
 
     def _program(self, name: str) -> Program:
         cls = type(self)
-        target = "cuda" if self.backend in ("cuda", "cudasim") else "cpu"
+        target: Target = "cuda" if self.backend in ("cuda", "cudasim") else "cpu"
         # launch boundaries change only the CUDA code: the CPU program is the same with or without them
         variant = self.program_variant() + (self._launch_layout() if target == "cuda" else "")
         exact = self.exact or target == "cpu"  # the CPU never contracts
@@ -777,6 +779,7 @@ class Env:
     def _check_allowed(self, actions: torch.Tensor, mask: torch.Tensor) -> None:
         """Every (in-range) action index must be allowed by ``mask``."""
         choices = discrete_choices(self.single_action_space())
+        assert choices is not None  # _check_action_mask_spec: a masked action space is discrete
         offsets = torch.as_tensor(np.cumsum([0, *choices[:-1]]), device=actions.device)
         allowed = mask.gather(2, actions.long() + offsets)
         if not bool(allowed.all()):

@@ -31,7 +31,7 @@ __all__ = ["Checkpoint", "atomic_write", "find_checkpoint", "load_checkpoint", "
 LATEST = "latest.json"
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Write ``path`` through ``write(file)`` so that it is either the old file or the whole new one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

@@ -24,7 +24,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
@@ -102,14 +102,17 @@ class _PolicyCommon:
             raise ConfigError(f"{path}.model.critic_input", f"{cls.name} supports only a local critic")
 
 
-PolicySpec = dataclasses.make_dataclass(
-    "PolicySpec",
-    [(name, cls.Config, field(default_factory=cls.Config))
-     for name, cls in ALGORITHMS.items() if cls.Config is not None],
-    bases=(_PolicyCommon,),
-)
-PolicySpec.__module__ = __name__
-PolicySpec.__doc__ = _PolicyCommon.__doc__
+if TYPE_CHECKING:  # the type checker sees the common fields; each algorithm's section is read through algorithm_config
+    PolicySpec = _PolicyCommon
+else:
+    PolicySpec = dataclasses.make_dataclass(
+        "PolicySpec",
+        [(name, cls.Config, field(default_factory=cls.Config))
+         for name, cls in ALGORITHMS.items() if cls.Config is not None],
+        bases=(_PolicyCommon,),
+    )
+    PolicySpec.__module__ = __name__
+    PolicySpec.__doc__ = _PolicyCommon.__doc__
 
 
 @dataclass
@@ -188,7 +191,7 @@ class TrainConfig:
 
 def packaged_config(name: str) -> Path:
     """The training config shipped with env ``name`` (``warpdrive/envs/<name>/train.yaml``)."""
-    path = Path(str(resources.files("warpdrive.envs").joinpath(name, "train.yaml")))
+    path = Path(str(resources.files("warpdrive.envs").joinpath(name).joinpath("train.yaml")))
     if not path.is_file():
         shipped = sorted(p.parent.name for p in Path(str(resources.files("warpdrive.envs"))).glob("*/train.yaml"))
         raise FileNotFoundError(f"no config file {name!r} and no packaged config of that name; "

@@ -289,11 +289,11 @@ def start_state_of(config: TagContinuousConfig) -> StartState:
         x = np.float32(config.grid_length) * rng.rand(n)
         y = np.float32(config.grid_length) * rng.rand(n)
     else:
-        x, y = config.starting_location_x, config.starting_location_y
+        x, y = np.asarray(config.starting_location_x), np.asarray(config.starting_location_y)
     if config.starting_directions is None:
         direction = rng.choice([0, np.pi / 2, np.pi, np.pi * 3 / 2], n, replace=True)
     else:
-        direction = config.starting_directions
+        direction = np.asarray(config.starting_directions)
     return StartState(
         tagger_ids=np.sort(np.asarray(ids, dtype=np.int64)),
         x=np.asarray(x, dtype=np.float32),
@@ -593,7 +593,7 @@ class TagContinuous(Env):
     Config = TagContinuousConfig
     code_variants = ({"use_full_observation": False},)  # the partial observation compiles other code
 
-    def program_phases(self) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
+    def program_phases(self) -> tuple[tuple[Phase | LaunchBoundary, ...], tuple[Phase | LaunchBoundary, ...]]:
         c = self.config
         if c.use_full_observation:
             return _FULL_OBSERVATION_PHASES
