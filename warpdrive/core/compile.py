@@ -18,7 +18,7 @@ of arrays shaped ``[envs, agents, ...]``, ``[envs, ...]`` or, for constants, wit
     per_env:    fn(env, p, s)
     per_index:  fn(env, index, p, s), for index in range(count(p, s))
 
-Programs are composed from phases with :func:`sequence` and compiled with :func:`compile_program`, which
+Programs are composed from phases with :func:`sequence` and compiled with :class:`Program`, which
 caches the compiled code on disk (Numba's cache, in a user cache directory). Sizes are run-time
 arguments, so changing the number of envs or agents never recompiles.
 """

@@ -212,7 +212,6 @@ class Env:
     Config: ClassVar[type]
     step_phases: ClassVar[tuple[Phase | LaunchBoundary, ...]] = ()
     reset_phases: ClassVar[tuple[Phase | LaunchBoundary, ...]] = ()
-    autoreset_mode: ClassVar[gym.vector.AutoresetMode] = gym.vector.AutoresetMode.SAME_STEP
     #: True: the CPU and the GPU compute bit-identical results (the env uses only ``+ - * /``, ``sqrt`` and the
     #: functions of :mod:`warpdrive.core.exactmath`). False for envs that call the targets' own transcendental
     #: functions (``math.sin``, ``math.exp``, ...), e.g. to match a CPU reference bit for bit: CUDA's libdevice

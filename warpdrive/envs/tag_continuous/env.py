@@ -1,7 +1,8 @@
 """Tag in continuous 2D space: taggers chase runners in a square arena of side ``L``.
 
-Semantics: ``shared/specs/tag_continuous.md`` (the reference WarpDrive's Tag-continuous, CPU version,
-rl-warp-drive 2.7.1): same initial state and actions give the same observations, rewards and done flags.
+Semantics: the reference WarpDrive's Tag-continuous (rl-warp-drive 2.7.1, CPU version), which
+``tests/envs/test_tag_continuous.py`` steps beside this env: same initial state and actions give the same
+observations, rewards and done flags.
 
 Agents ``0 .. N-1`` (``N = num_taggers + num_runners``); which ids are taggers is fixed for the env (drawn
 like the reference from ``config.seed``, or given as ``tagger_ids``). State per agent: ``x, y`` in
