@@ -67,7 +67,8 @@ def train(config: TrainConfig, *, resume: str | Path | None = None) -> RunResult
         return save_checkpoint(trainer, run_dir / "checkpoints", config_data, keep=spec.keep,
                                replay_buffer=spec.replay_buffer)
 
-    logger.compiling(trainer.env)  # type: ignore[union-attr]  # BUG: logger is None on ranks > 0 (left to run.py's owner)
+    if logger is not None:
+        logger.compiling(trainer.env)
     try:
         while not trainer.done:
             metrics = trainer.train_iteration()
