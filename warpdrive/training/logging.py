@@ -53,7 +53,7 @@ def new_run_dir(config: TrainConfig) -> Path:
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """The rows of a ``metrics.jsonl`` file. A last line cut short (its writer was killed mid-line) is left
-    out, with a warning.
+    out, with a note (logged).
 
     Raises:
         ValueError: any other line is not a JSON object (naming the file and line).
@@ -68,7 +68,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
             row = json.loads(line)
         except ValueError as err:
             if number == len(lines):  # no newline after it: a partial write
-                log.warning("%s:%d: left out a partial last line (%d characters), cut short when its run "
+                log.info("%s:%d: left out a partial last line (%d characters), cut short when its run "
                             "was interrupted", path, number, len(line))
                 break
             raise ValueError(f"{path}:{number}: not a JSON object: {err}") from None
