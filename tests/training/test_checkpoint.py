@@ -178,16 +178,17 @@ def test_resume_refuses_a_changed_config_naming_the_keys(tmp_path: Path, straigh
     # a config file given with --resume is compared too, before anything is built
     other = grid_config(run_dir, 6 * STEPS, "checkpoint.every=2", "rollout_length=5")
     with pytest.raises(ConfigError, match=r"rollout_length: 10 -> 5\); a resumed run may change only total_env_steps, "
-                                          r"logging\.\*, checkpoint\.\*"):
+                                          r"logging\.\*, checkpoint\.\*, policies\.\*\.optimizer\.\*"):
         train(other, resume=run_dir)
 
 
 def test_resume_changes_lists_the_allowed_ones() -> None:
     saved = config_to_dict(grid_config("run", 100))
     new = config_to_dict(grid_config("elsewhere", 200, "checkpoint.every=3", "logging.progress=true",
-                                     "guard_nonfinite=false"))
-    assert resume_changes(saved, new) == ["total_env_steps: 100 -> 200", "guard_nonfinite: True -> False",
-                                          "logging.progress: False -> True", "checkpoint.every: 0 -> 3"]
+                                     "guard_nonfinite=false", "policies.runner.optimizer.lr=1e-4"))
+    assert resume_changes(saved, new) == [
+        "total_env_steps: 100 -> 200", "policies.runner.optimizer.lr: 0.0003 -> 0.0001",
+        "guard_nonfinite: True -> False", "logging.progress: False -> True", "checkpoint.every: 0 -> 3"]
     assert resume_changes(saved, saved) == []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,10 +20,11 @@ __all__ = ["RESUMABLE", "RunResult", "resume_changes", "train", "trainer_from_ch
 
 log = logging.getLogger(__name__)
 
-#: The config keys (and sections, ending in ``.``) that a resumed run may change: none changes what the
-#: checkpoint holds (the env, its replicas, the policies, their networks and optimisers, the seed).
-RESUMABLE = ("total_env_steps", "logging.", "checkpoint.", "torch_threads", "guard_nonfinite", "cuda_graph",
-             "mixed_precision")
+#: The config keys (``fnmatch`` patterns) that a resumed run may change: none changes what the checkpoint
+#: holds (the env and its replicas, the policies, their networks, optimiser states and buffers, the seed).
+#: The optimiser's settings are applied at each update (``--resume RUN policies.shared.optimizer.lr=1e-4``).
+RESUMABLE = ("total_env_steps", "logging.*", "checkpoint.*", "policies.*.optimizer.*", "torch_threads",
+             "guard_nonfinite", "cuda_graph", "mixed_precision")
 #: Keys a resumed run ignores: it goes on in the checkpoint's run directory.
 _IGNORED_ON_RESUME = ("logging.root", "logging.run_dir")
 
@@ -128,12 +130,10 @@ def resume_changes(saved: dict[str, Any], new: dict[str, Any]) -> list[str]:
                if old_flat.get(key, "<unset>") != new_flat.get(key, "<unset>") and key not in _IGNORED_ON_RESUME]
     describe = [f"{key}: {old_flat.get(key, '<unset>')!r} -> {new_flat.get(key, '<unset>')!r}" for key in changed]
     refused = [text for key, text in zip(changed, describe, strict=True)
-               if not any(key == allowed or (allowed.endswith(".") and key.startswith(allowed))
-                          for allowed in RESUMABLE)]
+               if not any(fnmatch.fnmatchcase(key, allowed) for allowed in RESUMABLE)]
     if refused:
-        allowed = ", ".join(a + "*" if a.endswith(".") else a for a in RESUMABLE)
         raise ConfigError("--resume", f"the checkpoint was saved with another config ({'; '.join(refused)}); a "
-                          f"resumed run may change only {allowed}: start a new run for the others")
+                          f"resumed run may change only {', '.join(RESUMABLE)}: start a new run for the others")
     return describe
 
 
