@@ -88,7 +88,8 @@ def train(config: TrainConfig, *, resume: str | Path | None = None) -> RunResult
         return save_checkpoint(trainer, run_dir / "checkpoints", config_data, keep=spec.keep,
                                replay_buffer=spec.replay_buffer)
 
-    logger.compiling(trainer.env)
+    if logger is not None:
+        logger.compiling(trainer.env)
     try:
         while not trainer.done:
             metrics = trainer.train_iteration()

@@ -41,7 +41,10 @@ def resolve_device(name: str) -> torch.device:
     """``auto`` -> cuda when a GPU is usable, else cpu; anything else as given."""
     if name == "auto":
         return torch.device("cuda" if cuda_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError("device", f"expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
     if device.type == "cuda" and not cuda_available():
         raise ConfigError("device", f"{name!r} asked for, but no CUDA GPU is usable; use device=cpu or auto")
     return device
