@@ -128,8 +128,13 @@ def resume_changes(saved: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """
     old_flat, new_flat = _flatten(saved), _flatten(new)
     changed = [key for key in dict.fromkeys([*old_flat, *new_flat])
-               if old_flat.get(key, "<unset>") != new_flat.get(key, "<unset>") and key not in _IGNORED_ON_RESUME]
-    describe = [f"{key}: {old_flat.get(key, '<unset>')!r} -> {new_flat.get(key, '<unset>')!r}" for key in changed]
+               if (key in old_flat, old_flat.get(key)) != (key in new_flat, new_flat.get(key))
+               and key not in _IGNORED_ON_RESUME]
+
+    def show(flat: dict[str, Any], key: str) -> str:
+        return repr(flat[key]) if key in flat else "(unset)"
+
+    describe = [f"{key}: {show(old_flat, key)} -> {show(new_flat, key)}" for key in changed]
     refused = [text for key, text in zip(changed, describe, strict=True)
                if not any(fnmatch.fnmatchcase(key, allowed) for allowed in RESUMABLE)]
     if refused:
