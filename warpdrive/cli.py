@@ -200,14 +200,13 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _render(args: argparse.Namespace) -> int:
     from warpdrive.training.config import ConfigError
-    from warpdrive.training.render import render_episode
+    from warpdrive.training.render import output_path, render_episode
     from warpdrive.training.run import trainer_from_checkpoint
 
-    out = Path(args.out)
-    if out.suffix.lower() not in (".gif", ".mp4"):
-        raise ConfigError("--out", f"expected a file name ending in .gif or .mp4, got {args.out!r}")
-    if not out.absolute().parent.is_dir():
-        raise ConfigError("--out", f"the directory {out.absolute().parent} does not exist")
+    try:  # before the checkpoint is loaded and its env built
+        output_path(args.out)
+    except ValueError as err:
+        raise ConfigError("--out", str(err)) from None
     _at_least("--fps", args.fps, 1)
     trainer, _ = trainer_from_checkpoint(args.checkpoint, _eval_overrides(args, 1))
     out = render_episode(trainer, args.out, deterministic=args.deterministic, fps=args.fps, seed=args.seed)
