@@ -212,7 +212,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError as err:
-            raise ConfigError(key, f"cannot parse value {text!r}: {err}") from None
+            raise ConfigError(key, f"cannot parse value {text!r}: {_yaml_problem(err)}") from None
         parts = key.split(".")
         node = data
         for i, part in enumerate(parts[:-1]):
@@ -264,10 +264,20 @@ def _read_config(source: str) -> dict[str, Any]:
         try:
             data = yaml.safe_load(handle) or {}
         except yaml.YAMLError as err:
-            raise ConfigError("", f"{path} is not valid YAML: {err}") from None
+            raise ConfigError("", f"{path} is not valid YAML: {_yaml_problem(err)}") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError("", f"{path} is not a text file: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError("", f"{path} must hold a mapping of settings, got {type(data).__name__}")
     return data
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong, and where (line and column, from 1)."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
+        mark = err.problem_mark
+        return f"{err.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(err).split())
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
