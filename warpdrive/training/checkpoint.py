@@ -52,6 +52,10 @@ def _temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}{_TMP}{os.getpid()}")
 
 
+def _atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
+    atomic_write(path, lambda f: f.write(data))
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Write ``path`` through ``write(file)`` so that it is either the old file or the whole new one."""
     path = Path(path)
@@ -241,10 +245,9 @@ def save_checkpoint(trainer: Any, directory: Path, config: dict[str, Any], *, ke
     for path, data in ((checkpoint.models_path, safetensors.torch.save(tensors)),
                        (checkpoint.state_path, buffer.getbuffer())):
         digests[path.name] = hashlib.sha256(data).hexdigest()
-        atomic_write(path, lambda f, data=data: f.write(data))
-    manifest = json.dumps({**pointer, "sha256": digests}, indent=1).encode()
-    atomic_write(checkpoint.manifest_path, lambda f: f.write(manifest))
-    atomic_write(directory / LATEST, lambda f: f.write(json.dumps(pointer).encode()))
+        _atomic_write_bytes(path, data)
+    _atomic_write_bytes(checkpoint.manifest_path, json.dumps({**pointer, "sha256": digests}, indent=1).encode())
+    _atomic_write_bytes(directory / LATEST, json.dumps(pointer).encode())
 
     for old in _names(directory)[keep:]:
         if old != checkpoint.name:
