@@ -159,6 +159,19 @@ def _begin_episode(env, p, s):
         s.metrics[env, j] = 0.0
 
 
+def _only_where_autoreset(runner: Any) -> Any:
+    """Run ``runner`` only in envs whose episode ended this step, when the step autoresets (``p.autoreset``)."""
+    return only_where_done(_only_if_autoreset(runner))
+
+
+def _only_if_autoreset(runner: Any) -> Any:
+    @kernel_function
+    def run(env, lane, lanes, active, p, s):
+        runner(env, lane, lanes, active and p.autoreset, p, s)
+
+    return run
+
+
 def _only_where_reset_asked(runner: Any) -> Any:
     """Run ``runner`` only in envs whose ``s.reset_mask[env]`` is set (:meth:`Env.reset`)."""
 
@@ -541,7 +554,7 @@ class Env:
         """One step from the actions in :attr:`actions`, leaving ended episodes as they are (for renders)."""
         if self.validate:
             self._check_action_range(self.actions)
-        self._program("step_no_reset")(self._p, self._s, self.num_envs, self.shape)
+        self._program("step")(self._p_without_autoreset, self._s, self.num_envs, self.shape)
 
     def step_outputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         s = self.store
@@ -661,6 +674,7 @@ class Env:
             "episode_length": self.config.episode_length,
             "seed": np.int64(self.seed),
             "random_start": self.start == "random",
+            "autoreset": True,
             **self.kernel_params(),
         }
         converted: dict[str, Any] = {}
@@ -676,6 +690,8 @@ class Env:
             else:
                 raise TypeError(f"kernel parameter {key!r} must be a bool, int or float, got {type(value).__name__}")
         self._p = kernel_tuple_type(type(self), "Params", list(converted))(**converted)
+        # step_without_reset runs the step program with this one: one compiled program fewer per env
+        self._p_without_autoreset = self._p._replace(autoreset=np.bool_(False))
 
     @property
     def params(self) -> Any:
@@ -725,21 +741,19 @@ class Env:
             else:
                 draw = _draw_discrete_actions if self.action_mask is None else _draw_masked_actions
             step = (per_agent(draw), *step)
-        elif name not in ("step", "step_no_reset", "reset"):
+        elif name not in ("step", "reset"):
             raise KeyError(name)
         reset = split_at_launches((per_env(_begin_episode), *reset_phases))
         if name == "reset":
             first = sequence(per_agent(_clear_return), *reset[0])
             return [_only_where_reset_asked(first), *(_only_where_reset_asked(sequence(*r)) for r in reset[1:])]
         stages = split_at_launches(step)
-        if name == "step_no_reset":
-            return [sequence(*stage) for stage in stages]
-        # the episodes that ended are finished and restarted in the same launches: the reset's first stage
-        # right after the step's last one, and its later stages as launches of their own
+        # the episodes that ended are finished and restarted in the same launches (unless p.autoreset is off):
+        # the reset's first stage right after the step's last one, and its later stages as launches of their own
         keep = (per_agent(_finish_agent), per_env(_finish_env))
-        last = sequence(*stages[-1], only_where_done(sequence(*keep, *reset[0])))
+        last = sequence(*stages[-1], _only_where_autoreset(sequence(*keep, *reset[0])))
         return [*(sequence(*stage) for stage in stages[:-1]), last,
-                *(only_where_done(sequence(*r)) for r in reset[1:])]
+                *(_only_where_autoreset(sequence(*r)) for r in reset[1:])]
 
     def _checked_actions(self, actions: torch.Tensor) -> torch.Tensor:
         shape = tuple(self.actions.shape)
