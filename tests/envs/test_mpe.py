@@ -23,6 +23,8 @@ from warpdrive.envs.mpe.physics import MPEEnv
 mpe2 = pytest.importorskip("mpe2", reason="mpe2 (test extra)")
 from mpe2 import simple_adversary_v3, simple_spread_v3, simple_tag_v3  # noqa: E402
 
+pytestmark = pytest.mark.xdist_group("mpe")  # one worker: see test_contract.by_env
+
 ATOL = 1e-4
 RTOL = 1e-5
 
