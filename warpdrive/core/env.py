@@ -159,6 +159,15 @@ def _begin_episode(env, p, s):
         s.metrics[env, j] = 0.0
 
 
+def _when_drawing_actions(draw: Any) -> Any:
+    @kernel_function
+    def run(env, agent, p, s):
+        if p.draw_actions:
+            draw(env, agent, p, s)
+
+    return run
+
+
 def _only_where_autoreset(runner: Any) -> Any:
     """Run ``runner`` only in envs whose episode ended this step, when the step autoresets (``p.autoreset``)."""
     return only_where_done(_only_if_autoreset(runner))
@@ -572,7 +581,7 @@ class Env:
         uniformly among their choices (among the allowed ones where the env declares an ``action_mask``),
         Box heads uniformly in ``[low, high]``.
         """
-        self._program("random_step")(self._p, self._s, self.num_envs, self.shape)
+        self._program("step")(self._p_random_actions, self._s, self.num_envs, self.shape)
         return self.step_outputs()
 
     def sample_actions(self, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -675,6 +684,7 @@ class Env:
             "seed": np.int64(self.seed),
             "random_start": self.start == "random",
             "autoreset": True,
+            "draw_actions": False,
             **self.kernel_params(),
         }
         converted: dict[str, Any] = {}
@@ -690,8 +700,9 @@ class Env:
             else:
                 raise TypeError(f"kernel parameter {key!r} must be a bool, int or float, got {type(value).__name__}")
         self._p = kernel_tuple_type(type(self), "Params", list(converted))(**converted)
-        # step_without_reset runs the step program with this one: one compiled program fewer per env
+        # step_without_reset and random_step run the step program with these: one compiled program per env
         self._p_without_autoreset = self._p._replace(autoreset=np.bool_(False))
+        self._p_random_actions = self._p._replace(draw_actions=np.bool_(True))
 
     @property
     def params(self) -> Any:
@@ -734,14 +745,14 @@ class Env:
         if not launches:
             step_phases = tuple(ph for ph in step_phases if not isinstance(ph, LaunchBoundary))
             reset_phases = tuple(ph for ph in reset_phases if not isinstance(ph, LaunchBoundary))
-        step = (per_env(_begin_step), *step_phases, per_agent(_add_reward), per_env(_end_step))
-        if name == "random_step":
-            if self.action_dtype() == torch.float32:
-                draw = _draw_box_actions
-            else:
-                draw = _draw_discrete_actions if self.action_mask is None else _draw_masked_actions
-            step = (per_agent(draw), *step)
-        elif name not in ("step", "reset"):
+        if self.action_dtype() == torch.float32:
+            draw = _draw_box_actions
+        else:
+            draw = _draw_discrete_actions if self.action_mask is None else _draw_masked_actions
+        # random_step draws the actions in the step program's first phase (p.draw_actions)
+        step = (per_agent(_when_drawing_actions(draw)), per_env(_begin_step), *step_phases, per_agent(_add_reward),
+                per_env(_end_step))
+        if name not in ("step", "reset"):
             raise KeyError(name)
         reset = split_at_launches((per_env(_begin_episode), *reset_phases))
         if name == "reset":
