@@ -69,7 +69,7 @@ def launch_candidates(num_agents: int) -> list[tuple[int, int]]:
 
 def kernel_resources(env) -> dict:
     """Registers and local memory per thread of each compiled CUDA kernel of the step (one per launch stage)."""
-    kernels = [next(iter(k.overloads.values())) for k in env._program("random_step").kernels if k.overloads]
+    kernels = [next(iter(k.overloads.values())) for k in env._program("step").kernels if k.overloads]
     return {"regs": [k.regs_per_thread for k in kernels], "local_bytes": [k.local_mem_per_thread for k in kernels]}
 
 

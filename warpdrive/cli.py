@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import importlib.metadata
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -30,13 +31,20 @@ import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = ["main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage block), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="warpdrive", description="Multi-agent RL with envs and training on the GPU.")
+    parser = _Parser(prog="warpdrive", description="Multi-agent RL with envs and training on the GPU.")
     parser.add_argument("--version", action="version", version=f"warpdrive {_version()}")
     parser.add_argument("--debug", action="store_true",
                         help="full tracebacks of errors in an env's code (also WARPDRIVE_DEBUG=1)")
@@ -118,21 +126,26 @@ def _split_config(config: str | None, overrides: list[str]) -> tuple[str | None,
 
 def _train(args: argparse.Namespace) -> int:
     from warpdrive.training.checkpoint import load_checkpoint
-    from warpdrive.training.config import load_config
+    from warpdrive.training.config import ConfigError, load_config
     from warpdrive.training.guard import NonFiniteError
     from warpdrive.training.run import train
 
     source, overrides = _split_config(args.config, args.overrides)
+    resume = None
+    if args.resume is not None:
+        # found once (a damaged newest checkpoint falls back to an older one, with a warning), then named
+        checkpoint, state = load_checkpoint(args.resume)
+        resume = checkpoint.state_path
     if source is None:
         if args.resume is None:
-            raise SystemExit("warpdrive train: give a CONFIG (a YAML file or a packaged name such as tag_gridworld)")
-        _, state = load_checkpoint(args.resume)
+            raise ConfigError("CONFIG", "missing: give a YAML file, a packaged name such as tag_gridworld, or "
+                                        "--resume RUN_DIR")
         config = load_config(state["config"], overrides)
     else:
         config = load_config(source, overrides)
     start = time.perf_counter()
     try:
-        result = train(config, resume=args.resume)
+        result = train(config, resume=resume)
     except NonFiniteError as err:  # the run diverged: status 1 (2 is for bad input)
         print(f"warpdrive train: error: {err}", file=sys.stderr)
         return 1
@@ -172,8 +185,7 @@ def _eval(args: argparse.Namespace) -> int:
     from warpdrive.training.evaluate import evaluate
     from warpdrive.training.run import trainer_from_checkpoint
 
-    if args.episodes < 1:
-        raise SystemExit(f"warpdrive eval: --episodes must be >= 1, got {args.episodes}")
+    _at_least("--episodes", args.episodes, 1)
     trainer, checkpoint = trainer_from_checkpoint(args.checkpoint, _eval_overrides(args, args.episodes))
     trained = evaluate(trainer, deterministic=args.deterministic, seed=args.seed)
     random = evaluate(trainer, random_actions=True, seed=args.seed)
@@ -187,9 +199,15 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from warpdrive.training.render import render_episode
+    from warpdrive.training.config import ConfigError
+    from warpdrive.training.render import output_path, render_episode
     from warpdrive.training.run import trainer_from_checkpoint
 
+    try:  # before the checkpoint is loaded and its env built
+        output_path(args.out)
+    except ValueError as err:
+        raise ConfigError("--out", str(err)) from None
+    _at_least("--fps", args.fps, 1)
     trainer, _ = trainer_from_checkpoint(args.checkpoint, _eval_overrides(args, 1))
     out = render_episode(trainer, args.out, deterministic=args.deterministic, fps=args.fps, seed=args.seed)
     print(f"wrote {out}")
@@ -199,10 +217,13 @@ def _render(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     import torch
 
-    from warpdrive.envs import make
     from warpdrive.training.config import load_config
-    from warpdrive.training.trainer import Trainer, resolve_device
+    from warpdrive.training.trainer import Trainer, make_env, resolve_device
 
+    for option, values, least in (("--envs", args.envs, 1), ("--steps", [args.steps], 1),
+                                  ("--repeats", [args.repeats], 1), ("--iterations", [args.iterations], 0)):
+        for value in values:
+            _at_least(option, value, least)
     device = resolve_device(args.device)
 
     def sync() -> None:
@@ -214,8 +235,7 @@ def _bench(args: argparse.Namespace) -> int:
         # parameters); an env without a packaged config trains with the defaults (give total_env_steps=N)
         config = load_config(args.config or args.env, [*args.overrides, f"env.num_envs={num_envs}", f"device={device}"])
         start = time.perf_counter()
-        env = make(config.env.name, num_envs=num_envs, device=device, seed=config.seed, start=config.env.start,
-                   validate=False, **config.env.kwargs)  # sampled actions are valid
+        env = make_env(config, device, config.seed, validate=False)  # sampled actions are valid
         env.reset(seed=0)
         for _ in range(3):  # compile and warm up
             env.sample_actions()
@@ -280,8 +300,8 @@ def _check(args: argparse.Namespace) -> int:
     from warpdrive.envs import UnknownEnvError
     from warpdrive.training.config import apply_overrides
 
-    if args.steps is not None and args.steps < 1:
-        raise SystemExit(f"warpdrive check: --steps must be >= 1, got {args.steps}")
+    if args.steps is not None:
+        _at_least("--steps", args.steps, 1)
     kwargs = apply_overrides({}, args.overrides)
     if not cuda_available() and not simulator_enabled():
         # the simulator must be chosen before Numba is imported, which importing warpdrive did: run anew
@@ -299,6 +319,14 @@ def _check(args: argparse.Namespace) -> int:
         return 2
     print(report)
     return 0 if report.ok else 1
+
+
+def _at_least(option: str, value: int, least: int) -> None:
+    """Refuse ``option``'s ``value`` below ``least`` (a :class:`ConfigError`: one line, exit status 2)."""
+    from warpdrive.training.config import ConfigError
+
+    if value < least:
+        raise ConfigError(option, f"expected an integer >= {least}, got {value}")
 
 
 def _describe_env(name: str) -> list[str]:
@@ -348,30 +376,66 @@ def _emit(row: dict[str, Any]) -> None:
     print(json.dumps(row), flush=True)
 
 
+class _NoteFormatter(logging.Formatter):
+    """The library's log records as the command's notes and warnings: ``warpdrive train: note: ...``."""
+
+    def __init__(self, command: str) -> None:
+        super().__init__()
+        self.command = command
+
+    def format(self, record: logging.LogRecord) -> str:
+        kind = "note" if record.levelno < logging.WARNING else record.levelname.lower()
+        return f"warpdrive {self.command}: {kind}: {_one_line(record.getMessage())}"
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``warpdrive`` command; returns the exit status."""
+    """Entry point of the ``warpdrive`` command; returns the exit status (2: a user error, in one line on
+    stderr)."""
     parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("WARPDRIVE_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
-    # overrides may follow options (train CONFIG --resume RUN key=value): argparse leaves those over
-    args, extra = parser.parse_known_args(argv)
-    if extra and (not hasattr(args, "overrides") or any(a.startswith("-") or "=" not in a for a in extra)):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        # overrides may follow options (train CONFIG --resume RUN key=value): argparse leaves those over
+        args, extra = parser.parse_known_args(argv)
+        if extra and (not hasattr(args, "overrides") or any(a.startswith("-") or "=" not in a for a in extra)):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as stop:  # --help, --version, or an argument error (printed)
+        return stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 2
     if extra:
         args.overrides = [*args.overrides, *extra]
+    import torch
     from numba.core.errors import TypingError
 
     from warpdrive.core.errors import typing_error_summary
+    from warpdrive.envs import UnknownEnvError
+    from warpdrive.training.checkpoint import CheckpointError
     from warpdrive.training.typed import ConfigError
 
     if str(Path.cwd()) not in sys.path:  # module:Class env names find modules here, as under python -m
         sys.path.insert(0, str(Path.cwd()))
     commands = {"train": _train, "eval": _eval, "render": _render, "bench": _bench, "envs": _envs, "check": _check}
+    notes = logging.StreamHandler(sys.stderr)
+    notes.setFormatter(_NoteFormatter(args.command))
+    library = logging.getLogger("warpdrive")
+    level = library.level
+    library.addHandler(notes)
+    library.setLevel(logging.INFO)
     try:
         return commands[args.command](args)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"warpdrive {args.command}: error: {err}", file=sys.stderr)
+    except (ConfigError, CheckpointError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+            PermissionError) as err:
+        print(f"warpdrive {args.command}: error: {_one_line(str(err))}", file=sys.stderr)
+        return 2
+    except UnknownEnvError as err:  # a KeyError: its str() is the repr of its message
+        print(f"warpdrive {args.command}: error: {_one_line(str(err.args[0]))}", file=sys.stderr)
+        return 2
+    except (MemoryError, torch.cuda.OutOfMemoryError) as err:  # too many env replicas, or too large models
+        print(f"warpdrive {args.command}: error: out of memory: {_one_line(str(err))}", file=sys.stderr)
         return 2
     except TypingError as err:  # the env's code does not compile: where, in one line
         if debug:
@@ -382,3 +446,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader stopped early (warpdrive envs | head): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
         return 0
+    finally:
+        library.removeHandler(notes)
+        library.setLevel(level)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 import torch
 from forced_choice import ForcedChoice
+from small_envs import SMALL
 from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch.distributions import Categorical
 from torchrl.collectors import Collector
@@ -16,16 +15,6 @@ from torchrl.objectives import ClipPPOLoss, ValueEstimators
 
 from warpdrive.adapters.torchrl import WarpDriveTorchRLEnv
 from warpdrive.envs import REGISTRY, make
-
-SMALL: dict[str, dict[str, Any]] = {
-    "acrobot": {},
-    "cartpole": {},
-    "mountain_car": {},
-    "mountain_car_continuous": {},
-    "pendulum": {},
-    "tag_gridworld": {"num_taggers": 2, "grid_length": 5},
-    "tag_continuous": {"num_taggers": 2, "num_runners": 3, "grid_length": 3.0},
-}
 
 
 def test_every_registered_env_is_covered():

@@ -6,22 +6,11 @@ from typing import Any
 
 import pytest
 import torch
+from small_envs import SMALL
 
 from warpdrive.envs import REGISTRY, make
 
 # Tiny instances: what matters is the bookkeeping of the reset, not the size.
-SMALL: dict[str, dict[str, Any]] = {
-    "acrobot": {},
-    "cartpole": {},
-    "mountain_car": {},
-    "mountain_car_continuous": {},
-    "pendulum": {},
-    "tag_gridworld": {"num_taggers": 2, "grid_length": 5},
-    "tag_continuous": {"num_taggers": 2, "num_runners": 3, "grid_length": 3.0},
-    "simple_tag": {},
-    "simple_spread": {},
-    "simple_adversary": {},
-}
 NUM_ENVS = 4
 MASK = torch.tensor([True, False, True, False])
 # After a step, these hold the step's outputs or finished-episode records, which a reset leaves alone.

@@ -11,6 +11,8 @@ import torch
 
 from warpdrive.envs.acrobot import Acrobot
 
+pytestmark = pytest.mark.xdist_group("acrobot")  # one worker: see test_contract.by_env
+
 # the state's bounds: angles wrapped into [-pi, pi], angular velocities clipped
 HIGH = np.array([math.pi, math.pi, 4 * math.pi, 9 * math.pi])
 # Observations: one float32 rounding of values up to 9 pi may round the other way (measured: none do).

@@ -10,6 +10,8 @@ import torch
 
 from warpdrive.envs.cartpole import CartPole
 
+pytestmark = pytest.mark.xdist_group("cartpole")  # one worker: see test_contract.by_env
+
 # The framework's float32 observation against Gymnasium's (both round the same float64 state).
 ATOL = 1e-5
 

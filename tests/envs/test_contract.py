@@ -20,12 +20,18 @@ from warpdrive.core.random import uniform
 from warpdrive.envs import REGISTRY, env_class
 
 ENVS = sorted(REGISTRY)
+
+
+def by_env(name: str) -> object:
+    """``name`` as a parameter whose tests run in one pytest-xdist worker with the env's own test file (see
+    ``xdist_group`` there): each compiled program is then compiled once, not by two workers at the same time."""
+    return pytest.param(name, marks=pytest.mark.xdist_group("mpe" if name.startswith("simple_") else name))
 #: short episodes: two of them, and the autoresets after each, in 25 steps
 PARAMETERS = {"episode_length": 12}
 
 
 @pytest.mark.parametrize("check", list(contract.CHECKS))
-@pytest.mark.parametrize("name", ENVS)
+@pytest.mark.parametrize("name", [by_env(name) for name in ENVS])
 def test_contract(name: str, check: str, gpu_backend: str) -> None:
     assert contract.cuda_backend() == gpu_backend  # consistency runs here, not skipped
     results = contract.CHECKS[check](env_class(name), dict(PARAMETERS), None)
@@ -46,6 +52,7 @@ def ptx_results() -> dict[str, list[contract.CheckResult]]:
     return by_env
 
 
+@pytest.mark.xdist_group("ptx")  # one worker compiles every env's PTX (the session fixture), once
 @pytest.mark.parametrize("name", ENVS)
 def test_ptx(name: str, ptx_results: dict[str, list[contract.CheckResult]]) -> None:
     for result in ptx_results[name]:

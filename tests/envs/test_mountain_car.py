@@ -9,6 +9,8 @@ import torch
 
 from warpdrive.envs.mountain_car import MountainCar
 
+pytestmark = pytest.mark.xdist_group("mountain_car")  # one worker: see test_contract.by_env
+
 LOW = np.array([-1.2, -0.07])
 HIGH = np.array([0.6, 0.07])
 

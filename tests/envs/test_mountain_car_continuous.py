@@ -9,6 +9,8 @@ import pytest
 
 from warpdrive.envs.mountain_car_continuous import MountainCarContinuous
 
+pytestmark = pytest.mark.xdist_group("mountain_car_continuous")  # one worker: see test_contract.by_env
+
 LOW = np.array([-1.2, -0.07])
 HIGH = np.array([0.6, 0.07])
 

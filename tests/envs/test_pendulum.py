@@ -11,6 +11,8 @@ import torch
 
 from warpdrive.envs.pendulum import Pendulum
 
+pytestmark = pytest.mark.xdist_group("pendulum")  # one worker: see test_contract.by_env
+
 # The framework's float32 observation and reward against Gymnasium's.
 ATOL = 1e-5
 

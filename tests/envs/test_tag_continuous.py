@@ -16,6 +16,8 @@ from warpdrive.envs.tag_continuous import TagContinuous, TagContinuousConfig
 from warpdrive.envs.tag_continuous import env as tc_module
 from warpdrive.envs.tag_continuous.env import action_tables, start_state_of
 
+pytestmark = pytest.mark.xdist_group("tag_continuous")  # one worker: see test_contract.by_env
+
 # The reference's shipped training config (warp_drive/training/run_configs/tag_continuous.yaml).
 SHIPPED: dict[str, Any] = dict(
     num_taggers=10, num_runners=100, grid_length=20.0, episode_length=500, max_acceleration=0.1,

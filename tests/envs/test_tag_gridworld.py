@@ -9,6 +9,8 @@ import torch
 
 from warpdrive.envs.tag_gridworld import TagGridWorld
 
+pytestmark = pytest.mark.xdist_group("tag_gridworld")  # one worker: see test_contract.by_env
+
 reference = pytest.importorskip("example_envs.tag_gridworld.tag_gridworld", reason="rl-warp-drive (test extra)")
 
 

@@ -85,7 +85,8 @@ class WarpDriveVectorEnv(gym.vector.VectorEnv):
     which run the env (see :func:`warpdrive.adapters.share_cpu_with_numba`); ``None`` leaves it alone.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+    # gymnasium declares metadata without ClassVar, though it is a class attribute there too
+    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}  # type: ignore[misc]
 
     def __init__(self, env: Env, torch_threads: int | None = 1) -> None:
         self.env = single_agent(env, "WarpDriveVectorEnv")
@@ -95,6 +96,7 @@ class WarpDriveVectorEnv(gym.vector.VectorEnv):
         self.single_action_space = env.single_action_space()
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
+        assert self.single_action_space.shape is not None  # an Env's action space is Discrete, MultiDiscrete or Box
         self._action_shape = (self.num_envs, *self.single_action_space.shape)
         self._box_actions = isinstance(self.single_action_space, gym.spaces.Box)
 

@@ -65,6 +65,7 @@ class WarpDriveParallelEnv(ParallelEnv):
                 name = f"{group}_{k}"
                 self._agent_index[name] = agent_id
                 # a space object per agent, so that seeding one agent's space leaves the others' alone
+                obs_space: gym.spaces.Space
                 obs_space, action_space = env.group_spaces()[group]
                 if env.action_mask is not None:
                     obs_space = gym.spaces.Dict(observation=obs_space, action_mask=_mask_space(action_space))
@@ -114,7 +115,9 @@ class WarpDriveParallelEnv(ParallelEnv):
         out = {}
         for a in agents:
             i = self._agent_index[a]
-            heads = np.split(masks[i], np.cumsum(discrete_choices(self.action_spaces[a]))[:-1])
+            choices = discrete_choices(self.action_spaces[a])
+            assert choices is not None  # the env checked at construction that a masked action space is discrete
+            heads = np.split(masks[i], np.cumsum(choices)[:-1])
             mask = heads[0] if isinstance(self.action_spaces[a], gym.spaces.Discrete) else tuple(heads)
             out[a] = {"observation": obs[i].copy(), "action_mask": mask}
         return out
@@ -127,5 +130,7 @@ class WarpDriveParallelEnv(ParallelEnv):
 
 def _mask_space(action_space: gym.spaces.Space) -> gym.spaces.Space:
     """The space of an action mask in the form ``action_space.sample(mask=...)`` takes."""
-    heads = [gym.spaces.MultiBinary(n) for n in discrete_choices(action_space)]
+    choices = discrete_choices(action_space)
+    assert choices is not None  # the env checked at construction that a masked action space is discrete
+    heads = [gym.spaces.MultiBinary(n) for n in choices]
     return heads[0] if isinstance(action_space, gym.spaces.Discrete) else gym.spaces.Tuple(heads)

@@ -58,7 +58,10 @@ class ConsistencyReport:
         return f"{self.steps} steps, {self.episodes_finished} episodes finished: {status}"
 
 
-def _first_difference(name: str, a: torch.Tensor, b: torch.Tensor, atol: float, rtol: float):
+def _first_difference(a: torch.Tensor, b: torch.Tensor, atol: float, rtol: float
+                      ) -> tuple[tuple[tuple[int, ...], float, float] | None, float]:
+    """(index, a's value, b's value) where ``a`` and ``b`` first differ beyond the tolerances, or ``None``; and
+    the largest absolute difference."""
     a, b = a.detach().cpu(), b.detach().cpu()
     if a.dtype == torch.bool or not a.is_floating_point():
         bad = a != b
@@ -117,7 +120,7 @@ def check_consistency(
             pairs = [(n, reference.store[n], candidate.store[n]) for n in _COMPARED]
             report.episodes_finished += int(reference.store["done"].sum())
         for name, a, b in pairs:
-            found, err = _first_difference(name, a, b, atol, rtol)
+            found, err = _first_difference(a, b, atol, rtol)
             report.max_abs_error[name] = max(report.max_abs_error.get(name, 0.0), err)
             if name == "final_obs" and found is not None:
                 # final_obs is only meaningful where the episode ended

@@ -18,7 +18,7 @@ of arrays shaped ``[envs, agents, ...]``, ``[envs, ...]`` or, for constants, wit
     per_env:    fn(env, p, s)
     per_index:  fn(env, index, p, s), for index in range(count(p, s))
 
-Programs are composed from phases with :func:`sequence` and compiled with :func:`compile_program`, which
+Programs are composed from phases with :func:`sequence` and compiled with :class:`Program`, which
 caches the compiled code on disk (Numba's cache, in a user cache directory). Sizes are run-time
 arguments, so changing the number of envs or agents never recompiles.
 """
@@ -40,6 +40,9 @@ from numba import cuda, njit, prange
 from warpdrive.core.device import barrier, kernel_function, set_numba_cache_dir, simulator_enabled
 
 Target = Literal["cpu", "cuda"]
+#: A function compiled by Numba (a dispatcher: untyped in Numba): called as ``f(...)`` when compiled with ``njit``,
+#: launched as ``f[grid, block](...)`` or ``f[grid, block, stream](...)`` when compiled with ``cuda.jit``.
+Dispatcher = Any
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,7 @@ def _lift(phase: Phase) -> Callable[..., Any]:
 
         return run_env
     count = phase.count
+    assert count is not None  # per_index gives one
 
     @kernel_function
     def run_index(env, lane, lanes, active, p, s):
@@ -236,7 +240,7 @@ def _cache_name(name: str) -> str:
     return "launch_" + "".join(c if c.isalnum() else "_" for c in name)
 
 
-def _cpu_launcher(program: Callable[..., Any], fingerprint: str, name: str) -> Callable[..., Any]:
+def _cpu_launcher(program: Callable[..., Any], fingerprint: str, name: str) -> Dispatcher:
     def launch(p, s, num_envs, lanes):
         version = fingerprint  # noqa: F841 - part of the cache key, see source_fingerprint
         for env in prange(num_envs):
@@ -248,7 +252,7 @@ def _cpu_launcher(program: Callable[..., Any], fingerprint: str, name: str) -> C
 
 
 
-def _cuda_launcher(program: Callable[..., Any], fingerprint: str, name: str) -> Callable[..., Any]:
+def _cuda_launcher(program: Callable[..., Any], fingerprint: str, name: str) -> Dispatcher:
     def launch(p, s, num_envs, lanes):
         version = fingerprint  # noqa: F841 - part of the cache key, see source_fingerprint
         group = cuda.threadIdx.x // lanes
@@ -359,8 +363,9 @@ def _prefer_workqueue_threads() -> None:
     """
     import numba
 
-    if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
-        numba.config.THREADING_LAYER = "workqueue"
+    # (numba's stubs omit its settings, which it reads from the environment at import)
+    if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":  # type: ignore[attr-defined]
+        numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
 
 
 class Program:
@@ -436,7 +441,7 @@ class ParallelFor:
     def __init__(self, fn: Callable[..., Any], name: str) -> None:
         self.fn = fn
         self.name = name
-        self._launchers: dict[str, Callable[..., Any]] = {}
+        self._launchers: dict[str, Dispatcher] = {}
 
     def __call__(self, n: int, args: tuple[Any, ...]) -> None:
         import torch
@@ -458,7 +463,7 @@ class ParallelFor:
             views = tuple(a.detach().numpy() if isinstance(a, torch.Tensor) else a for a in args)
             self._launcher("cpu")(n, views)
 
-    def _launcher(self, target: Target) -> Callable[..., Any]:
+    def _launcher(self, target: Target) -> Dispatcher:
         launcher = self._launchers.get(target)
         if launcher is None:
             set_numba_cache_dir()

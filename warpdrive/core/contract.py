@@ -40,6 +40,7 @@ from warpdrive.core.checker import check_consistency
 from warpdrive.core.device import FMA_PTX_MARKER, cuda_available, simulator_enabled
 from warpdrive.core.env import Env
 from warpdrive.core.errors import typing_error_summary
+from warpdrive.core.sampling import discrete_choices
 
 __all__ = ["CHECKS", "CheckResult", "ContractReport", "check_env", "check_ptx", "consistency_cases",
            "cuda_backend"]
@@ -137,7 +138,8 @@ def _out_of_range(space: gym.spaces.Space, head: int) -> list[float]:
     """Values outside head ``head`` of ``space``."""
     if isinstance(space, gym.spaces.Box):
         return [float(space.high.reshape(-1)[head]) + 1.0, float("nan")]
-    choices = [int(space.n)] if isinstance(space, gym.spaces.Discrete) else [int(n) for n in space.nvec.reshape(-1)]
+    choices = discrete_choices(space)
+    assert choices is not None  # a Box is handled above
     return [float(choices[head]), -1.0]
 
 
@@ -235,7 +237,7 @@ def check_render(cls: type[Env], kwargs: dict[str, Any], steps: int | None = Non
     return [_run("render", run)]
 
 
-def cuda_backend() -> str | None:
+def cuda_backend() -> Literal["cuda", "cudasim"] | None:
     """The backend that runs the CUDA compilation here: ``"cuda"`` on a GPU, ``"cudasim"`` under Numba's
     simulator, ``None`` when neither is available."""
     if simulator_enabled():

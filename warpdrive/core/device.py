@@ -92,7 +92,7 @@ def set_numba_cache_dir() -> Path:
     )
     path = Path(base) / "numba"
     path.mkdir(parents=True, exist_ok=True)
-    numba.config.CACHE_DIR = str(path)
+    numba.config.CACHE_DIR = str(path)  # type: ignore[attr-defined]  # numba's stubs omit its settings
     return path
 
 
@@ -308,7 +308,7 @@ def _register_bit_cast(function: Any, accepts: Any, result: types.Type, expected
 
 
 def _is_integer_of(bits: int) -> Any:
-    return lambda value: isinstance(value, types.Integer) and value.bitwidth == bits
+    return lambda value: isinstance(value, types.Integer) and value.bitwidth == bits  # type: ignore[attr-defined]  # not in numba's stubs
 
 
 _register_bit_cast(float_bits, lambda value: value == types.float32, types.uint32, "a float32")

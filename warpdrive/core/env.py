@@ -39,6 +39,7 @@ from warpdrive.core.compile import (
     LaunchShape,
     Phase,
     Program,
+    Target,
     launch_shape,
     only_where_done,
     per_agent,
@@ -158,6 +159,28 @@ def _begin_episode(env, p, s):
         s.metrics[env, j] = 0.0
 
 
+def _when_drawing_actions(draw: Any) -> Any:
+    @kernel_function
+    def run(env, agent, p, s):
+        if p.draw_actions:
+            draw(env, agent, p, s)
+
+    return run
+
+
+def _only_where_autoreset(runner: Any) -> Any:
+    """Run ``runner`` only in envs whose episode ended this step, when the step autoresets (``p.autoreset``)."""
+    return only_where_done(_only_if_autoreset(runner))
+
+
+def _only_if_autoreset(runner: Any) -> Any:
+    @kernel_function
+    def run(env, lane, lanes, active, p, s):
+        runner(env, lane, lanes, active and p.autoreset, p, s)
+
+    return run
+
+
 def _only_where_reset_asked(runner: Any) -> Any:
     """Run ``runner`` only in envs whose ``s.reset_mask[env]`` is set (:meth:`Env.reset`)."""
 
@@ -211,7 +234,6 @@ class Env:
     Config: ClassVar[type]
     step_phases: ClassVar[tuple[Phase | LaunchBoundary, ...]] = ()
     reset_phases: ClassVar[tuple[Phase | LaunchBoundary, ...]] = ()
-    autoreset_mode: ClassVar[gym.vector.AutoresetMode] = gym.vector.AutoresetMode.SAME_STEP
     #: True: the CPU and the GPU compute bit-identical results (the env uses only ``+ - * /``, ``sqrt`` and the
     #: functions of :mod:`warpdrive.core.exactmath`). False for envs that call the targets' own transcendental
     #: functions (``math.sin``, ``math.exp``, ...), e.g. to match a CPU reference bit for bit: CUDA's libdevice
@@ -266,7 +288,7 @@ class Env:
             raise ValueError(f"launch must be a LaunchShape with lanes >= 1 and envs_per_block >= 1, got {launch!r}")
         self.shape: LaunchShape = launch
         self._arrays_type = kernel_tuple_type(type(self), "Arrays", list(self.store.specs))
-        kernel_target = "cuda" if self.backend == "cuda" else "cpu"
+        kernel_target: Literal["cpu", "cuda"] = "cuda" if self.backend == "cuda" else "cpu"
         self._s = self.store.kernel_views(self._arrays_type, kernel_target)
         self._set_params()
 
@@ -463,7 +485,7 @@ class Env:
     def single_observation_space(self) -> gym.spaces.Box:
         return gym.spaces.Box(-np.inf, np.inf, (self.observation_size(),), np.float32)
 
-    def group_spaces(self) -> dict[str, tuple[gym.spaces.Space, gym.spaces.Space]]:
+    def group_spaces(self) -> dict[str, tuple[gym.spaces.Box, gym.spaces.Space]]:
         """(observation space, action space) of one agent, per group."""
         return {g: (self.single_observation_space, self.single_action_space()) for g in self.groups()}
 
@@ -541,7 +563,7 @@ class Env:
         """One step from the actions in :attr:`actions`, leaving ended episodes as they are (for renders)."""
         if self.validate:
             self._check_action_range(self.actions)
-        self._program("step_no_reset")(self._p, self._s, self.num_envs, self.shape)
+        self._program("step")(self._p_without_autoreset, self._s, self.num_envs, self.shape)
 
     def step_outputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         s = self.store
@@ -559,7 +581,7 @@ class Env:
         uniformly among their choices (among the allowed ones where the env declares an ``action_mask``),
         Box heads uniformly in ``[low, high]``.
         """
-        self._program("random_step")(self._p, self._s, self.num_envs, self.shape)
+        self._program("step")(self._p_random_actions, self._s, self.num_envs, self.shape)
         return self.step_outputs()
 
     def sample_actions(self, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -643,16 +665,17 @@ class Env:
         choices = discrete_choices(space)
         if choices is not None:
             return {"action_choices": np.asarray(choices, np.int32)}
+        assert isinstance(space, gym.spaces.Box)  # discrete_choices raises for other spaces
         return {"action_low": np.asarray(space.low, np.float32).reshape(heads),
                 "action_high": np.asarray(space.high, np.float32).reshape(heads)}
 
     def _load_start_state(self) -> None:
         for name, value in {**self._action_space_constants(), **self.start_state()}.items():
             target = self.store[name]
-            value = torch.as_tensor(np.asarray(value), dtype=target.dtype)
-            if tuple(value.shape) != tuple(target.shape):
-                raise ValueError(f"start value {name!r} has shape {tuple(value.shape)}, expected {tuple(target.shape)}")
-            target.copy_(value)
+            array = torch.as_tensor(np.asarray(value), dtype=target.dtype)
+            if tuple(array.shape) != tuple(target.shape):
+                raise ValueError(f"start value {name!r} has shape {tuple(array.shape)}, expected {tuple(target.shape)}")
+            target.copy_(array)
 
     def _set_params(self) -> None:
         values: dict[str, Any] = {
@@ -660,9 +683,11 @@ class Env:
             "episode_length": self.config.episode_length,
             "seed": np.int64(self.seed),
             "random_start": self.start == "random",
+            "autoreset": True,
+            "draw_actions": False,
             **self.kernel_params(),
         }
-        converted = {}
+        converted: dict[str, Any] = {}
         for key, value in values.items():
             if isinstance(value, (bool, np.bool_)):
                 converted[key] = np.bool_(value)
@@ -675,6 +700,9 @@ class Env:
             else:
                 raise TypeError(f"kernel parameter {key!r} must be a bool, int or float, got {type(value).__name__}")
         self._p = kernel_tuple_type(type(self), "Params", list(converted))(**converted)
+        # step_without_reset and random_step run the step program with these: one compiled program per env
+        self._p_without_autoreset = self._p._replace(autoreset=np.bool_(False))
+        self._p_random_actions = self._p._replace(draw_actions=np.bool_(True))
 
     @property
     def params(self) -> Any:
@@ -683,7 +711,7 @@ class Env:
 
     def _program(self, name: str) -> Program:
         cls = type(self)
-        target = "cuda" if self.backend in ("cuda", "cudasim") else "cpu"
+        target: Target = "cuda" if self.backend in ("cuda", "cudasim") else "cpu"
         # launch boundaries change only the CUDA code: the CPU program is the same with or without them
         variant = self.program_variant() + (self._launch_layout() if target == "cuda" else "")
         exact = self.exact or target == "cpu"  # the CPU never contracts
@@ -717,28 +745,26 @@ class Env:
         if not launches:
             step_phases = tuple(ph for ph in step_phases if not isinstance(ph, LaunchBoundary))
             reset_phases = tuple(ph for ph in reset_phases if not isinstance(ph, LaunchBoundary))
-        step = (per_env(_begin_step), *step_phases, per_agent(_add_reward), per_env(_end_step))
-        if name == "random_step":
-            if self.action_dtype() == torch.float32:
-                draw = _draw_box_actions
-            else:
-                draw = _draw_discrete_actions if self.action_mask is None else _draw_masked_actions
-            step = (per_agent(draw), *step)
-        elif name not in ("step", "step_no_reset", "reset"):
+        if self.action_dtype() == torch.float32:
+            draw = _draw_box_actions
+        else:
+            draw = _draw_discrete_actions if self.action_mask is None else _draw_masked_actions
+        # random_step draws the actions in the step program's first phase (p.draw_actions)
+        step = (per_agent(_when_drawing_actions(draw)), per_env(_begin_step), *step_phases, per_agent(_add_reward),
+                per_env(_end_step))
+        if name not in ("step", "reset"):
             raise KeyError(name)
         reset = split_at_launches((per_env(_begin_episode), *reset_phases))
         if name == "reset":
             first = sequence(per_agent(_clear_return), *reset[0])
             return [_only_where_reset_asked(first), *(_only_where_reset_asked(sequence(*r)) for r in reset[1:])]
         stages = split_at_launches(step)
-        if name == "step_no_reset":
-            return [sequence(*stage) for stage in stages]
-        # the episodes that ended are finished and restarted in the same launches: the reset's first stage
-        # right after the step's last one, and its later stages as launches of their own
+        # the episodes that ended are finished and restarted in the same launches (unless p.autoreset is off):
+        # the reset's first stage right after the step's last one, and its later stages as launches of their own
         keep = (per_agent(_finish_agent), per_env(_finish_env))
-        last = sequence(*stages[-1], only_where_done(sequence(*keep, *reset[0])))
+        last = sequence(*stages[-1], _only_where_autoreset(sequence(*keep, *reset[0])))
         return [*(sequence(*stage) for stage in stages[:-1]), last,
-                *(only_where_done(sequence(*r)) for r in reset[1:])]
+                *(_only_where_autoreset(sequence(*r)) for r in reset[1:])]
 
     def _checked_actions(self, actions: torch.Tensor) -> torch.Tensor:
         shape = tuple(self.actions.shape)
@@ -777,6 +803,7 @@ class Env:
     def _check_allowed(self, actions: torch.Tensor, mask: torch.Tensor) -> None:
         """Every (in-range) action index must be allowed by ``mask``."""
         choices = discrete_choices(self.single_action_space())
+        assert choices is not None  # _check_action_mask_spec: a masked action space is discrete
         offsets = torch.as_tensor(np.cumsum([0, *choices[:-1]]), device=actions.device)
         allowed = mask.gather(2, actions.long() + offsets)
         if not bool(allowed.all()):

@@ -42,7 +42,7 @@ def _find_use(function: str, word: str) -> tuple[str, int] | None:
 
 
 def typing_error_summary(error: BaseException) -> str:
-    """One or two lines saying what Numba could not compile and where, e.g. ``examples/walk.py:62, in move():
+    """One or two lines saying what Numba could not compile and where, e.g. ``my_env.py:62, in move():
     unknown name 'speed'``; the error's last line when it has no recognisable cause."""
     text = str(error)
     found = []

@@ -112,6 +112,7 @@ def uniform_actions(
         return out
     if mask is not None:
         raise ValueError(f"action masks need a discrete action space, got {space}")
+    assert isinstance(space, gym.spaces.Box)  # discrete_choices raises for other spaces
     low = torch.as_tensor(space.low.reshape(-1), device=out.device)
     high = torch.as_tensor(space.high.reshape(-1), device=out.device)
     out.uniform_(0.0, 1.0, generator=generator)

@@ -53,7 +53,7 @@ class ArraySpec:
         return count * torch.empty((), dtype=self.dtype).element_size()
 
 
-def kernel_tuple_type(owner: type, suffix: str, fields: list[str]) -> type:
+def kernel_tuple_type(owner: type, suffix: str, fields: list[str]) -> type[Any]:
     """A named tuple class for kernel arguments, registered on ``owner``'s module.
 
     Numba's disk cache pickles argument types, so the class must be importable by name.
@@ -63,7 +63,7 @@ def kernel_tuple_type(owner: type, suffix: str, fields: list[str]) -> type:
     existing = getattr(module, name, None)
     if existing is not None and list(existing._fields) == fields:
         return existing
-    cls = collections.namedtuple(name, fields, module=owner.__module__)
+    cls = collections.namedtuple(name, fields, module=owner.__module__)  # type: ignore[misc]  # a name made at run time
     setattr(module, name, cls)
     return cls
 
@@ -113,7 +113,7 @@ class DataStore:
     def names(self, role: Role | None = None) -> list[str]:
         return [n for n, s in self.specs.items() if role is None or s.role == role]
 
-    def kernel_views(self, tuple_type: type, kernel_target: Literal["cpu", "cuda", "cudasim"]) -> Any:
+    def kernel_views(self, tuple_type: type[Any], kernel_target: Literal["cpu", "cuda", "cudasim"]) -> Any:
         """The tensors as one named tuple of arrays the compiled kernels accept (no copies)."""
         views = []
         for name in tuple_type._fields:

@@ -1,22 +1,31 @@
 """Checkpoints: networks as safetensors, everything else for an exact resume in a torch file.
 
-A checkpoint is a pair of files in ``<run_dir>/checkpoints/``, plus a pointer to the newest::
+A checkpoint is a pair of files in ``<run_dir>/checkpoints/`` with a manifest of their checksums, plus a
+pointer to the newest::
 
     iter_000040.safetensors   every policy's networks, keys ``<policy>/<module>.<parameter>``
     iter_000040.pt            config, counters, optimisers, env state, RNG states (torch.save; loaded with
                               ``weights_only=True``: plain data and tensors only)
+    iter_000040.json          {"name": ..., "iteration": 40, "env_steps": ..., "sha256": {file name: digest}}
     latest.json               {"name": "iter_000040", "iteration": 40, "env_steps": ...}
 
 Every file is written atomically: to a temporary file in the same directory, flushed and fsync'ed, then
-renamed over the target with ``os.replace``. ``latest.json`` is written last, so a crash at any point
-leaves the previous checkpoint whole and still pointed to.
+renamed over the target with ``os.replace``. The manifest follows the files it lists and ``latest.json``
+comes last, so a crash at any point leaves the previous checkpoint whole and still pointed to. Loading
+checks each file against its manifest's SHA-256 (a damaged disk, a truncated copy, zeroed bytes); a run
+directory whose newest checkpoint (or ``latest.json``) is damaged falls back to the newest good one, of
+the ``checkpoint.keep`` kept, with a warning naming the damaged file.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import logging
 import os
 import random
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -25,16 +34,32 @@ import numpy as np
 import safetensors.torch
 import torch
 
-__all__ = ["Checkpoint", "atomic_write", "find_checkpoint", "load_checkpoint", "restore_rng_state", "rng_state",
-           "save_checkpoint"]
+__all__ = ["Checkpoint", "CheckpointError", "atomic_write", "find_checkpoint", "load_checkpoint",
+           "remove_temporary_files", "restore_rng_state", "rng_state", "save_checkpoint"]
 
 LATEST = "latest.json"
+_NAME = re.compile(r"iter_(\d+)")
+_TMP = ".tmp-"  # temporary files are .<name>.tmp-<process id>
+log = logging.getLogger(__name__)
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: a file missing, damaged (not the bytes its manifest records) or
+    unreadable. The message is one line and names the file."""
+
+
+def _temporary_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}{_TMP}{os.getpid()}")
+
+
+def _atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Write ``path`` through ``write(file)`` so that it is either the old file or the whole new one."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _temporary_name(path)
     try:
         with open(tmp, "wb") as handle:
             write(handle)
@@ -50,6 +75,18 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def remove_temporary_files(directory: Path) -> list[Path]:
+    """Remove the temporary files left in ``directory`` by writes (:func:`atomic_write`) of processes killed
+    mid-write; call it where no other process writes there, e.g. when a run resumes. Returns those removed."""
+    mine = f"{_TMP}{os.getpid()}"
+    removed = []
+    for path in sorted(Path(directory).glob(f".*{_TMP}*")):
+        if path.is_file() and not path.name.endswith(mine):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def rng_state() -> dict[str, Any]:
@@ -92,7 +129,8 @@ def _native_rng(state: dict[str, Any]) -> dict[str, Any]:
 
 
 class Checkpoint:
-    """A checkpoint on disk: ``<dir>/<name>.safetensors`` and ``<dir>/<name>.pt``."""
+    """A checkpoint on disk: ``<dir>/<name>.safetensors`` and ``<dir>/<name>.pt``, with their checksums in
+    ``<dir>/<name>.json``."""
 
     def __init__(self, directory: Path, name: str) -> None:
         self.directory = Path(directory)
@@ -107,15 +145,63 @@ class Checkpoint:
         return self.directory / f"{self.name}.pt"
 
     @property
+    def manifest_path(self) -> Path:
+        return self.directory / f"{self.name}.json"
+
+    @property
     def run_dir(self) -> Path:
         """The run directory this checkpoint belongs to (the parent of ``checkpoints/``)."""
         return self.directory.parent
 
+    def _digests(self) -> dict[str, str]:
+        """The manifest's SHA-256 of each file, by file name."""
+        try:
+            digests = json.loads(self.manifest_path.read_text())["sha256"]
+            if not all(isinstance(digests[p.name], str) for p in (self.models_path, self.state_path)):
+                raise TypeError("a digest is not a string")
+        except FileNotFoundError:
+            raise CheckpointError(f"{self.manifest_path} is missing: checkpoint {self.name} was not completely "
+                                  "written (or was saved by a version without checksums)") from None
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{self.manifest_path} is damaged ({type(err).__name__}: {err})") from None
+        return digests
+
+    def read_verified(self, path: Path) -> bytes:
+        """The bytes of ``path`` (:attr:`models_path` or :attr:`state_path`), checked against the manifest.
+
+        Raises:
+            CheckpointError: the file or the manifest is missing or damaged.
+        """
+        expected = self._digests()[path.name]
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise CheckpointError(f"{path} cannot be read: {err.strerror or err}") from None
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise CheckpointError(f"{path} is damaged: its SHA-256 is {actual[:16]}..., its manifest "
+                                  f"{self.manifest_path.name} records {expected[:16]}... ({len(data)} bytes)")
+        return data
+
+    def verify(self) -> None:
+        """Check both files against the manifest (raises :class:`CheckpointError`)."""
+        for path in (self.models_path, self.state_path):
+            self.read_verified(path)
+
     def load_models(self, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-        return safetensors.torch.load_file(str(self.models_path), device=str(device))
+        data = self.read_verified(self.models_path)
+        try:
+            tensors = safetensors.torch.load(data)
+        except Exception as err:  # the checksum matched: written damaged, which only a bug does
+            raise CheckpointError(f"{self.models_path} cannot be loaded: {type(err).__name__}: {err}") from None
+        return {key: value.to(device) for key, value in tensors.items()}
 
     def load_state(self) -> dict[str, Any]:
-        state = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        data = self.read_verified(self.state_path)
+        try:
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as err:  # as in load_models
+            raise CheckpointError(f"{self.state_path} cannot be loaded: {type(err).__name__}: {err}") from None
         for own in _own_states(state["trainer"]):
             own["rng"] = _native_rng(own["rng"])
         return state
@@ -151,37 +237,80 @@ def save_checkpoint(trainer: Any, directory: Path, config: dict[str, Any], *, ke
             for policy_state in own["policies"].values():
                 policy_state.pop("replay", None)
     state = {"config": config, "trainer": trainer_state}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
 
-    atomic_write(checkpoint.models_path, lambda f: f.write(safetensors.torch.save(tensors)))
-    atomic_write(checkpoint.state_path, lambda f: torch.save(state, f))
     pointer = {"name": checkpoint.name, "iteration": trainer.iteration, "env_steps": trainer.env_steps}
-    atomic_write(directory / LATEST, lambda f: f.write(json.dumps(pointer).encode()))
+    digests = {}
+    for path, data in ((checkpoint.models_path, safetensors.torch.save(tensors)),
+                       (checkpoint.state_path, buffer.getbuffer())):
+        digests[path.name] = hashlib.sha256(data).hexdigest()
+        _atomic_write_bytes(path, data)
+    _atomic_write_bytes(checkpoint.manifest_path, json.dumps({**pointer, "sha256": digests}, indent=1).encode())
+    _atomic_write_bytes(directory / LATEST, json.dumps(pointer).encode())
 
-    names = sorted(p.stem for p in directory.glob("iter_*.pt"))
-    for old in names[:-keep]:
+    for old in _names(directory)[keep:]:
         if old != checkpoint.name:
-            (directory / f"{old}.safetensors").unlink(missing_ok=True)
-            (directory / f"{old}.pt").unlink(missing_ok=True)
+            old_checkpoint = Checkpoint(directory, old)
+            # the manifest first: a checkpoint half deleted is one without a manifest, never loaded
+            for path in (old_checkpoint.manifest_path, old_checkpoint.models_path, old_checkpoint.state_path):
+                path.unlink(missing_ok=True)
     return checkpoint
+
+
+def _names(directory: Path) -> list[str]:
+    """The names of the checkpoints (whole or not) in ``directory``, newest first."""
+    names = {p.stem for p in directory.glob("iter_*") if _NAME.fullmatch(p.stem)}
+    return sorted(names, key=lambda name: int(name[5:]), reverse=True)
 
 
 def find_checkpoint(path: str | Path) -> Checkpoint:
-    """The checkpoint that ``path`` names: a run directory or its ``checkpoints/`` (the newest one), or one
-    checkpoint's ``.pt`` or ``.safetensors`` file."""
+    """The checkpoint that ``path`` names, its files verified against its manifest: one checkpoint's
+    ``.pt``, ``.safetensors`` or ``.json`` file; or a run directory or its ``checkpoints/``, for the one
+    ``latest.json`` names, else (``latest.json`` or that checkpoint damaged: a warning names the file) the
+    newest older one that is whole.
+
+    Raises:
+        FileNotFoundError: ``path`` holds no checkpoint.
+        CheckpointError: the checkpoint named is damaged, or every checkpoint of the directory is.
+    """
     path = Path(path)
-    if path.is_file() and path.suffix in (".pt", ".safetensors"):
+    if path.is_file() and path.suffix in (".pt", ".safetensors", ".json") and _NAME.fullmatch(path.stem):
         checkpoint = Checkpoint(path.parent, path.stem)
-    else:
-        directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-        pointer = directory / LATEST
-        if not pointer.is_file():
-            raise FileNotFoundError(f"no checkpoint found at {path}: expected a run directory, its checkpoints/ "
-                                    f"directory (with {LATEST}), or a checkpoint's .pt or .safetensors file")
-        checkpoint = Checkpoint(directory, json.loads(pointer.read_text())["name"])
-    for file in (checkpoint.models_path, checkpoint.state_path):
-        if not file.is_file():
-            raise FileNotFoundError(f"checkpoint {checkpoint.name} is incomplete: {file} is missing")
-    return checkpoint
+        checkpoint.verify()
+        return checkpoint
+    if path.name == LATEST:
+        path = path.parent
+    directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    names = _names(directory) if directory.is_dir() else []
+    pointer = directory / LATEST
+    if not pointer.is_file() and not names:
+        raise FileNotFoundError(f"no checkpoint found at {path}: expected a run directory, its checkpoints/ "
+                                f"directory (with {LATEST}), or a checkpoint's .pt or .safetensors file")
+    try:
+        newest = json.loads(pointer.read_text())["name"]
+        if not isinstance(newest, str) or not _NAME.fullmatch(newest):
+            raise ValueError(f"'name' is {newest!r}")
+        # checkpoints newer than the pointer are ones whose save did not finish
+        names = [newest, *(n for n in names if int(n[5:]) < int(newest[5:]))]
+    except FileNotFoundError:
+        log.warning("%s is missing; looking for the newest whole checkpoint", pointer)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.warning("%s is damaged (%s: %s); looking for the newest whole checkpoint", pointer,
+                    type(err).__name__, err)
+    problems = []
+    for name in names:
+        checkpoint = Checkpoint(directory, name)
+        try:
+            checkpoint.verify()
+        except CheckpointError as err:
+            problems.append(str(err))
+            log.warning("%s; trying the checkpoint before it", err)
+            continue
+        if problems:
+            log.warning("using checkpoint %s (iteration %d) instead", name, int(name[5:]))
+        return checkpoint
+    raise CheckpointError(f"no whole checkpoint in {directory}: {'; '.join(problems) or 'none was saved'}")
 
 
 def load_checkpoint(path: str | Path) -> tuple[Checkpoint, dict[str, Any]]:

@@ -24,7 +24,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
@@ -102,14 +102,17 @@ class _PolicyCommon:
             raise ConfigError(f"{path}.model.critic_input", f"{cls.name} supports only a local critic")
 
 
-PolicySpec = dataclasses.make_dataclass(
-    "PolicySpec",
-    [(name, cls.Config, field(default_factory=cls.Config))
-     for name, cls in ALGORITHMS.items() if cls.Config is not None],
-    bases=(_PolicyCommon,),
-)
-PolicySpec.__module__ = __name__
-PolicySpec.__doc__ = _PolicyCommon.__doc__
+if TYPE_CHECKING:  # the type checker sees the common fields; each algorithm's section is read through algorithm_config
+    PolicySpec = _PolicyCommon
+else:
+    PolicySpec = dataclasses.make_dataclass(
+        "PolicySpec",
+        [(name, cls.Config, field(default_factory=cls.Config))
+         for name, cls in ALGORITHMS.items() if cls.Config is not None],
+        bases=(_PolicyCommon,),
+    )
+    PolicySpec.__module__ = __name__
+    PolicySpec.__doc__ = _PolicyCommon.__doc__
 
 
 @dataclass
@@ -188,7 +191,7 @@ class TrainConfig:
 
 def packaged_config(name: str) -> Path:
     """The training config shipped with env ``name`` (``warpdrive/envs/<name>/train.yaml``)."""
-    path = Path(str(resources.files("warpdrive.envs").joinpath(name, "train.yaml")))
+    path = Path(str(resources.files("warpdrive.envs").joinpath(name).joinpath("train.yaml")))
     if not path.is_file():
         shipped = sorted(p.parent.name for p in Path(str(resources.files("warpdrive.envs"))).glob("*/train.yaml"))
         raise FileNotFoundError(f"no config file {name!r} and no packaged config of that name; "
@@ -209,7 +212,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError as err:
-            raise ConfigError(key, f"cannot parse value {text!r}: {err}") from None
+            raise ConfigError(key, f"cannot parse value {text!r}: {_yaml_problem(err)}") from None
         parts = key.split(".")
         node = data
         for i, part in enumerate(parts[:-1]):
@@ -261,10 +264,20 @@ def _read_config(source: str) -> dict[str, Any]:
         try:
             data = yaml.safe_load(handle) or {}
         except yaml.YAMLError as err:
-            raise ConfigError("", f"{path} is not valid YAML: {err}") from None
+            raise ConfigError("", f"{path} is not valid YAML: {_yaml_problem(err)}") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError("", f"{path} is not a text file: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError("", f"{path} must hold a mapping of settings, got {type(data).__name__}")
     return data
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong, and where (line and column, from 1)."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
+        mark = err.problem_mark
+        return f"{err.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(err).split())
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:

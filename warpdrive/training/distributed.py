@@ -173,7 +173,7 @@ class Ranks:
             RuntimeError: on rank 0, when the ranks' networks differ (they must stay bit-identical).
         """
         state = {**_to_cpu(state), "networks_sha256": networks_digest(networks)}
-        states = [None] * self.world_size if self.is_main else None
+        states: list[Any] | None = [None] * self.world_size if self.is_main else None
         dist.gather_object(state, states, dst=0)
         if states is not None and len({s["networks_sha256"] for s in states}) > 1:
             differ = [rank for rank, s in enumerate(states) if s["networks_sha256"] != states[0]["networks_sha256"]]

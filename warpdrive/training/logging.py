@@ -18,6 +18,7 @@ out of the bar's rate and ETA and out of ``charts/SPS`` (not logged for that row
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from collections.abc import Iterable
@@ -34,6 +35,7 @@ from warpdrive.training.config import TrainConfig, config_to_dict
 __all__ = ["RunLogger", "new_run_dir", "plot_learning_curve", "read_metrics"]
 
 RETURN_PREFIX = "charts/episodic_return/"
+log = logging.getLogger(__name__)
 
 
 def new_run_dir(config: TrainConfig) -> Path:
@@ -50,9 +52,28 @@ def new_run_dir(config: TrainConfig) -> Path:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The rows of a ``metrics.jsonl`` file."""
+    """The rows of a ``metrics.jsonl`` file. A last line cut short (its writer was killed mid-line) is left
+    out, with a note (logged).
+
+    Raises:
+        ValueError: any other line is not a JSON object (naming the file and line).
+    """
     with open(path) as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        lines = handle.read().split("\n")
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as err:
+            if number == len(lines):  # no newline after it: a partial write
+                log.info("%s:%d: left out a partial last line (%d characters), cut short when its run "
+                            "was interrupted", path, number, len(line))
+                break
+            raise ValueError(f"{path}:{number}: not a JSON object: {err}") from None
+        rows.append(row)
+    return rows
 
 
 def plot_learning_curve(rows: Iterable[dict[str, Any]], out: Path, title: str = "") -> Path | None:

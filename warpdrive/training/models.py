@@ -227,13 +227,20 @@ class ActorCritic(nn.Module):
         critic_input_size: size of the critic's input (D for a local critic, G + D for a global one).
     """
 
+    pad_index: torch.Tensor
+    """A buffer, only when heads have different sizes."""
+
     def __init__(self, obs_size: int, action_space: gym.spaces.Space, spec: ModelSpec,
                  critic_input_size: int) -> None:
         super().__init__()
         self.sizes = discrete_choices(action_space)
         hidden = spec.hidden_sizes
         feature_size = hidden[-1] if hidden else obs_size
-        out_size = sum(self.sizes) if self.sizes is not None else int(np.prod(action_space.shape))
+        if self.sizes is not None:
+            out_size = sum(self.sizes)
+        else:  # a Box (discrete_choices raises for other spaces)
+            assert action_space.shape is not None
+            out_size = int(np.prod(action_space.shape))
         self.actor_trunk = mlp(obs_size, hidden, spec.activation)
         # a shared trunk is registered once (as actor_trunk), so that checkpoints hold no aliased tensors
         self.critic_trunk = None if spec.shared_trunk else mlp(critic_input_size, hidden, spec.activation)
@@ -291,6 +298,9 @@ class DeterministicActorCritic(nn.Module):
 
     Args: as :class:`ActorCritic`; the action space must be a Box with finite bounds.
     """
+
+    action_scale: torch.Tensor
+    action_bias: torch.Tensor
 
     def __init__(self, obs_size: int, action_space: gym.spaces.Space, spec: ModelSpec,
                  critic_input_size: int) -> None:

@@ -67,7 +67,9 @@ class Policy:
         """
         mask = None if env.action_mask is None else self.own_rows(env.action_mask)
         if mask is not None and env.validate:
-            check_mask_allows_some(mask, discrete_choices(self.algorithm.action_space), self.agent_ids)
+            choices = discrete_choices(self.algorithm.action_space)
+            assert choices is not None  # the env checked at construction that a masked action space is discrete
+            check_mask_allows_some(mask, choices, self.agent_ids)
         act = self.algorithm.act(self.own_rows(obs), global_state if self.global_critic else None,
                                  deterministic, mask, explore)
         self.put_actions(env.actions, act.env_actions)
@@ -139,8 +141,8 @@ def _assign_groups(specs: dict[str, PolicySpec], groups: dict[str, list[int]], e
     return {g: [g] for g in groups}
 
 
-def _shared_spaces(path: str, groups: list[str], spaces: dict[str, tuple[gym.spaces.Space, gym.spaces.Space]]
-                   ) -> tuple[gym.spaces.Space, gym.spaces.Space]:
+def _shared_spaces(path: str, groups: list[str], spaces: dict[str, tuple[gym.spaces.Box, gym.spaces.Space]]
+                   ) -> tuple[gym.spaces.Box, gym.spaces.Space]:
     """The (observation, action) space of one agent of ``groups``, which one policy serves: the same in each."""
     first = spaces[groups[0]]
     for g in groups[1:]:

@@ -10,7 +10,19 @@ import torch
 
 from warpdrive.training.trainer import Trainer
 
-__all__ = ["render_episode"]
+__all__ = ["output_path", "render_episode"]
+
+
+def output_path(out: str | Path) -> Path:
+    """``out`` as a path, checked to be a file name that :func:`render_episode` can write (.gif or .mp4).
+
+    Raises:
+        ValueError: another suffix.
+    """
+    out = Path(out)
+    if out.suffix.lower() not in (".gif", ".mp4"):
+        raise ValueError(f"the output must end in .gif or .mp4, got {out.name!r}")
+    return out
 
 
 def render_episode(trainer: Trainer, out: str | Path, *, deterministic: bool = False, fps: int = 10,
@@ -19,9 +31,7 @@ def render_episode(trainer: Trainer, out: str | Path, *, deterministic: bool = F
 
     Steps use ``env.step_without_reset()``, so the last frame shows how the episode ended.
     """
-    out = Path(out)
-    if out.suffix.lower() not in (".gif", ".mp4"):
-        raise ValueError(f"the output must end in .gif or .mp4, got {out.name!r}")
+    out = output_path(out)
     env = trainer.env
     env.reset(seed=trainer.config.seed if seed is None else seed)
     frames = [env.render(0)]

@@ -58,6 +58,7 @@ class RolloutCollector:
                                           action_mask_size=0 if mask is None else mask.shape[-1])
         for policy in policies:
             if policy.algorithm.trainable:
+                assert self.env_rollout is not None  # built above, as a policy is trainable
                 algorithm = policy.algorithm
                 policy.storage = RolloutStorage(self.env_rollout, policy.agents, algorithm.action_size,
                                                 algorithm.stored_action_dtype, on_policy=algorithm.on_policy)
@@ -109,8 +110,10 @@ class RolloutCollector:
         if stored is not None:
             fields = {"obs": obs}
             if stored.global_state is not None:
+                assert state is not None  # the rollout stores a global state only when a policy needs one
                 fields["global_state"] = state
             if stored.action_mask is not None:
+                assert env.action_mask is not None  # stored only for an env that has one
                 fields["action_mask"] = env.action_mask
             stored.write(t, **fields)
         if self._policy_streams:
@@ -143,6 +146,7 @@ class RolloutCollector:
         if policy.storage is not None:
             fields = {"actions": act.actions}
             if policy.storage.on_policy:
+                assert act.logprobs is not None and act.values is not None  # on-policy algorithms give both
                 fields.update(logprobs=act.logprobs, values=act.values)
             policy.storage.write(self.step_index, **fields)
 

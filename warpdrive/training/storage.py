@@ -276,4 +276,4 @@ class ReplayBuffer:
     def load_state_dict(self, state: dict[str, object]) -> None:
         self.pos, self.size = int(state["pos"]), int(state["size"])  # type: ignore[call-overload]
         for name in self._FIELDS:
-            getattr(self, name).copy_(state[name])  # type: ignore[arg-type]
+            getattr(self, name).copy_(state[name])

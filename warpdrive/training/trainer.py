@@ -34,14 +34,17 @@ from warpdrive.training.typed import ConfigError
 if TYPE_CHECKING:
     from warpdrive.training.distributed import Ranks
 
-__all__ = ["Trainer", "resolve_device", "seed_everything"]
+__all__ = ["Trainer", "make_env", "resolve_device", "seed_everything"]
 
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> cuda when a GPU is usable, else cpu; anything else as given."""
     if name == "auto":
         return torch.device("cuda" if cuda_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError("device", f"expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
     if device.type == "cuda" and not cuda_available():
         raise ConfigError("device", f"{name!r} asked for, but no CUDA GPU is usable; use device=cpu or auto")
     return device
@@ -54,15 +57,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _make_env(config: TrainConfig, device: torch.device, seed: int) -> Env:
+def make_env(config: TrainConfig, device: torch.device, seed: int, validate: bool | None = None) -> Env:
+    """The env of ``config.env``; its errors (unknown env, bad parameters, too many replicas for the memory)
+    raised as :class:`ConfigError` naming the key path."""
     spec = config.env
     try:
         return make(spec.name, num_envs=spec.num_envs, device=device, seed=seed, start=spec.start,
-                    **spec.kwargs)
+                    validate=validate, **spec.kwargs)
     except KeyError as err:
         raise ConfigError("env.name", str(err.args[0])) from None
     except (TypeError, ValueError) as err:
         raise ConfigError("env", str(err)) from None
+    except MemoryError as err:  # the env's own check, before it allocates
+        raise ConfigError("env.num_envs", str(err)) from None
 
 
 class Trainer:
@@ -91,7 +98,7 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True  # process-wide, like torch.set_num_threads
             torch.backends.cudnn.allow_tf32 = True
         seed_everything(seed)
-        self.env = _make_env(config, self.device, seed)
+        self.env = make_env(config, self.device, seed)
         self.num_envs = config.env.num_envs
         self.num_steps = config.rollout_length
         self.world_size = 1 if ranks is None else ranks.world_size

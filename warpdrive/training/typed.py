@@ -84,7 +84,7 @@ def _convert(value: Any, hint: Any, path: str, bounds: tuple[float | None, ...] 
         if value not in choices:
             raise ConfigError(path, f"expected one of {', '.join(repr(c) for c in choices)}, got {value!r}")
         return value
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return from_dict(hint, value, path)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):

@@ -38,6 +38,7 @@ With ``k_nearest = k`` only the ``k`` nearest others are observed, nearest first
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,8 +119,8 @@ class AgentTypes:
     landmarks' sizes [L]; ``None`` for accel or max_speed means what it means in mpe2."""
 
     size: list[float]
-    accel: list[float | None]
-    max_speed: list[float | None]
+    accel: Sequence[float | None]
+    max_speed: Sequence[float | None]
     adversary: list[bool]
     landmark_size: list[float]
 

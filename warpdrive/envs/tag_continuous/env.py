@@ -1,7 +1,8 @@
 """Tag in continuous 2D space: taggers chase runners in a square arena of side ``L``.
 
-Semantics: ``shared/specs/tag_continuous.md`` (the reference WarpDrive's Tag-continuous, CPU version,
-rl-warp-drive 2.7.1): same initial state and actions give the same observations, rewards and done flags.
+Semantics: the reference WarpDrive's Tag-continuous (rl-warp-drive 2.7.1, CPU version), which
+``tests/envs/test_tag_continuous.py`` steps beside this env: same initial state and actions give the same
+observations, rewards and done flags.
 
 Agents ``0 .. N-1`` (``N = num_taggers + num_runners``); which ids are taggers is fixed for the env (drawn
 like the reference from ``config.seed``, or given as ``tagger_ids``). State per agent: ``x, y`` in
@@ -289,11 +290,11 @@ def start_state_of(config: TagContinuousConfig) -> StartState:
         x = np.float32(config.grid_length) * rng.rand(n)
         y = np.float32(config.grid_length) * rng.rand(n)
     else:
-        x, y = config.starting_location_x, config.starting_location_y
+        x, y = np.asarray(config.starting_location_x), np.asarray(config.starting_location_y)
     if config.starting_directions is None:
         direction = rng.choice([0, np.pi / 2, np.pi, np.pi * 3 / 2], n, replace=True)
     else:
-        direction = config.starting_directions
+        direction = np.asarray(config.starting_directions)
     return StartState(
         tagger_ids=np.sort(np.asarray(ids, dtype=np.int64)),
         x=np.asarray(x, dtype=np.float32),
@@ -593,7 +594,7 @@ class TagContinuous(Env):
     Config = TagContinuousConfig
     code_variants = ({"use_full_observation": False},)  # the partial observation compiles other code
 
-    def program_phases(self) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
+    def program_phases(self) -> tuple[tuple[Phase | LaunchBoundary, ...], tuple[Phase | LaunchBoundary, ...]]:
         c = self.config
         if c.use_full_observation:
             return _FULL_OBSERVATION_PHASES

@@ -1,6 +1,7 @@
 """Tag on a grid: taggers chase one runner over integer cells.
 
-Semantics: ``shared/specs/tag_gridworld.md`` (the reference WarpDrive's Tag-gridworld, CPU version).
+Semantics: the reference WarpDrive's Tag-gridworld (rl-warp-drive 2.7.1, CPU version), which
+``tests/envs/test_tag_gridworld.py`` steps beside this env.
 Agents ``0 .. N-2`` are taggers, agent ``N-1`` is the runner. Positions are integers in ``[0, L]``.
 Actions: Discrete(5): 0 stay, 1 +x, 2 -x, 3 +y, 4 -y.
 

@@ -8,6 +8,7 @@ bonus.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 
@@ -81,7 +82,7 @@ class A2C(ActorCriticAlgorithm):
             "loss_entropy": -ent_coef * entropy,
             "entropy": entropy.detach(),
         }
-        loss = sum(v for k, v in losses.items() if k.startswith("loss_"))
+        loss = cast(torch.Tensor, sum(v for k, v in losses.items() if k.startswith("loss_")))
         losses["grad_norm"] = self.clip_and_step(loss, c.max_grad_norm)
 
         metrics: dict[str, torch.Tensor | float] = {k: v.detach() for k, v in losses.items()}

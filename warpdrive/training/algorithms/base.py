@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from warpdrive.training.models import ModelSpec, build_model, critic_input
+from warpdrive.training.models import ActorCritic, ModelSpec, build_model, critic_input
 from warpdrive.training.returns import next_state_values
 from warpdrive.training.schedules import Schedule
 from warpdrive.training.typed import bounded
@@ -134,12 +134,13 @@ class Algorithm:
         self.device = device
         self.mixed_precision = mixed_precision and device.type == "cuda"
         self.continuous_actions = isinstance(action_space, gym.spaces.Box)
-        if self.continuous_actions:
+        if isinstance(action_space, gym.spaces.Box):
             self.action_size = int(np.prod(action_space.shape))
             self.env_action_dtype = torch.float32
             self.low = torch.as_tensor(np.asarray(action_space.low, np.float32).reshape(-1), device=device)
             self.high = torch.as_tensor(np.asarray(action_space.high, np.float32).reshape(-1), device=device)
         else:
+            assert action_space.shape is not None  # Discrete and MultiDiscrete spaces have one
             self.action_size = 1 if isinstance(action_space, gym.spaces.Discrete) else int(np.prod(action_space.shape))
             self.env_action_dtype = torch.int32
         self.model: nn.Module | None = None
@@ -199,6 +200,7 @@ class Algorithm:
     def sync_acting_model(self) -> None:
         """Copy the model's weights into the acting copy (after an update, or after loading weights)."""
         if self.acting_model is not self.model:
+            assert self.acting_model is not None and self.model is not None  # a copy exists only of a model
             with torch.no_grad():
                 for acting, learned in zip(self.acting_model.parameters(), self.model.parameters(), strict=True):
                     acting.copy_(learned)
@@ -265,6 +267,9 @@ class ActorCriticAlgorithm(Algorithm):
     """A stochastic actor with a state-value critic and one optimiser (PPO, A2C)."""
 
     default_model = "mlp_actor_critic"
+    # Built from a registered model, which offers ActorCritic's methods (custom models need not subclass it).
+    model: ActorCritic
+    acting_model: ActorCritic
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -21,6 +21,7 @@ from torch import nn
 
 from warpdrive.core.sampling import gaussian
 from warpdrive.training.algorithms.base import Act, Algorithm, register_algorithm
+from warpdrive.training.models import DeterministicActorCritic
 from warpdrive.training.storage import ReplayBuffer, RolloutStorage
 from warpdrive.training.typed import bounded
 
@@ -69,6 +70,9 @@ class DDPG(Algorithm):
     continuous = True
     global_critic = False
     default_model = "mlp_ddpg"
+    # Built from a registered model, which offers DeterministicActorCritic's methods (custom ones need not subclass it).
+    model: DeterministicActorCritic
+    acting_model: DeterministicActorCritic
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -8,7 +8,7 @@ entropy bonus, with gradient-norm clipping; an optional target KL stops the epoc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -148,7 +148,7 @@ class PPO(ActorCriticAlgorithm):
                 mb = b.samples(b_inds[start:start + minibatch_size])
                 with self.autocast():
                     losses = ppo_loss(self.model, mb, c, ent_coef)
-                loss = sum(v for k, v in losses.items() if k.startswith("loss_"))
+                loss = cast(torch.Tensor, sum(v for k, v in losses.items() if k.startswith("loss_")))
                 losses["grad_norm"] = self.clip_and_step(loss, c.max_grad_norm)
                 stats.append({k: v.detach() for k, v in losses.items()})
             epochs += 1

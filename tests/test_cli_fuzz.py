@@ -1,0 +1,158 @@
+"""Every user error of the ``warpdrive`` command, on every verb, is one line on stderr and exit status 2, never
+a traceback: malformed YAML, wrong types, unknown keys, negative sizes, NaN and inf, bad arguments, missing
+files, more env replicas than fit in memory. ``main()`` runs in this process, and each bad input is refused
+before an env is built or a kernel compiled; the property tests give config loading arbitrary overrides
+and YAML text."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from warpdrive.cli import main
+from warpdrive.training.config import ConfigError, load_config
+
+BAD_YAML = {
+    "nested.yaml": "env: {name: tag_gridworld}\ntotal_env_steps: 10: 20\n",
+    "unclosed.yaml": "env: [1, 2\n",
+    "tab.yaml": "env:\n\tname: cartpole\n",
+    "list.yaml": "- env\n- total_env_steps\n",
+    "types.yaml": "env: {name: cartpole, num_envs: many}\ntotal_env_steps: 100\n",
+    "unknown.yaml": "env: {name: cartpole}\ntotal_env_steps: 100\nlearning_rate: 0.1\n",
+}
+HUGE = 10**13
+
+# (argv, what the one line of stderr says); argv paths are relative to a directory holding BAD_YAML's files
+CASES = [
+    # malformed YAML: files and override values
+    (["train", "nested.yaml"], "nested.yaml is not valid YAML: mapping values are not allowed here (line 2, column 20"),
+    (["train", "unclosed.yaml"], "unclosed.yaml is not valid YAML: expected ',' or ']'"),
+    (["train", "tab.yaml"], "tab.yaml is not valid YAML: found character '\\t' that cannot start any token (line 2"),
+    (["train", "list.yaml"], "list.yaml must hold a mapping of settings, got list"),
+    (["train", "binary.yaml"], "binary.yaml is not a text file"),
+    (["train", "cartpole", "env.kwargs.initial_state=[0.1, 0.2"], "env.kwargs.initial_state: cannot parse value"),
+    (["bench", "--config", "nested.yaml", "--iterations", "0"], "nested.yaml is not valid YAML"),
+    # wrong types
+    (["train", "types.yaml"], "env.num_envs: expected an integer >= 1, got 'many'"),
+    (["train", "tag_gridworld", "total_env_steps=1.5"], "total_env_steps: expected an integer >= 1, got 1.5"),
+    (["train", "tag_gridworld", "env=3"], "env: expected a mapping of EnvSpec settings, got 3"),
+    (["train", "tag_gridworld", "logging.progress=maybe"], "logging.progress: expected true or false, got 'maybe'"),
+    (["train", "tag_gridworld", "env.kwargs.num_taggers=1.5"], "env: num_taggers must be an integer >= 1, got 1.5"),
+    (["train", "tag_gridworld", "env.num_envs.x=3"], "env.num_envs: is 64, not a mapping: cannot set 'x'"),
+    (["train", "tag_gridworld", "env.start=sideways"], "env.start: expected one of 'random', 'identical'"),
+    (["train", "tag_gridworld", "device=tpu"], "device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
+    (["bench", "--device", "tpu", "--iterations", "0"], "device: expected 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+    # unknown keys
+    (["train", "unknown.yaml"], "learning_rate: unknown key; known keys: env, total_env_steps"),
+    (["train", "tag_gridworld", "policies.taggers.ppo.clip=1"], "policies.taggers.ppo.clip: unknown key"),
+    (["train", "tag_gridworld", "env.kwargs.speed=2"], "TagGridWorld: unknown parameter(s) ['speed']"),
+    (["train", "tag_gridworld", "policies.nobody.algorithm=ppo"], "tag_gridworld has no agent group 'nobody'"),
+    (["train", "tag_gridworld", "policies.taggers.algorithm=sac"], "policies.taggers.algorithm: expected one of"),
+    (["bench", "tag_gridworld", "--iterations", "0", "env.kwargs.speed=2"], "unknown parameter(s) ['speed']"),
+    (["check", "tag_gridworld", "speed=2"], "unknown parameter(s) ['speed']"),
+    # negative and zero sizes
+    (["train", "tag_gridworld", "env.num_envs=-1"], "env.num_envs: expected an integer >= 1, got -1"),
+    (["train", "tag_gridworld", "rollout_length=0"], "rollout_length: expected an integer >= 1, got 0"),
+    (["train", "tag_gridworld", "total_env_steps=-5"], "total_env_steps: expected an integer >= 1, got -5"),
+    (["train", "tag_gridworld", "checkpoint.keep=0"], "checkpoint.keep: expected an integer >= 1, got 0"),
+    (["train", "tag_gridworld", "policies.taggers.model.hidden_sizes=[-4]"], "expected positive layer widths"),
+    (["train", "tag_gridworld", "env.kwargs.grid_length=-3"], "grid_length must be an integer in [2, 32767], got -3"),
+    (["bench", "--envs", "16", "-3"], "--envs: expected an integer >= 1, got -3"),
+    (["bench", "--steps", "0"], "--steps: expected an integer >= 1, got 0"),
+    (["bench", "--repeats", "0"], "--repeats: expected an integer >= 1, got 0"),
+    (["bench", "--iterations", "-1"], "--iterations: expected an integer >= 0, got -1"),
+    (["eval", "run", "--episodes", "0"], "--episodes: expected an integer >= 1, got 0"),
+    (["render", "run", "--out", "a.gif", "--fps", "-1"], "--fps: expected an integer >= 1, got -1"),
+    (["check", "cartpole", "--steps", "0"], "--steps: expected an integer >= 1, got 0"),
+    (["check", "tag_gridworld", "num_taggers=-2"], "num_taggers must be an integer >= 1, got -2"),
+    # NaN and inf
+    (["train", "tag_gridworld", "policies.taggers.optimizer.lr=.inf"], "optimizer.lr: expected a finite float > 0"),
+    (["train", "tag_gridworld", "policies.taggers.optimizer.lr=.nan"], "optimizer.lr: expected a finite float > 0"),
+    (["train", "tag_gridworld", "policies.taggers.ppo.vf_coef=.inf"], "ppo.vf_coef: expected a"),
+    (["train", "tag_gridworld", "env.kwargs.grid_length=.nan"], "grid_length must be an integer in [2, 32767], got"),
+    (["train", "pendulum", "env.kwargs.g=.inf"], "g must be a finite number, got inf"),
+    (["check", "pendulum", "g=.nan"], "g must be a finite number, got nan"),
+    # bad arguments
+    ([], "the following arguments are required: COMMAND"),
+    (["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate'"),
+    (["train"], "CONFIG: missing: give a YAML file"),
+    (["train", "tag_gridworld", "--bogus"], "unrecognized arguments: --bogus"),
+    (["train", "tag_gridworld", "total_env_steps"], "an override must look like key.path=value"),
+    (["train", "tag_gridworld", "=3"], "an override must look like key.path=value, got '=3'"),
+    (["eval"], "the following arguments are required: checkpoint"),
+    (["eval", "run", "--episodes", "many"], "argument --episodes: invalid int value: 'many'"),
+    (["render", "run"], "the following arguments are required: --out"),
+    (["render", "run", "--out", "episode.png"], "--out: the output must end in .gif or .mp4, got 'episode.png'"),
+    (["bench", "--envs"], "argument --envs: expected at least one argument"),
+    (["envs", "tag_gridworld", "extra"], "unrecognized arguments: extra"),
+    (["check"], "the following arguments are required: env"),
+    # missing files and names
+    (["train", "missing.yaml"], "no config file 'missing.yaml' and no packaged config of that name"),
+    (["train", "tag_gridworld", "--resume", "missing_run"], "no checkpoint found at missing_run"),
+    (["eval", "missing_run"], "no checkpoint found at missing_run"),
+    (["render", "missing_run", "--out", "episode.gif"], "no checkpoint found at missing_run"),
+    (["bench", "--config", "missing.yaml"], "no config file 'missing.yaml'"),
+    (["bench", "no_such_env"], "no config file 'no_such_env'"),
+    (["envs", "no_such_env"], "unknown env 'no_such_env'"),
+    (["check", "no_such_env"], "unknown env 'no_such_env'"),
+    (["train", "no_such_module:Env", "total_env_steps=10"], "module 'no_such_module' does not import"),
+    # more replicas than the memory holds: the env's check, before it allocates
+    (["train", "tag_gridworld", f"env.num_envs={HUGE}"], f"env.num_envs: TagGridWorld with num_envs={HUGE}"),
+    (["bench", "--envs", str(HUGE), "--iterations", "0"], f"TagGridWorld with num_envs={HUGE}"),
+]
+
+
+@pytest.fixture
+def bad_files(tmp_path, monkeypatch):
+    for name, text in BAD_YAML.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "binary.yaml").write_bytes(b"env:\x00\xff\xfe\x80")
+    (tmp_path / "run").mkdir()  # eval/render's checkpoint: the argument check comes first
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize(("argv", "message"), CASES, ids=[" ".join(argv) or "(nothing)" for argv, _ in CASES])
+def test_user_errors_are_one_line_with_exit_status_2(bad_files, capsys, argv: list[str], message: str) -> None:
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    [line] = err.splitlines()
+    assert re.match(r"warpdrive( \w+)?: error: ", line) and message in line, line
+    assert out == ""
+
+
+KEYS = st.sampled_from(["env.num_envs", "env.kwargs.grid_length", "env.kwargs.num_taggers", "env.start",
+                        "total_env_steps", "rollout_length", "seed", "device", "torch_threads", "checkpoint.keep",
+                        "policies.taggers.optimizer.lr", "policies.taggers.ppo.clip_coef",
+                        "policies.taggers.model.hidden_sizes", "policies.runner.algorithm", "logging.progress",
+                        "env", "policies", "policies.taggers", "nonsense.key"])
+VALUES = st.one_of(st.text(max_size=12), st.integers(-2**70, 2**70).map(str),
+                   st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                   st.sampled_from([".nan", ".inf", "-.inf", "null", "[]", "{}", "[1, -2]", "{a: 1}", "true", "'",
+                                    "*x"]))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(KEYS, VALUES), max_size=3))
+def test_any_override_loads_or_is_a_config_error(overrides: list[tuple[str, str]]) -> None:
+    """Arbitrary override values: a config, or a ConfigError in one line naming a key (the env's own
+    parameters are checked when it is built: see CASES)."""
+    try:
+        load_config("tag_gridworld", [f"{key}={value}" for key, value in overrides])
+    except ConfigError as err:
+        assert "\n" not in str(err) and str(err).startswith(f"{err.path or '<config>'}: "), err
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(st.characters(exclude_categories=["Cs"]), max_size=60))
+def test_any_yaml_text_loads_or_is_a_config_error(tmp_path_factory: pytest.TempPathFactory, text: str) -> None:
+    """Arbitrary text as a config file (with a valid env): a config, or a ConfigError in one line."""
+    path = tmp_path_factory.getbasetemp() / "fuzz.yaml"
+    path.write_text(text)
+    try:
+        load_config(str(path), ["env.name=cartpole", "total_env_steps=10"])
+    except ConfigError as err:
+        assert "\n" not in str(err), err
