@@ -40,11 +40,12 @@ def rgb_frame(draw: Callable[[Any], None], title: str, size: tuple[int, int] = (
 
 def draw_agents_on_plane(axes: Any, env: Env, x: np.ndarray, y: np.ndarray, extent: float, *,
                          grid: bool = False, out: Sequence[bool] | np.ndarray | None = None,
-                         marked: int | None = None) -> None:
-    """Agents as dots coloured by group on the square ``[0, extent]``.
+                         marked: int | None = None, origin: float = 0.0) -> None:
+    """Agents as dots coloured by group on the square ``[origin, origin + extent]``.
 
     Args:
         x, y: positions of one replica's agents [A].
+        origin: lower corner of the square on both axes.
         grid: an integer grid: one tick per cell.
         out: [A] True for agents out of the game (drawn hollow).
         marked: an agent to mark with a star (e.g. a runner just tagged).
@@ -60,8 +61,8 @@ def draw_agents_on_plane(axes: Any, env: Env, x: np.ndarray, y: np.ndarray, exte
         axes.scatter([x[marked]], [y[marked]], s=400, marker="*", color="gold", edgecolors="black", zorder=4,
                      label="tagged")
     pad = 0.05 * extent
-    axes.set_xlim(-pad, extent + pad)
-    axes.set_ylim(-pad, extent + pad)
+    axes.set_xlim(origin - pad, origin + extent + pad)
+    axes.set_ylim(origin - pad, origin + extent + pad)
     if grid:
         axes.set_xticks(range(int(extent) + 1))
         axes.set_yticks(range(int(extent) + 1))

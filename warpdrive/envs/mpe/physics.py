@@ -445,3 +445,20 @@ class MPEEnv(Env):
             "adversary": np.asarray(types.adversary, bool),
             "landmark_size": landmark_size,
         }
+
+    def draw(self, axes: Any, index: int) -> None:
+        """Landmarks as grey discs of their size, agents coloured by group, on mpe2's view of [-1.5, 1.5]^2."""
+        from warpdrive.core.render import draw_agents_on_plane
+
+        s = self.store
+        for j in range(self.num_landmarks):
+            centre = (float(s["lx"][index, j]), float(s["ly"][index, j]))
+            axes.add_patch(_disc(centre, float(s["landmark_size"][j])))
+        draw_agents_on_plane(axes, self, s["x"][index].cpu().numpy(), s["y"][index].cpu().numpy(), 3.0,
+                             origin=-1.5)
+
+
+def _disc(centre: tuple[float, float], radius: float) -> Any:
+    from matplotlib.patches import Circle
+
+    return Circle(centre, radius, color="grey", alpha=0.6, zorder=2)
