@@ -443,6 +443,10 @@ def test_lists_from_yaml_become_tuples() -> None:
         ({"tag_penalty_for_runner": 1.5}, r"tag_penalty_for_runner must be <= 0, got 1.5"),
         ({"step_reward_for_runner": -0.5}, r"step_reward_for_runner must be >= 0, got -0.5"),
         ({"end_of_game_reward_for_runner": -1.0}, r"end_of_game_reward_for_runner must be >= 0, got -1.0"),
+        # positive in float64, zero in float32 (the kernels' precision)
+        ({"grid_length": 1e-46}, r"grid_length must be 0 or at least .* \(it is 0 in float32"),
+        # finite in float32, but its position scale 1 / (L sqrt 2) is not
+        ({"grid_length": 1e-45}, r"kernel parameter inv_position_scale = .* not finite in float32"),
         ({"num_other_agents_observed": 12}, r"num_other_agents_observed must be <= the number of agents \(11\), "
                                             r"got 12"),
         ({"use_full_observation": False, "num_other_agents_observed": 0},
@@ -457,7 +461,7 @@ def test_lists_from_yaml_become_tuples() -> None:
         ({"min_turn": 2.0}, r"min_turn must be <= max_turn=1.57\d*, got 2.0"),
         ({"num_turn_levels": -1}, r"num_turn_levels must be >= 0, got -1"),
         ({"grid_cells_per_side": 0}, r"grid_cells_per_side must be None or in \[1, 1024\], got 0"),
-        ({"max_turn": float("nan")}, r"max_turn must be finite, got nan"),
+        ({"max_turn": float("nan")}, r"max_turn must be finite in float32 .*, got nan"),
         ({"tagger_ids": (0, 0), "num_taggers": 2}, r"tagger_ids must be distinct, got \[0, 0\]"),
         ({"tagger_ids": (11,)}, r"tagger_ids must lie in \[0, N=11\), got 11"),
         ({"tagger_ids": (0, 1)}, r"tagger_ids must have 1 values \(num_taggers\), got 2"),

@@ -129,7 +129,17 @@ def check_parameters(cls: type[Env], kwargs: dict[str, Any], steps: int | None =
             cls(backend="cpu", **{**kwargs, "episode_length": 0})
         with _expect(ValueError, "num_envs", what="num_envs=0"):
             cls(backend="cpu", **{**kwargs, "num_envs": 0})
-        return "unknown parameter, episode_length=0 and num_envs=0 refused by name"
+        with _expect(ValueError, "episode_length", what="episode_length=2**40"):
+            cls(backend="cpu", **{**kwargs, "episode_length": 2**40})
+        checked = "unknown parameter, episode_length=0 and 2**40, num_envs=0"
+        floats = [f.name for f in dataclasses.fields(cls.Config) if isinstance(getattr(cls.Config(), f.name), float)]
+        for name in floats:
+            for value in (float("nan"), 1e39):
+                with _expect(ValueError, name, what=f"{name}={value}"):
+                    cls(backend="cpu", **{**kwargs, name: value})
+        if floats:
+            checked += f", NaN and 1e39 (not finite in float32) for {len(floats)} float parameters"
+        return checked + " refused by name"
 
     return [_run("parameters", run)]
 

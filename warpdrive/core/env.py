@@ -191,6 +191,25 @@ def _only_where_reset_asked(runner: Any) -> Any:
     return run
 
 
+_INT32_LIMIT = 2**31
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_float32_fields(config: Any) -> None:
+    """Every float field of an env's config must be finite in float32, the precision of the kernels (a value
+    such as 1e39 passes a float64 check and becomes inf on the device)."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if not isinstance(value, (float, np.floating)):
+            continue
+        if not abs(float(value)) <= _FLOAT32_MAX:
+            raise ValueError(f"{field.name} must be finite in float32 (|value| <= {_FLOAT32_MAX:.4g}: the kernels "
+                             f"compute in float32), got {value!r}")
+        if value != 0 and np.float32(value) == 0:
+            raise ValueError(f"{field.name} must be 0 or at least {float(np.finfo(np.float32).smallest_subnormal):.4g} "
+                             f"in magnitude (it is 0 in float32, the kernels' precision), got {value!r}")
+
+
 def _check_tensor(name: str, value: Any, shape: tuple[int, ...], dtypes: tuple[torch.dtype, ...],
                   device: torch.device) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
@@ -605,10 +624,12 @@ class Env:
         if unknown:
             raise TypeError(f"{type(self).__name__}: unknown parameter(s) {unknown}; known: {sorted(known)}")
         config = dataclasses.replace(config, **overrides)
+        _check_float32_fields(config)
         config.validate()
         length = getattr(config, "episode_length", None)  # the base class truncates there: every env has one
-        if not isinstance(length, int) or isinstance(length, bool) or length < 1:
-            raise ValueError(f"episode_length must be an integer >= 1, got {length!r}")
+        if not isinstance(length, int) or isinstance(length, bool) or not 1 <= length < _INT32_LIMIT:
+            raise ValueError(f"episode_length must be an integer in [1, 2**31) (steps are counted in int32), "
+                             f"got {length!r}")
         return config
 
     @staticmethod
@@ -697,6 +718,11 @@ class Env:
                 converted[key] = value  # asked for explicitly: kept in double precision
             elif isinstance(value, (float, np.floating)):
                 converted[key] = np.float32(value)
+                if not np.isfinite(converted[key]):
+                    # a derived quantity (a scale, an inverse) that float32 cannot hold: name what it came from
+                    raise ValueError(f"{type(self).__name__}: the config gives kernel parameter {key} = {value!r}, "
+                                     f"which is not finite in float32 (the kernels compute in float32); "
+                                     f"bring the parameters it derives from nearer to 1")
             else:
                 raise TypeError(f"kernel parameter {key!r} must be a bool, int or float, got {type(value).__name__}")
         self._p = kernel_tuple_type(type(self), "Params", list(converted))(**converted)
