@@ -170,6 +170,11 @@ def check_actions(cls: type[Env], kwargs: dict[str, Any], steps: int | None = No
             bad[where] = value
             with _expect(ValueError, f"actions[{where[0]}, {where[1]}, {where[2]}]", what=f"action {value}"):
                 env.step(bad)
+        if good.dtype != torch.float32:  # an index that wraps to a valid one in the int32 buffer
+            wide = good.to(torch.int64)
+            wide[where] = 2**32
+            with _expect(ValueError, f"actions[{where[0]}, {where[1]}, {where[2]}]", what="int64 action 2**32"):
+                env.step(wide)
         if int(env.store["t"].max()) != 0:
             raise _Failed("a refused action stepped the env")
         return "wrong shape, wrong dtype and out-of-range actions refused by index; the env did not step"

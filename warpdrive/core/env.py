@@ -552,8 +552,11 @@ class Env:
             you keep.
         """
         if actions is not None and actions is not self.actions:
-            self.actions.copy_(self._checked_actions(actions))
-        if self.validate:
+            checked = self._checked_actions(actions)
+            if self.validate:  # before the copy, which narrows wider integers to the int32 buffer (2**32 -> 0)
+                self._check_action_range(checked)
+            self.actions.copy_(checked)
+        elif self.validate:
             self._check_action_range(self.actions)
         self._program("step")(self._p, self._s, self.num_envs, self.shape)
         return self.step_outputs()
