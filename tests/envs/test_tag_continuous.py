@@ -461,7 +461,7 @@ def test_lists_from_yaml_become_tuples() -> None:
         ({"min_turn": 2.0}, r"min_turn must be <= max_turn=1.57\d*, got 2.0"),
         ({"num_turn_levels": -1}, r"num_turn_levels must be >= 0, got -1"),
         ({"grid_cells_per_side": 0}, r"grid_cells_per_side must be None or in \[1, 1024\], got 0"),
-        ({"max_turn": float("nan")}, r"max_turn must be finite in float32 .*, got nan"),
+        ({"max_turn": float("nan")}, r"max_turn must be finite, got nan"),
         ({"tagger_ids": (0, 0), "num_taggers": 2}, r"tagger_ids must be distinct, got \[0, 0\]"),
         ({"tagger_ids": (11,)}, r"tagger_ids must lie in \[0, N=11\), got 11"),
         ({"tagger_ids": (0, 1)}, r"tagger_ids must have 1 values \(num_taggers\), got 2"),

@@ -627,8 +627,8 @@ class Env:
         if unknown:
             raise TypeError(f"{type(self).__name__}: unknown parameter(s) {unknown}; known: {sorted(known)}")
         config = dataclasses.replace(config, **overrides)
-        _check_float32_fields(config)
         config.validate()
+        _check_float32_fields(config)  # after the env's own checks, whose messages say more (types, ranges)
         length = getattr(config, "episode_length", None)  # the base class truncates there: every env has one
         if not isinstance(length, int) or isinstance(length, bool) or not 1 <= length < _INT32_LIMIT:
             raise ValueError(f"episode_length must be an integer in [1, 2**31) (steps are counted in int32), "
