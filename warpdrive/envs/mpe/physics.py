@@ -50,7 +50,14 @@ from warpdrive.core.compile import Phase, per_agent, per_env, per_index
 from warpdrive.core.device import kernel_function
 from warpdrive.core.env import Env
 from warpdrive.core.random import uniform
-from warpdrive.core.spatial import NeighbourGrid, adaptive_cells_per_side, begin_grid, count_into_cell, k_nearest_phase
+from warpdrive.core.spatial import (
+    NeighbourGrid,
+    adaptive_cells_per_side,
+    begin_grid,
+    count_into_cell,
+    distance,
+    k_nearest_phase,
+)
 from warpdrive.core.store import ArraySpec
 
 # mpe2's World defaults
@@ -248,14 +255,6 @@ def _place_landmark(env, landmark, p, s):
 def entity_draws(p):
     """Counter of the first draw after the agents' and landmarks' start draws (for an env's own draws)."""
     return (p.num_agents + p.num_landmarks) * DRAWS_PER_ENTITY
-
-
-@kernel_function
-def distance(ax, ay, bx, by):
-    """Euclidean distance in float32."""
-    dx = ax - bx
-    dy = ay - by
-    return np.float32(math.sqrt(dx * dx + dy * dy))
 
 
 @kernel_function

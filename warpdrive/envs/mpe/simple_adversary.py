@@ -32,13 +32,13 @@ import torch
 from warpdrive.core.compile import Phase, per_agent, per_env
 from warpdrive.core.device import kernel_function
 from warpdrive.core.random import randint
+from warpdrive.core.spatial import distance
 from warpdrive.core.store import ArraySpec
 from warpdrive.envs.mpe.physics import (
     AgentTypes,
     MPEConfig,
     MPEEnv,
     check_int,
-    distance,
     entity_draws,
     world_phases,
     write_landmarks,

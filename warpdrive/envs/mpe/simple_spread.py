@@ -29,6 +29,7 @@ import torch
 
 from warpdrive.core.compile import Phase, per_agent, per_env, per_index
 from warpdrive.core.device import kernel_function
+from warpdrive.core.spatial import distance
 from warpdrive.core.store import ArraySpec
 from warpdrive.envs.mpe.physics import (
     AgentTypes,
@@ -37,7 +38,6 @@ from warpdrive.envs.mpe.physics import (
     check_int,
     check_number,
     colliding,
-    distance,
     world_phases,
     write_landmarks,
     write_neighbour,
