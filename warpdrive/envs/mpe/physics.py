@@ -264,6 +264,17 @@ def colliding(env, a, b, p, s):
 
 
 @kernel_function
+def write_own(env, agent, p, s):
+    """The start of mpe2's simple_tag and simple_spread rows: own velocity, own position, then every landmark
+    relative to the agent (from column 4)."""
+    s.obs[env, agent, 0] = s.vx[env, agent]
+    s.obs[env, agent, 1] = s.vy[env, agent]
+    s.obs[env, agent, 2] = s.x[env, agent]
+    s.obs[env, agent, 3] = s.y[env, agent]
+    write_landmarks(env, agent, 4, p, s)
+
+
+@kernel_function
 def write_landmarks(env, agent, offset, p, s):
     """The landmarks' positions relative to ``agent``, in order, from ``offset`` of its observation."""
     x = s.x[env, agent]

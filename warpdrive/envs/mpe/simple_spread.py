@@ -39,9 +39,9 @@ from warpdrive.envs.mpe.physics import (
     check_number,
     colliding,
     world_phases,
-    write_landmarks,
     write_neighbour,
     write_others,
+    write_own,
     write_zeros,
 )
 
@@ -101,17 +101,8 @@ def _reward(env, agent, p, s):
 
 
 @kernel_function
-def _observe_own(env, agent, p, s):
-    s.obs[env, agent, 0] = s.vx[env, agent]
-    s.obs[env, agent, 1] = s.vy[env, agent]
-    s.obs[env, agent, 2] = s.x[env, agent]
-    s.obs[env, agent, 3] = s.y[env, agent]
-    write_landmarks(env, agent, 4, p, s)
-
-
-@kernel_function
 def _observe_all(env, agent, p, s):
-    _observe_own(env, agent, p, s)
+    write_own(env, agent, p, s)
     write_others(env, agent, p.others_offset, p, s)
     write_zeros(env, agent, p.comm_offset, s.obs.shape[2], p, s)
 
@@ -128,7 +119,7 @@ _REWARDS = (per_index(_nearest_agent, _landmark_count), per_env(_global_reward),
 
 @cache
 def _phases(k: int | None) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
-    return world_phases(per_agent(_observe_all if k is None else _observe_own), _REWARDS, _visit_neighbour, k)
+    return world_phases(per_agent(_observe_all if k is None else write_own), _REWARDS, _visit_neighbour, k)
 
 
 class SimpleSpread(MPEEnv):

@@ -43,9 +43,9 @@ from warpdrive.envs.mpe.physics import (
     MPEEnv,
     colliding,
     world_phases,
-    write_landmarks,
     write_neighbour,
     write_others,
+    write_own,
     write_zeros,
 )
 
@@ -110,20 +110,10 @@ def _adversary_reward(env, agent, p, s):
 
 
 @kernel_function
-def _observe_own(env, agent, p, s):
-    """Velocity, position and obstacles (both layouts)."""
-    s.obs[env, agent, 0] = s.vx[env, agent]
-    s.obs[env, agent, 1] = s.vy[env, agent]
-    s.obs[env, agent, 2] = s.x[env, agent]
-    s.obs[env, agent, 3] = s.y[env, agent]
-    write_landmarks(env, agent, 4, p, s)
-
-
-@kernel_function
 def _observe_all(env, agent, p, s):
     """mpe2's full layout: every other agent, then the good others' velocities (a good agent's row ends in 2
     zeros)."""
-    _observe_own(env, agent, p, s)
+    write_own(env, agent, p, s)
     write_others(env, agent, p.others_offset, p, s)
     slot = p.velocities_offset
     for j in range(p.num_adversaries, p.num_agents):
@@ -150,7 +140,7 @@ _REWARDS = (per_agent(_good_reward), per_agent(_adversary_reward))
 
 @cache
 def _phases(k: int | None) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
-    observe = per_agent(_observe_all if k is None else _observe_own)
+    observe = per_agent(_observe_all if k is None else write_own)
     return world_phases(observe, _REWARDS, _visit_neighbour, k, step_start=(_clear_pairs,))
 
 
