@@ -69,7 +69,7 @@ def launch_candidates(num_agents: int) -> list[tuple[int, int]]:
 
 def kernel_resources(env) -> dict:
     """Registers and local memory per thread of each compiled CUDA kernel of the step (one per launch stage)."""
-    kernels = [next(iter(k.overloads.values())) for k in env._program("step").kernels if k.overloads]
+    kernels = [next(iter(k.overloads.values())) for k in env._program("step").kernels(env.shape) if k.overloads]
     return {"regs": [k.regs_per_thread for k in kernels], "local_bytes": [k.local_mem_per_thread for k in kernels]}
 
 
@@ -87,7 +87,7 @@ def parse_settings(settings: list[str]) -> dict:
 
 
 def measure(name: str, steps_per_graph: int, replays: int, repeats: int, tune: bool = False,
-            settings: dict | None = None) -> dict:
+            settings: dict | None = None, register_caps: list[int] | None = None) -> dict:
     """Env-steps/s of one configuration by three loops, each replayed from a CUDA graph on a GPU:
 
     - ``env_steps_per_s`` (the strict protocol): fresh uniformly random actions every step, drawn inside the
@@ -177,17 +177,20 @@ def measure(name: str, steps_per_graph: int, replays: int, repeats: int, tune: b
         tuned = {}
         default = env.shape
         registers = max([1, *result.get("regs", [])])
-        for lanes, per_block in launch_candidates(env.num_agents):
-            if lanes * per_block * registers > 65536:  # the register file of one multiprocessor
-                continue
-            env.shape = LaunchShape(lanes, per_block)
-            env.reset(seed=0)
-            try:
-                tuned[f"{lanes}x{per_block}"] = round(rate(capture(env.random_step, steps_per_graph),
-                                                           max(2, replays // 4), 1))
-            except Exception as error:  # e.g. more threads per block than the kernel's registers allow
-                tuned[f"{lanes}x{per_block}"] = repr(error)[:60]
-                torch.cuda.synchronize()
+        for cap in register_caps or [None]:
+            for lanes, per_block in launch_candidates(env.num_agents):
+                if lanes * per_block * (cap or registers) > 65536:  # the register file of one multiprocessor
+                    continue
+                env.shape = LaunchShape(lanes, per_block, cap)
+                env.reset(seed=0)
+                label = f"{lanes}x{per_block}" + (f"r{cap}" if cap else "")
+                try:
+                    tuned[label] = round(rate(capture(env.random_step, steps_per_graph), max(2, replays // 4), 1))
+                except Exception as error:  # e.g. more threads per block than the kernel's registers allow
+                    tuned[label] = repr(error)[:60]
+                    torch.cuda.synchronize()
+            if cap:
+                tuned[f"r{cap}"] = kernel_resources(env)
         env.shape = default
         result["tuned"] = tuned
     result["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
@@ -206,14 +209,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=os.environ.get("OUT"), help="folder for env_throughput.jsonl")
     parser.add_argument("--tune", action="store_true", help="also time launch shapes around the default")
+    parser.add_argument("--max-registers", default="", metavar="N,M,...",
+                        help="with --tune: also time each shape under these register caps (0: no cap)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an env parameter for every configuration, e.g. a speed knob (repeatable)")
     args = parser.parse_args()
     settings = parse_settings(args.set)
+    register_caps = [int(n) or None for n in args.max_registers.split(",") if n]
 
     if args.one:
         try:
-            result = measure(args.one, args.steps_per_graph, args.replays, args.repeats, args.tune, settings)
+            result = measure(args.one, args.steps_per_graph, args.replays, args.repeats, args.tune, settings,
+                             register_caps)
             if settings:
                 result["settings"] = settings
         except Exception as error:  # report and keep the other configurations going
@@ -228,6 +235,7 @@ def main() -> None:
         parser.error(f"unknown configuration(s) {unknown}; known: {list(CONFIGS)}")
     common = [f"--steps-per-graph={args.steps_per_graph}", f"--replays={args.replays}", f"--repeats={args.repeats}"]
     common += ["--tune"] if args.tune else []
+    common += [f"--max-registers={args.max_registers}"] if args.max_registers else []
     common += [f"--set={setting}" for setting in args.set]
     # Warm-up: compile (or load) every kernel once, so that the measured processes see a warm cache.
     for name in names:

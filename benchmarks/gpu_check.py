@@ -66,6 +66,8 @@ def main() -> int:
     args = parser.parse_args()
     cases = [(name, kwargs, start) for name in args.names or list(CASES) for kwargs in CASES[name]
              for start in ("random", "identical")]
+    # the largest first: they take longest (the CPU side), and the small ones fill the workers meanwhile
+    cases.sort(key=lambda case: -env_class(case[0]).num_agents_of(env_class(case[0]).Config(**case[1])))
     results = []
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         for done in as_completed([pool.submit(check, case) for case in cases]):  # each line as soon as it is known

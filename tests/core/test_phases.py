@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -10,7 +11,8 @@ import pytest
 import torch
 
 from warpdrive import ArraySpec, Env, atomic_add, atomic_max, atomic_min, kernel_function, local_array
-from warpdrive.core.compile import launch_shape, per_agent, per_env, per_index, sequence
+from warpdrive.core.compile import LaunchShape, launch_shape, per_agent, per_env, per_index, sequence
+from warpdrive.envs import make
 
 
 @kernel_function
@@ -212,6 +214,32 @@ def test_launch_shape(agents: int, envs: int, lanes: int, per_block: int) -> Non
     shape = launch_shape(agents, envs)
     assert (shape.lanes, shape.envs_per_block) == (lanes, per_block)
     assert shape.grid(envs) * shape.envs_per_block >= envs
+
+
+def test_register_cap_compiles_kernels_of_its_own(run_with_cuda_target: Callable[[str], None]) -> None:
+    """A launch shape's register cap reaches the CUDA compiler; each cap gets its own kernels, the default none."""
+    run_with_cuda_target("""
+from warpdrive import kernel_function
+from warpdrive.core.compile import LaunchShape, Program, per_agent, sequence
+@kernel_function
+def write(env, agent, p, s):
+    s.value[env, agent] = 1.0
+program = Program([sequence(per_agent(write))], "cuda", "fingerprint", "cap_test")
+uncapped = program.kernels(LaunchShape(32, 1))
+capped = program.kernels(LaunchShape(32, 1, max_registers=64))
+assert capped[0] is not uncapped[0]
+assert capped[0].targetoptions.get("max_registers") == 64, capped[0].targetoptions
+assert "max_registers" not in uncapped[0].targetoptions
+assert program.kernels(LaunchShape(64, 2, max_registers=64))[0] is capped[0]  # one compilation per cap
+""")
+    assert launch_shape(1000, 2000, max_registers=64) == LaunchShape(256, 1, 64)
+
+
+@pytest.mark.parametrize("shape", [LaunchShape(32, 1, max_registers=8), LaunchShape(32, 1, max_registers=256),
+                                   LaunchShape(0, 1), "32x1"])
+def test_env_rejects_a_bad_launch_shape(shape: object) -> None:
+    with pytest.raises(ValueError, match=r"launch must be a LaunchShape with .* got"):
+        make("cartpole", num_envs=2, device="cpu", launch=shape)
 
 
 def test_phase_rejects_non_functions() -> None:

@@ -365,7 +365,7 @@ def test_cpu_and_cuda_compilations_agree(gpu_backend: str, case: str, start: str
     report = check_consistency(cpu, gpu, seed=2)
     assert report.ok, str(report)
     assert report.episodes_finished > 0
-    assert len(gpu._program("step").kernels) == (4 if case == "partial-separate-search" else 1)
+    assert len(gpu._program("step").kernels()) == (4 if case == "partial-separate-search" else 1)
     assert torch.equal(cpu.store["final_metrics"], gpu.store["final_metrics"])
     assert float(cpu.store["final_metrics"][:, 0].sum()) > 0  # runners were tagged
 

@@ -252,7 +252,8 @@ def _cpu_launcher(program: Callable[..., Any], fingerprint: str, name: str) -> D
 
 
 
-def _cuda_launcher(program: Callable[..., Any], fingerprint: str, name: str) -> Dispatcher:
+def _cuda_launcher(program: Callable[..., Any], fingerprint: str, name: str,
+                   max_registers: int | None = None) -> Dispatcher:
     def launch(p, s, num_envs, lanes):
         version = fingerprint  # noqa: F841 - part of the cache key, see source_fingerprint
         group = cuda.threadIdx.x // lanes
@@ -263,8 +264,11 @@ def _cuda_launcher(program: Callable[..., Any], fingerprint: str, name: str) -> 
             env = num_envs - 1  # padding threads read a valid env and write nothing
         program(env, lane, lanes, active, p, s)
 
-    launch.__qualname__ = _cache_name(name)
-    return cuda.jit(cache=not simulator_enabled())(launch)
+    if max_registers is None or simulator_enabled():  # (the simulator has no registers to cap)
+        launch.__qualname__ = _cache_name(name)
+        return cuda.jit(cache=not simulator_enabled())(launch)
+    launch.__qualname__ = _cache_name(f"{name}.r{max_registers}")
+    return cuda.jit(cache=True, max_registers=max_registers)(launch)
 
 
 @contextmanager
@@ -322,10 +326,16 @@ def cuda_ptx(runner: Callable[..., Any], fingerprint: str, name: str, argument_t
 
 @dataclass(frozen=True)
 class LaunchShape:
-    """How envs map onto CUDA threads: ``lanes`` threads per env, ``envs_per_block`` envs per block."""
+    """How envs map onto CUDA threads: ``lanes`` threads per env, ``envs_per_block`` envs per block.
+
+    ``max_registers`` caps the registers per thread of the env's kernels (``None``: as many as the compiler
+    wants). Fewer registers let more threads stay resident (a block of 1024 threads needs <= 64), at the
+    cost of spills to local memory; each value compiles the kernels once more. Results never depend on it.
+    """
 
     lanes: int
     envs_per_block: int
+    max_registers: int | None = None
 
     @property
     def block(self) -> int:
@@ -335,9 +345,12 @@ class LaunchShape:
         return -(-num_envs // self.envs_per_block)
 
 
-def launch_shape(num_agents: int, num_envs: int = 1, *, max_lanes: int = 256, block_threads: int = 32) -> LaunchShape:
+def launch_shape(num_agents: int, num_envs: int = 1, *, max_lanes: int = 256, block_threads: int = 32,
+                 max_registers: int | None = None) -> LaunchShape:
     """Threads per env: the next power of two >= agents, capped at ``max_lanes`` (agents beyond that are
     visited by a strided loop); small envs are packed several to a block of ``block_threads``.
+
+    ``max_registers``: the shape's register cap (see :class:`LaunchShape`; envs set it with ``Env.max_registers``).
 
     Measured on an H200 (benchmarks/RESULTS.md): blocks of 32 threads beat 128 for envs of 5-10 agents (no
     barrier couples more envs than one warp holds), and with many envs of about a hundred agents half the
@@ -348,7 +361,7 @@ def launch_shape(num_agents: int, num_envs: int = 1, *, max_lanes: int = 256, bl
         lanes *= 2
     if num_agents <= lanes and lanes > 64 and num_envs * lanes > 65536:
         lanes //= 2
-    return LaunchShape(lanes=lanes, envs_per_block=max(1, block_threads // lanes))
+    return LaunchShape(lanes=lanes, envs_per_block=max(1, block_threads // lanes), max_registers=max_registers)
 
 
 def _prefer_workqueue_threads() -> None:
@@ -381,34 +394,47 @@ class Program:
         set_numba_cache_dir()
         self.name = name
         self.target = target
+        self._by_register_cap: dict[int | None, list[Dispatcher]] = {}
         self.exact = exact
         if target == "cpu":
             _prefer_workqueue_threads()
             self._launches = [_cpu_launcher(sequence(*stages), fingerprint, name)]
         elif target == "cuda":
-            self._launches = [_cuda_launcher(stage, fingerprint, name if len(stages) == 1 else f"{name}.{i}")
-                              for i, stage in enumerate(stages)]
+            self._stages, self._fingerprint = list(stages), fingerprint
+            self._launches = self._cuda_launches(None)
         else:
             raise ValueError(f"target must be 'cpu' or 'cuda', got {target!r}")
 
-    @property
-    def kernels(self) -> list[Callable[..., Any]]:
-        """The compiled launchers, one per stage on CUDA (Numba dispatchers: for inspection and tuning)."""
-        return list(self._launches)
+    def _cuda_launches(self, max_registers: int | None) -> list[Dispatcher]:
+        launches = self._by_register_cap.get(max_registers)
+        if launches is None:
+            stages, name = self._stages, self.name
+            launches = self._by_register_cap[max_registers] = [
+                _cuda_launcher(stage, self._fingerprint, name if len(stages) == 1 else f"{name}.{i}", max_registers)
+                for i, stage in enumerate(stages)]
+        return launches
+
+    def kernels(self, shape: LaunchShape | None = None) -> list[Callable[..., Any]]:
+        """The launchers, one per stage on CUDA, as compiled for ``shape``'s register cap (Numba dispatchers:
+        for inspection and tuning)."""
+        if self.target == "cpu" or shape is None:
+            return list(self._launches)
+        return list(self._cuda_launches(shape.max_registers))
 
     def __call__(self, p: Any, s: Any, num_envs: int, shape: LaunchShape) -> None:
         if self.target == "cpu":
             self._launches[0](p, s, num_envs, 1)
             return
         grid, block = shape.grid(num_envs), shape.block
+        launches = self._launches if shape.max_registers is None else self._cuda_launches(shape.max_registers)
         if simulator_enabled():
-            for launch in self._launches:
+            for launch in launches:
                 launch[grid, block](p, s, num_envs, shape.lanes)
             return
         # (the first call compiles; the context costs about a microsecond on later calls)
         stream = torch_current_stream()
         with exact_cuda_arithmetic() if self.exact else nullcontext():
-            for launch in self._launches:
+            for launch in launches:
                 launch[grid, block, stream](p, s, num_envs, shape.lanes)
 
 

@@ -263,6 +263,9 @@ class Env:
     #: config overrides under which the env compiles other kernel code (e.g. another observation mode): the
     #: contract (:mod:`warpdrive.core.contract`, ``warpdrive check``) checks each besides the config it is given
     code_variants: ClassVar[tuple[dict[str, Any], ...]] = ()
+    #: the default launch shape's register cap on CUDA (:class:`~warpdrive.core.compile.LaunchShape`): set it
+    #: where a measurement showed that more resident threads beat fewer spills
+    max_registers: ClassVar[int | None] = None
 
     _programs: ClassVar[dict[tuple[type, str, str, str, bool], Program]] = {}
 
@@ -302,9 +305,11 @@ class Env:
             if self.backend == "cudasim":  # the simulator runs every thread as a Python thread: keep blocks small
                 launch = launch_shape(self.num_agents, max_lanes=8, block_threads=16)
             else:
-                launch = launch_shape(self.num_agents, num_envs)
-        elif not isinstance(launch, LaunchShape) or launch.lanes < 1 or launch.envs_per_block < 1:
-            raise ValueError(f"launch must be a LaunchShape with lanes >= 1 and envs_per_block >= 1, got {launch!r}")
+                launch = launch_shape(self.num_agents, num_envs, max_registers=type(self).max_registers)
+        elif (not isinstance(launch, LaunchShape) or launch.lanes < 1 or launch.envs_per_block < 1
+              or not (launch.max_registers is None or 16 <= launch.max_registers <= 255)):
+            raise ValueError("launch must be a LaunchShape with lanes >= 1, envs_per_block >= 1 and max_registers "
+                             f"None or in [16, 255], got {launch!r}")
         self.shape: LaunchShape = launch
         self._arrays_type = kernel_tuple_type(type(self), "Arrays", list(self.store.specs))
         kernel_target: Literal["cpu", "cuda"] = "cuda" if self.backend == "cuda" else "cpu"
