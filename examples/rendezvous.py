@@ -20,29 +20,26 @@ import torch
 
 from warpdrive import ArraySpec, Env, atomic_add, kernel_function, per_agent, per_env
 from warpdrive.core.random import uniform
+from warpdrive.core.typed import bounded
 
 MOVES = np.array([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]], dtype=np.float32)
 
 
 @dataclass(frozen=True)
 class RendezvousConfig:
-    num_agents: int = 8
-    """Agents per env."""
-    size: float = 10.0
-    """L: side of the square."""
-    step_size: float = 0.5
-    """Distance an agent moves per step."""
-    radius: float = 1.0
-    """The episode is won when every agent is this close to the centre."""
-    episode_length: int = 100
-    """Steps before truncation."""
+    """Each field's type and limits are checked when the env is built; int, float and bool fields reach the
+    kernels as ``p.<name>`` (``p.size``, ...)."""
 
-    def validate(self) -> None:
-        if self.num_agents < 2:
-            raise ValueError(f"num_agents must be >= 2, got {self.num_agents}")
-        for name in ("size", "step_size", "radius"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+    num_agents: int = bounded(8, ge=2)
+    """Agents per env."""
+    size: float = bounded(10.0, gt=0)
+    """L: side of the square."""
+    step_size: float = bounded(0.5, gt=0)
+    """Distance an agent moves per step."""
+    radius: float = bounded(1.0, gt=0)
+    """The episode is won when every agent is this close to the centre."""
+    episode_length: int = bounded(100, ge=1)
+    """Steps before truncation."""
 
 
 # --- the logic: kernel functions, each run for one agent (or once per env) -------------------------------
@@ -142,10 +139,6 @@ class Rendezvous(Env):
             ArraySpec("far", "env", torch.int32, "scratch"),
             ArraySpec("moves", "global", torch.float32, "constant", MOVES.shape),
         ]
-
-    def kernel_params(self) -> dict[str, Any]:
-        c = self.config
-        return {"size": c.size, "step_size": c.step_size, "radius": c.radius}
 
     def start_state(self) -> dict[str, np.ndarray]:
         return {"moves": MOVES}

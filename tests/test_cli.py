@@ -194,7 +194,7 @@ def test_check_exit_status_and_a_typing_error_in_one_line(tmp_path: Path) -> Non
     unknown = warpdrive("check", "no_such_env", cwd=tmp_path)
     assert unknown.returncode == 2 and "unknown env 'no_such_env'" in unknown.stderr
     bad = warpdrive("check", f"{TUTORIAL}:Rendezvous", "num_agents=1", cwd=tmp_path)
-    assert bad.returncode == 2 and "num_agents must be >= 2, got 1" in bad.stderr
+    assert bad.returncode == 2 and "num_agents: expected an integer >= 2, got 1" in bad.stderr
     source = TUTORIAL.read_text()
     planted = "    s.x[env, agent] = min(max(x, np.float32(0.0)), p.size)\n"
     assert planted in source

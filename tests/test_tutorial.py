@@ -7,6 +7,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -38,3 +39,25 @@ def test_episode_ends_when_everyone_has_met() -> None:
 def test_identical_start_is_refused() -> None:
     with pytest.raises(ValueError, match="start must be one of \\('random',\\) for Rendezvous, got 'identical'"):
         rendezvous.Rendezvous(start="identical", backend="cpu")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_agents": 1}, "^num_agents: expected an integer >= 2, got 1$"),
+        ({"radius": 0.0}, "^radius: expected a float > 0, got 0.0$"),
+        ({"size": "big"}, "^size: expected a float > 0, got 'big'$"),
+        ({"step_size": float("nan")}, "^step_size: expected a finite float > 0, got nan$"),
+        ({"radus": 2.0}, "^radus: unknown key; did you mean 'radius'\\?$"),
+    ],
+)
+def test_bad_parameters_are_named(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        rendezvous.Rendezvous(backend="cpu", **kwargs)
+
+
+def test_scalar_fields_reach_the_kernels() -> None:
+    env = rendezvous.Rendezvous(num_envs=1, num_agents=3, size=4, step_size=0.25, backend="cpu")
+    p = env.params
+    assert (p.size, p.step_size, p.radius, p.num_agents) == (4.0, 0.25, 1.0, 3)
+    assert p.size.dtype == p.step_size.dtype == p.radius.dtype == np.float32

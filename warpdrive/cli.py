@@ -412,9 +412,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from numba.core.errors import TypingError
 
     from warpdrive.core.errors import typing_error_summary
+    from warpdrive.core.typed import ConfigError
     from warpdrive.envs import UnknownEnvError
     from warpdrive.training.checkpoint import CheckpointError
-    from warpdrive.training.typed import ConfigError
 
     if str(Path.cwd()) not in sys.path:  # module:Class env names find modules here, as under python -m
         sys.path.insert(0, str(Path.cwd()))

@@ -11,9 +11,9 @@ from contextlib import nullcontext
 import numpy as np
 from numba import cuda, njit  # cuda at module level: the simulator swaps it in the kernel's globals
 
-from warpdrive.core.compile import exact_cuda_arithmetic
 from warpdrive.core.device import simulator_enabled
 from warpdrive.core.exactmath import fmod32, fmod64, mod32, mod64, sincos32
+from warpdrive.core.targets import exact_cuda_arithmetic
 
 
 def test_exact_mode_compiles_without_contraction_and_links_that_ptx(run_with_cuda_target) -> None:
@@ -22,7 +22,7 @@ def test_exact_mode_compiles_without_contraction_and_links_that_ptx(run_with_cud
     H200 although the PTX that the contract scans had no fma); both are restored afterwards."""
     run_with_cuda_target(r"""
 from numba.cuda.cudadrv import driver, nvvm
-from warpdrive.core.compile import exact_cuda_arithmetic
+from warpdrive.core.targets import exact_cuda_arithmetic
 
 seen = {}
 nvvm.compile_ir = lambda ir, **options: seen.update(options)
@@ -44,7 +44,7 @@ def test_the_scan_sees_contraction_and_explicit_fma(run_with_cuda_target) -> Non
     run_with_cuda_target(r"""
 import numpy as np
 from numba import typeof
-from warpdrive.core.compile import cuda_ptx
+from warpdrive.core.targets import kernel_target
 from warpdrive.core.device import FMA_PTX_MARKER, fma, kernel_function
 
 @kernel_function
@@ -57,8 +57,8 @@ from collections import namedtuple
 S = namedtuple("S", "a b c out out2")
 arrays = S(*(np.ones(4, np.float32) for _ in range(5)))
 args = (typeof(np.int64(0)), typeof(arrays), typeof(1), typeof(1))
-exact = cuda_ptx(runner, "x", "exact", args, exact=True)
-fused = cuda_ptx(runner, "x", "fused", args, exact=False)
+exact = kernel_target("cuda").ptx(runner, "x", "exact", args, exact=True)
+fused = kernel_target("cuda").ptx(runner, "x", "fused", args, exact=False)
 assert sum("fma.rn.f32" in line and FMA_PTX_MARKER not in line for line in exact.splitlines()) == 0, exact
 assert sum(FMA_PTX_MARKER in line for line in exact.splitlines()) == 1, exact
 assert sum("fma.rn.f32" in line and FMA_PTX_MARKER not in line for line in fused.splitlines()) == 1, fused

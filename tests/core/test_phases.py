@@ -221,10 +221,11 @@ def test_register_cap_compiles_kernels_of_its_own(run_with_cuda_target: Callable
     run_with_cuda_target("""
 from warpdrive import kernel_function
 from warpdrive.core.compile import LaunchShape, Program, per_agent, sequence
+from warpdrive.core.targets import kernel_target
 @kernel_function
 def write(env, agent, p, s):
     s.value[env, agent] = 1.0
-program = Program([sequence(per_agent(write))], "cuda", "fingerprint", "cap_test")
+program = Program([sequence(per_agent(write))], kernel_target("cuda"), "fingerprint", "cap_test")
 uncapped = program.kernels(LaunchShape(32, 1))
 capped = program.kernels(LaunchShape(32, 1, max_registers=64))
 assert capped[0] is not uncapped[0]

@@ -11,6 +11,7 @@ from numba import njit
 from warpdrive.core import random as wrandom
 from warpdrive.core.sampling import categorical, categorical_from_probs, gaussian, uniform_actions
 from warpdrive.core.store import ArraySpec, DataStore
+from warpdrive.core.targets import kernel_target
 
 
 def test_store_shapes_roles_and_zero_copy_views() -> None:
@@ -24,7 +25,7 @@ def test_store_shapes_roles_and_zero_copy_views() -> None:
     assert store.names("constant") == ["table"]
     import collections
 
-    views = store.kernel_views(collections.namedtuple("V", ["pos", "count"]), "cpu")
+    views = store.kernel_views(collections.namedtuple("V", ["pos", "count"]), kernel_target("cpu"))
     views.pos[1, 2, 0] = 7.5  # a kernel writing through its view changes the tensor: no copy
     assert store["pos"][1, 2, 0].item() == 7.5
     assert DataStore.required_bytes(specs, 4, 3) == (4 * 3 * 2 + 5) * 4 + 4 * 4

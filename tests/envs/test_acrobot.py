@@ -110,10 +110,14 @@ def test_goal_reached_metric():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"episode_length": 0}, "episode_length"),
-        ({"episode_length": True}, "episode_length"),
-        ({"initial_state": (0.0, 0.0)}, "initial_state"),
-        ({"initial_state": (0.0, 0.0, float("inf"), 0.0)}, "finite"),
+        ({"episode_length": 0}, "^episode_length: expected an integer >= 1, got 0$"),
+        ({"episode_length": True}, "^episode_length: expected an integer >= 1, got True$"),
+        ({"initial_state": (0.0, 0.0)},
+         r"^initial_state: expected 4 values \(theta1, theta2, dtheta1, dtheta2\), got 2$"),
+        ({"initial_state": (0.0, 0.0, float("inf"), 0.0)}, r"^initial_state\[2\]: expected a finite float, got inf$"),
+        ({"initial_state": (0.0, "high", 0.0, 0.0)}, r"^initial_state\[1\]: expected a float, got 'high'$"),
+        ({"initial_state": 0.0}, "^initial_state: expected a list, got 0.0$"),
+        ({"episode_lenght": 100}, r"^episode_lenght: unknown key; did you mean 'episode_length'\?$"),
     ],
 )
 def test_bad_config_is_rejected(overrides, message):

@@ -95,12 +95,16 @@ def test_random_starts_are_drawn_per_replica_and_in_bounds():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"episode_length": 0}, "episode_length"),
-        ({"episode_length": 2.5}, "episode_length"),
-        ({"sutton_barto_reward": "yes"}, "sutton_barto_reward"),
-        ({"initial_state": (0.0, 0.0, 0.0)}, "initial_state"),
-        ({"initial_state": (0.0, float("nan"), 0.0, 0.0)}, "finite"),
-        ({"initial_state": "abcd"}, "initial_state"),
+        ({"episode_length": 0}, "^episode_length: expected an integer >= 1, got 0$"),
+        ({"episode_length": 2.5}, "^episode_length: expected an integer >= 1, got 2.5$"),
+        ({"sutton_barto_reward": "yes"}, "^sutton_barto_reward: expected true or false, got 'yes'$"),
+        ({"sutton_barto_reward": 1}, "^sutton_barto_reward: expected true or false, got 1$"),
+        ({"initial_state": (0.0, 0.0, 0.0)},
+         r"^initial_state: expected 4 values \(x, x_dot, theta, theta_dot\), got 3$"),
+        ({"initial_state": (0.0, float("nan"), 0.0, 0.0)}, r"^initial_state\[1\]: expected a finite float, got nan$"),
+        ({"initial_state": (0.0, "high", 0.0, 0.0)}, r"^initial_state\[1\]: expected a float, got 'high'$"),
+        ({"initial_state": "abcd"}, "^initial_state: expected a list, got 'abcd'$"),
+        ({"sutton_barto": True}, r"^sutton_barto: unknown key; did you mean 'sutton_barto_reward'\?$"),
     ],
 )
 def test_bad_config_is_rejected(overrides, message):

@@ -63,7 +63,8 @@ def test_ptx(name: str, ptx_results: dict[str, list[contract.CheckResult]]) -> N
 def _walk(env, p, s):
     action = s.actions[env, 0, 0]
     s.position[env] += np.float32(action) - np.float32(1.0)
-    s.obs[env, 0, 0] = s.position[env]
+    # a planted bug: the observation depends on how many replicas are stepped together
+    s.obs[env, 0, 0] = s.position[env] + np.float32(0.001) * np.float32(s.position.shape[0])
     # a planted bug: action 2 rewards NaN
     s.rewards[env, 0] = np.float32(np.nan) if action == 2 else np.float32(0.0)
 
@@ -83,7 +84,7 @@ class WalkConfig:
 
 
 class BrokenWalk(Env):
-    """One walker; its rewards go NaN, and it accepts any action index."""
+    """One walker; its rewards go NaN, it accepts any action index, its observation depends on the batch size."""
 
     Config = WalkConfig
     start_modes = ("random",)
@@ -114,4 +115,6 @@ def test_a_broken_env_fails_the_checks_it_breaks() -> None:
     actions = contract.check_actions(BrokenWalk, {})[0]
     assert actions.status == "fail" and "accepted without an error" in actions.detail
     assert contract.check_seeding(BrokenWalk, {}, 12)[0].status == "pass"
+    batch = contract.check_batch(BrokenWalk, {}, 12)[0]
+    assert batch.status == "fail" and "replica 0 of 3 differs from a run alone in 'obs' at step 1" in batch.detail
     assert "default draw()" in contract.check_render(BrokenWalk, {})[0].detail

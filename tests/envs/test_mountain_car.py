@@ -100,13 +100,16 @@ def test_goal_reached_metric():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"episode_length": 0}, "episode_length"),
-        ({"goal_velocity": 0.1}, "goal_velocity"),
-        ({"goal_velocity": "0"}, "goal_velocity"),
-        ({"initial_state": (0.0,)}, "initial_state"),
-        ({"initial_state": (0.0, float("nan"))}, "finite"),
-        ({"initial_state": (0.7, 0.0)}, "position in"),
-        ({"initial_state": (0.0, -0.08)}, "velocity in"),
+        ({"episode_length": 0}, "^episode_length: expected an integer >= 1, got 0$"),
+        ({"goal_velocity": 0.1}, "^goal_velocity: expected a float >= -0.07 and <= 0.07, got 0.1$"),
+        ({"goal_velocity": "high"}, "^goal_velocity: expected a float >= -0.07 and <= 0.07, got 'high'$"),
+        ({"goal_velocity": True}, "^goal_velocity: expected a float >= -0.07 and <= 0.07, got True$"),
+        ({"initial_state": (0.0,)}, r"^initial_state: expected 2 values \(position, velocity\), got 1$"),
+        ({"initial_state": (0.0, float("nan"))}, r"^initial_state\[1\]: expected a finite float, got nan$"),
+        ({"initial_state": (0.7, 0.0)}, r"^initial_state\[0\]: expected a position in \[-1.2, 0.6\], got 0.7$"),
+        ({"initial_state": (0.0, -0.08)},
+         r"^initial_state\[1\]: expected a velocity in \[-0.07, 0.07\] \(the car's speed limit\), got -0.08$"),
+        ({"goal_velocty": 0.0}, r"^goal_velocty: unknown key; did you mean 'goal_velocity'\?$"),
     ],
 )
 def test_bad_config_is_rejected(overrides, message):

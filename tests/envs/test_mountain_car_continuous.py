@@ -104,10 +104,12 @@ def test_defaults_are_gymnasiums():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"episode_length": 0}, "episode_length"),
-        ({"goal_velocity": -0.5}, "goal_velocity"),
-        ({"initial_state": (0.0, 0.0, 0.0)}, "initial_state"),
-        ({"initial_state": (-1.3, 0.0)}, "position in"),
+        ({"episode_length": 0}, "^episode_length: expected an integer >= 1, got 0$"),
+        ({"goal_velocity": -0.5}, "^goal_velocity: expected a float >= -0.07 and <= 0.07, got -0.5$"),
+        ({"goal_velocity": "high"}, "^goal_velocity: expected a float >= -0.07 and <= 0.07, got 'high'$"),
+        ({"initial_state": (0.0, 0.0, 0.0)}, r"^initial_state: expected 2 values \(position, velocity\), got 3$"),
+        ({"initial_state": (-1.3, 0.0)}, r"^initial_state\[0\]: expected a position in \[-1.2, 0.6\], got -1.3$"),
+        ({"episode_lenght": 999}, r"^episode_lenght: unknown key; did you mean 'episode_length'\?$"),
     ],
 )
 def test_bad_config_is_rejected(overrides, message):

@@ -235,15 +235,17 @@ def test_sizes_groups_and_spaces() -> None:
 
 
 @pytest.mark.parametrize(("cls", "params", "message"), [
-    (SimpleTag, {"num_good": 0}, "num_good must be an integer >= 1, got 0"),
-    (SimpleTag, {"num_obstacles": -1}, "num_obstacles must be an integer >= 0, got -1"),
-    (SimpleTag, {"k_nearest": 0}, "k_nearest must be None or an integer >= 1, got 0"),
-    (SimpleTag, {"episode_length": 2.5}, "episode_length must be an integer >= 1, got 2.5"),
-    (SimpleSpread, {"local_ratio": 1.5}, "local_ratio must be a number in [0.0, 1.0], got 1.5"),
-    (SimpleSpread, {"num_landmarks": 0}, "num_landmarks must be None or an integer >= 1, got 0"),
-    (SimpleAdversary, {"num_adversaries": True}, "num_adversaries must be an integer >= 1, got True"),
+    (SimpleTag, {"num_good": 0}, "^num_good: expected an integer >= 1, got 0$"),
+    (SimpleTag, {"num_obstacles": -1}, "^num_obstacles: expected an integer >= 0, got -1$"),
+    (SimpleTag, {"k_nearest": 0}, "^k_nearest: expected an integer >= 1, got 0$"),
+    (SimpleTag, {"episode_length": 2.5}, "^episode_length: expected an integer >= 1, got 2.5$"),
+    (SimpleTag, {"continuous_actions": "yes"}, "^continuous_actions: expected true or false, got 'yes'$"),
+    (SimpleTag, {"num_obstacle": 1}, "^num_obstacle: unknown key; did you mean 'num_obstacles'\\?$"),
+    (SimpleSpread, {"local_ratio": 1.5}, "^local_ratio: expected a float >= 0 and <= 1, got 1.5$"),
+    (SimpleSpread, {"local_ratio": "half"}, "^local_ratio: expected a float >= 0 and <= 1, got 'half'$"),
+    (SimpleSpread, {"num_landmarks": 0}, "^num_landmarks: expected an integer >= 1, got 0$"),
+    (SimpleAdversary, {"num_adversaries": True}, "^num_adversaries: expected an integer >= 1, got True$"),
 ])
 def test_bad_parameters_name_the_value(cls: type[MPEEnv], params: dict, message: str) -> None:
-    with pytest.raises(ValueError) as raised:
+    with pytest.raises(ValueError, match=message):
         cls(backend="cpu", **params)
-    assert str(raised.value) == message

@@ -70,11 +70,14 @@ def test_random_starts_are_drawn_per_replica_and_in_bounds():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"episode_length": 0}, "episode_length"),
-        ({"g": float("inf")}, "g must be"),
-        ({"g": "10"}, "g must be"),
-        ({"initial_state": (0.0,)}, "initial_state"),
-        ({"initial_state": (0.0, float("nan"))}, "finite"),
+        ({"episode_length": 0}, "^episode_length: expected an integer >= 1, got 0$"),
+        ({"g": float("inf")}, "^g: expected a finite float, got inf$"),
+        ({"g": "high"}, "^g: expected a float, got 'high'$"),
+        ({"g": True}, "^g: expected a float, got True$"),
+        ({"initial_state": (0.0,)}, r"^initial_state: expected 2 values \(th, thdot\), got 1$"),
+        ({"initial_state": (0.0, float("nan"))}, r"^initial_state\[1\]: expected a finite float, got nan$"),
+        ({"gravity": 9.8}, "^gravity: unknown key; known keys: episode_length, g, initial_state$"),
+        ({"episode_lenght": 100}, r"^episode_lenght: unknown key; did you mean 'episode_length'\?$"),
     ],
 )
 def test_bad_config_is_rejected(overrides, message):

@@ -101,15 +101,19 @@ def test_random_starts_differ_per_env() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"num_taggers": 0}, "num_taggers must be an integer >= 1, got 0"),
-        ({"grid_length": 1}, r"grid_length must be an integer in \[2, 32767\], got 1"),
-        ({"grid_length": 32768}, r"grid_length must be an integer in \[2, 32767\], got 32768"),
-        ({"episode_length": 0}, "episode_length must be an integer >= 1, got 0"),
+        ({"num_taggers": 0}, "^num_taggers: expected an integer >= 1, got 0$"),
+        ({"grid_length": 1}, r"^grid_length: expected an integer >= 2 and <= 32767, got 1$"),
+        ({"grid_length": 32768}, r"^grid_length: expected an integer >= 2 and <= 32767, got 32768$"),
+        ({"grid_length": 2.5}, r"^grid_length: expected an integer >= 2 and <= 32767, got 2.5$"),
+        ({"episode_length": 0}, "^episode_length: expected an integer >= 1, got 0$"),
+        ({"use_full_observation": 1}, "^use_full_observation: expected true or false, got 1$"),
+        ({"wall_hit_penalty": "high"}, "^wall_hit_penalty: expected a float, got 'high'$"),
+        ({"num_tagers": 3}, "^num_tagers: unknown key; did you mean 'num_taggers'\\?$"),
         ({"num_taggers": 1, "starting_location_x": (0, 1, 2), "starting_location_y": (0, 1, 2)},
-         "starting_location_x must have one value per agent \\(2\\), got 3"),
+         "^starting_location_x: expected one value per agent \\(2\\), got 3$"),
         ({"num_taggers": 1, "starting_location_x": (0, 11), "starting_location_y": (0, 1)},
-         "starting_location_x values must lie in \\[0, grid_length=10\\]"),
-        ({"num_taggers": 1, "starting_location_x": (0, 1)}, "give both"),
+         "^starting_location_x: expected values in \\[0, grid_length=10\\]"),
+        ({"num_taggers": 1, "starting_location_x": (0, 1)}, "^starting_location_y: give both"),
     ],
 )
 def test_bad_parameters_are_named(kwargs: dict, message: str) -> None:

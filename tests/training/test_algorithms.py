@@ -6,11 +6,11 @@ import gymnasium as gym
 import pytest
 import torch
 
+from warpdrive.core.typed import from_dict
 from warpdrive.training.algorithms import ALGORITHMS, DDPG, PPO, PPOConfig, algorithm_class
 from warpdrive.training.algorithms.ppo import clipped_surrogate, explained_variance, ppo_loss
 from warpdrive.training.config import PolicySpec
 from warpdrive.training.storage import EnvRollout, RolloutStorage
-from warpdrive.training.typed import from_dict
 
 CPU = torch.device("cpu")
 DISCRETE = gym.spaces.MultiDiscrete([3, 4])

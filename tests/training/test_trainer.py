@@ -127,8 +127,10 @@ def test_continuous_actions_with_ppo_and_ddpg() -> None:
         (["policies.taggers.algorithm=ppo"], "policies: no policy for group(s) runner of tag_gridworld"),
         (["policies.shared.algorithm=ddpg"], "policies.shared.algorithm: ddpg supports only continuous (Box) actions, "
                                               "and tag_gridworld has Discrete(5); use ppo or a2c"),
-        (["env.kwargs.num_tagers=2"], "env: TagGridWorld: unknown parameter(s) ['num_tagers']"),
-        (["env.kwargs.grid_length=1"], "env: grid_length must be an integer in [2, 32767], got 1"),
+        # the env's own config errors keep their key path under env.kwargs
+        (["env.kwargs.num_tagers=2"], "env.kwargs.num_tagers: unknown key; did you mean 'num_taggers'?"),
+        (["env.kwargs.grid_length=1"], "env.kwargs.grid_length: expected an integer >= 2 and <= 32767, got 1"),
+        (["env.kwargs.starting_location_x=[0, 1, 2]"], "env.kwargs.starting_location_y: give both"),
         (["env.name=tag_grid"], "env.name: unknown env 'tag_grid'"),
         (["policies.shared.ppo.num_minibatches=100000"], "policies.shared.ppo.num_minibatches: 100000 minibatches"),
     ],

@@ -6,9 +6,9 @@ done flags after every step. It reports the first divergence: step, field, env a
 the CUDA side runs in Numba's simulator (``NUMBA_ENABLE_CUDASIM=1``), which executes the same kernel
 source thread by thread.
 
-:func:`compile_cuda_ptx` compiles an env's kernels to PTX for a given compute capability without any GPU
-(it needs only NVVM, e.g. from ``pip install "numba-cuda[cu13]"``): a fast way to catch code that the CPU
-target accepts but the CUDA target rejects.
+:meth:`Env.cuda_ptx <warpdrive.core.env.Env.cuda_ptx>` compiles an env's kernels to PTX without any GPU (it
+needs only NVVM, e.g. from ``pip install "numba-cuda[cu13]"``): a fast way to catch code that the CPU target
+accepts but the CUDA target rejects.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 
 from warpdrive.core.env import Env
 
-__all__ = ["ConsistencyReport", "Divergence", "check_consistency", "compile_cuda_ptx"]
+__all__ = ["ConsistencyReport", "Divergence", "check_consistency"]
 
 _COMPARED = ("obs", "rewards", "terminated", "truncated", "done", "final_obs")
 
@@ -135,23 +135,3 @@ def check_consistency(
                 return report
         report.steps = step
     return report
-
-
-def compile_cuda_ptx(env: Env, programs: tuple[str, ...] = ("step", "reset"),
-                     compute_capability: tuple[int, int] = (9, 0)) -> dict[str, str]:
-    """Compile ``env``'s kernels for the GPU and return their PTX, without a GPU.
-
-    ``env`` may use any backend (its arrays only give the argument types); the PTX is what its ``cuda``
-    backend would run (with ``env.exact``). Raises Numba's typing error when the CUDA target rejects the
-    env's code.
-    """
-    from numba import typeof
-
-    from warpdrive.core.compile import cuda_ptx
-
-    signature = (typeof(env.params), typeof(env._s), typeof(1), typeof(1))
-    # a program of several launches (see LaunchBoundary) gives the PTX of each, one after the other
-    return {name: "\n".join(cuda_ptx(stage, env._fingerprint(), f"ptx.{type(env).__name__}.{name}.{i}", signature,
-                                     compute_capability, exact=env.exact)
-                            for i, stage in enumerate(env._runner(name)))
-            for name in programs}

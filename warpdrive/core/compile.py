@@ -27,22 +27,13 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any, Literal
 
-from numba import cuda, njit, prange
-
-from warpdrive.core.device import barrier, kernel_function, set_numba_cache_dir, simulator_enabled
-
-Target = Literal["cpu", "cuda"]
-#: A function compiled by Numba (a dispatcher: untyped in Numba): called as ``f(...)`` when compiled with ``njit``,
-#: launched as ``f[grid, block](...)`` or ``f[grid, block, stream](...)`` when compiled with ``cuda.jit``.
-Dispatcher = Any
+from warpdrive.core.device import barrier, kernel_function, set_numba_cache_dir
+from warpdrive.core.targets import Dispatcher, KernelTarget, tensor_target
 
 
 @dataclass(frozen=True)
@@ -222,7 +213,7 @@ def source_fingerprint(objects: Sequence[Any]) -> str:
     """
     digest = hashlib.sha256()
     files = {inspect.getsourcefile(sys.modules[__name__])}
-    files |= {inspect.getsourcefile(sys.modules["warpdrive.core.device"])}
+    files |= {inspect.getsourcefile(sys.modules[m]) for m in ("warpdrive.core.device", "warpdrive.core.targets")}
     for obj in objects:
         try:
             files.add(inspect.getsourcefile(obj))
@@ -232,96 +223,6 @@ def source_fingerprint(objects: Sequence[Any]) -> str:
         with open(path, "rb") as handle:
             digest.update(handle.read())
     return digest.hexdigest()[:16]
-
-
-def _cache_name(name: str) -> str:
-    # Numba names a function's cache index after its __qualname__. Every launcher is the same closure,
-    # so each gets a name of its own: one index per env program, holding only that env's argument types.
-    return "launch_" + "".join(c if c.isalnum() else "_" for c in name)
-
-
-def _cpu_launcher(program: Callable[..., Any], fingerprint: str, name: str) -> Dispatcher:
-    def launch(p, s, num_envs, lanes):
-        version = fingerprint  # noqa: F841 - part of the cache key, see source_fingerprint
-        for env in prange(num_envs):
-            program(env, 0, 1, True, p, s)
-
-    launch.__qualname__ = _cache_name(name)
-    return njit(parallel=True, cache=True)(launch)
-
-
-
-
-def _cuda_launcher(program: Callable[..., Any], fingerprint: str, name: str,
-                   max_registers: int | None = None) -> Dispatcher:
-    def launch(p, s, num_envs, lanes):
-        version = fingerprint  # noqa: F841 - part of the cache key, see source_fingerprint
-        group = cuda.threadIdx.x // lanes
-        lane = cuda.threadIdx.x - group * lanes
-        env = cuda.blockIdx.x * (cuda.blockDim.x // lanes) + group
-        active = env < num_envs
-        if not active:
-            env = num_envs - 1  # padding threads read a valid env and write nothing
-        program(env, lane, lanes, active, p, s)
-
-    if max_registers is None or simulator_enabled():  # (the simulator has no registers to cap)
-        launch.__qualname__ = _cache_name(name)
-        return cuda.jit(cache=not simulator_enabled())(launch)
-    launch.__qualname__ = _cache_name(f"{name}.r{max_registers}")
-    return cuda.jit(cache=True, max_registers=max_registers)(launch)
-
-
-@contextmanager
-def exact_cuda_arithmetic() -> Iterator[None]:
-    """CUDA compilations inside this block round every float product and sum on its own, as the CPU does.
-
-    NVVM contracts ``a * b + c`` into one fused multiply-add by default, which rounds once instead of twice:
-    CPU and GPU results then part by an ulp, and in a simulation such differences grow. numba-cuda (0.30)
-    has no public switch for it (``fastmath=False`` does not clear it; upstream: NVIDIA/numba-cuda#118).
-    It clears contraction for the compilations made here, on both of the routes by which code reaches the
-    GPU: NVVM gets ``-fma=0`` (PTX ``add.rn``/``mul.rn``, which ptxas never fuses), and the linker is given
-    that PTX rather than NVVM's LTO-IR. numba-cuda links LTO-IR with nvJitLink whenever nvJitLink is
-    present (even for ``lto=False`` kernels, seen with 0.30.4), and nvJitLink then generates the code again
-    with its own default, which contracts (seen on an H200: CPU and GPU parted after one step although the
-    PTX had no fma; its ``-fma`` option cannot be passed through cuda.core, which spells it ``-fma=false``).
-    An explicit :func:`~warpdrive.core.device.fma` still fuses. ``tests/core/test_exact.py`` checks the PTX
-    and that both hooks exist, so a numba-cuda that changes them fails there, not silently;
-    ``benchmarks/gpu_check.py`` checks the results on a GPU.
-    """
-    from numba.cuda.cudadrv import driver, nvvm
-
-    compile_ir, linker = nvvm.compile_ir, driver._Linker
-
-    def compile_ir_without_contraction(llvmir: Any, **options: Any) -> Any:
-        options["fma"] = False
-        return compile_ir(llvmir, **options)
-
-    def linker_of_ptx(*args: Any, **options: Any) -> Any:
-        options["lto"] = False
-        return linker(*args, **options)
-
-    nvvm.compile_ir, driver._Linker = compile_ir_without_contraction, linker_of_ptx
-    try:
-        yield
-    finally:
-        nvvm.compile_ir, driver._Linker = compile_ir, linker
-
-
-def cuda_ptx(runner: Callable[..., Any], fingerprint: str, name: str, argument_types: tuple[Any, ...],
-             compute_capability: tuple[int, int] = (9, 0), exact: bool = True) -> str:
-    """The PTX of a runner's CUDA launcher for the given Numba argument types, compiled without a GPU."""
-    from numba.cuda import dispatcher
-
-    launch = _cuda_launcher(runner, fingerprint, name)
-    # device functions ask the current device for its compute capability; there may be none here
-    original = dispatcher.get_current_device
-    dispatcher.get_current_device = lambda: SimpleNamespace(compute_capability=compute_capability)
-    try:
-        with exact_cuda_arithmetic() if exact else nullcontext():
-            ptx, _ = cuda.compile_ptx(launch.py_func, argument_types, cc=compute_capability)
-    finally:
-        dispatcher.get_current_device = original
-    return ptx
 
 
 @dataclass(frozen=True)
@@ -364,93 +265,35 @@ def launch_shape(num_agents: int, num_envs: int = 1, *, max_lanes: int = 256, bl
     return LaunchShape(lanes=lanes, envs_per_block=max(1, block_threads // lanes), max_registers=max_registers)
 
 
-def _prefer_workqueue_threads() -> None:
-    """Run CPU kernels on Numba's ``workqueue`` threads unless the user chose a threading layer.
-
-    Numba's default layer on Linux is OpenMP, whose workers spin after every parallel region. When the
-    cores are shared (PyTorch's threads, other processes), a spinning worker that gets preempted stalls
-    the next env step by a whole time slice: on two busy cores a Tag-gridworld step took 8 ms with OpenMP
-    and 0.2 ms with workqueue. ``OMP_WAIT_POLICY`` cannot fix it from here: PyTorch has usually loaded
-    the same OpenMP runtime already, and it reads the variable only once. The layer is read when the first
-    parallel kernel runs, so this must happen before that.
-    """
-    import numba
-
-    # (numba's stubs omit its settings, which it reads from the environment at import)
-    if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":  # type: ignore[attr-defined]
-        numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
-
-
 class Program:
     """Runners (the stages of a program, see :class:`LaunchBoundary`) compiled for one target, callable as
     ``program(p, s, num_envs, shape)``: one kernel per stage on CUDA, one loop over envs on the CPU.
 
     ``exact`` (CUDA): compile without contracting multiply-adds, so that the GPU rounds as the CPU does
-    (see :func:`exact_cuda_arithmetic`).
+    (see :func:`~warpdrive.core.targets.exact_cuda_arithmetic`).
     """
 
-    def __init__(self, stages: Sequence[Callable[..., Any]], target: Target, fingerprint: str, name: str,
+    def __init__(self, stages: Sequence[Callable[..., Any]], target: KernelTarget, fingerprint: str, name: str,
                  exact: bool = True) -> None:
         set_numba_cache_dir()
         self.name = name
         self.target = target
-        self._by_register_cap: dict[int | None, list[Dispatcher]] = {}
         self.exact = exact
-        if target == "cpu":
-            _prefer_workqueue_threads()
-            self._launches = [_cpu_launcher(sequence(*stages), fingerprint, name)]
-        elif target == "cuda":
-            self._stages, self._fingerprint = list(stages), fingerprint
-            self._launches = self._cuda_launches(None)
-        else:
-            raise ValueError(f"target must be 'cpu' or 'cuda', got {target!r}")
+        self._stages, self._fingerprint = list(stages), fingerprint
+        self._by_register_cap: dict[int | None, list[Dispatcher]] = {}
 
-    def _cuda_launches(self, max_registers: int | None) -> list[Dispatcher]:
-        launches = self._by_register_cap.get(max_registers)
-        if launches is None:
-            stages, name = self._stages, self.name
-            launches = self._by_register_cap[max_registers] = [
-                _cuda_launcher(stage, self._fingerprint, name if len(stages) == 1 else f"{name}.{i}", max_registers)
-                for i, stage in enumerate(stages)]
-        return launches
-
-    def kernels(self, shape: LaunchShape | None = None) -> list[Callable[..., Any]]:
-        """The launchers, one per stage on CUDA, as compiled for ``shape``'s register cap (Numba dispatchers:
-        for inspection and tuning)."""
-        if self.target == "cpu" or shape is None:
-            return list(self._launches)
-        return list(self._cuda_launches(shape.max_registers))
+    def kernels(self, shape: LaunchShape | None = None) -> list[Dispatcher]:
+        """The launchers (Numba dispatchers, for inspection and tuning): one per stage on CUDA, as compiled for
+        ``shape``'s register cap; one on the CPU."""
+        cap = None if shape is None else shape.max_registers
+        launchers = self._by_register_cap.get(cap)
+        if launchers is None:
+            launchers = self._by_register_cap[cap] = self.target.program_launchers(
+                self._stages, self._fingerprint, self.name, cap)
+        return launchers
 
     def __call__(self, p: Any, s: Any, num_envs: int, shape: LaunchShape) -> None:
-        if self.target == "cpu":
-            self._launches[0](p, s, num_envs, 1)
-            return
-        grid, block = shape.grid(num_envs), shape.block
-        launches = self._launches if shape.max_registers is None else self._cuda_launches(shape.max_registers)
-        if simulator_enabled():
-            for launch in launches:
-                launch[grid, block](p, s, num_envs, shape.lanes)
-            return
-        # (the first call compiles; the context costs about a microsecond on later calls)
-        stream = torch_current_stream()
-        with exact_cuda_arithmetic() if self.exact else nullcontext():
-            for launch in launches:
-                launch[grid, block, stream](p, s, num_envs, shape.lanes)
-
-
-_external_streams: dict[int, Any] = {}
-
-
-def torch_current_stream() -> Any:
-    """torch's current CUDA stream as a Numba stream: launching there orders Numba kernels with torch ops
-    and lets ``torch.cuda.graph`` capture them (it switches to a side stream while capturing)."""
-    import torch
-
-    handle = torch.cuda.current_stream().cuda_stream
-    stream = _external_streams.get(handle)
-    if stream is None:
-        stream = _external_streams[handle] = cuda.external_stream(handle)
-    return stream
+        self.target.run_program(self.kernels(shape), p, s, num_envs, shape, self.exact)
 
 
 class ParallelFor:
@@ -461,8 +304,6 @@ class ParallelFor:
     device; passed to the kernel as zero-copy array views) and scalars. On the CPU the loop is
     ``prange`` under ``njit(parallel=True)``; on CUDA one thread per ``i``, on torch's current stream.
     """
-
-    _THREADS = 256
 
     def __init__(self, fn: Callable[..., Any], name: str) -> None:
         self.fn = fn
@@ -479,40 +320,10 @@ class ParallelFor:
             raise ValueError(f"{self.name}: tensors on different devices: {sorted({str(t.device) for t in tensors})}")
         if n <= 0:
             return
-        if tensors[0].device.type == "cuda" and not simulator_enabled():
-            views = tuple(cuda.as_cuda_array(a.detach(), sync=False) if isinstance(a, torch.Tensor) else a
-                          for a in args)
-            blocks = -(-n // self._THREADS)
-            with exact_cuda_arithmetic():
-                self._launcher("cuda")[blocks, self._THREADS, torch_current_stream()](n, views)
-        else:
-            views = tuple(a.detach().numpy() if isinstance(a, torch.Tensor) else a for a in args)
-            self._launcher("cpu")(n, views)
-
-    def _launcher(self, target: Target) -> Dispatcher:
-        launcher = self._launchers.get(target)
+        target = tensor_target(tensors[0].device)
+        launcher = self._launchers.get(target.backend)
         if launcher is None:
             set_numba_cache_dir()
-            fn, fingerprint = self.fn, source_fingerprint([self.fn])
-            if target == "cpu":
-                _prefer_workqueue_threads()
-
-                def launch(n, args):
-                    version = fingerprint  # noqa: F841 - part of the cache key, see source_fingerprint
-                    for i in prange(n):
-                        fn(i, args)
-
-                launch.__qualname__ = _cache_name(self.name)
-                launcher = njit(parallel=True, cache=True)(launch)
-            else:
-
-                def launch(n, args):
-                    version = fingerprint  # noqa: F841 - part of the cache key, see source_fingerprint
-                    i = cuda.grid(1)
-                    if i < n:
-                        fn(i, args)
-
-                launch.__qualname__ = _cache_name(self.name)
-                launcher = cuda.jit(cache=True)(launch)
-            self._launchers[target] = launcher
-        return launcher
+            launcher = self._launchers[target.backend] = target.loop_launcher(
+                self.fn, source_fingerprint([self.fn]), self.name)
+        target.run_loop(launcher, n, tuple(target.array(a) if isinstance(a, torch.Tensor) else a for a in args))

@@ -10,6 +10,8 @@ parameters) and returns a :class:`ContractReport`; ``warpdrive check ENV [key=va
   index, and the env does not step;
 - ``seeding``: the same seed gives the same trajectory bit for bit; another seed another random start;
 - ``finite``: observations, rewards and metrics stay finite over two episodes of random actions;
+- ``batch``: a replica of a 3-env batch is bit-identical to a 1-env run given its actions (replica 0 with
+  random starts, which are drawn per replica index; replica 2 with the identical start);
 - ``render``: :meth:`~warpdrive.core.env.Env.render` returns an RGB picture;
 - ``consistency[START]``: the CPU and the CUDA compilations agree step by step over two episodes
   (:func:`~warpdrive.core.checker.check_consistency`), for every start mode the env has and under each of
@@ -123,7 +125,7 @@ def _expect(error: type[Exception], *names: str, what: str) -> Iterator[None]:
 
 def check_parameters(cls: type[Env], kwargs: dict[str, Any], steps: int | None = None) -> list[CheckResult]:
     def run() -> str:
-        with _expect(TypeError, "no_such_parameter", what="an unknown parameter"):
+        with _expect(ValueError, "no_such_parameter", what="an unknown parameter"):
             cls(backend="cpu", **kwargs, no_such_parameter=1)
         with _expect(ValueError, "episode_length", what="episode_length=0"):
             cls(backend="cpu", **{**kwargs, "episode_length": 0})
@@ -233,6 +235,34 @@ def check_finite(cls: type[Env], kwargs: dict[str, Any], steps: int | None = Non
     return [_run("finite", run)]
 
 
+def check_batch(cls: type[Env], kwargs: dict[str, Any], steps: int | None = None) -> list[CheckResult]:
+    def run() -> str:
+        n = _default_steps(cls, kwargs, steps)
+        # random starts are drawn per replica index: replica 0 of a batch is what one replica alone draws; an
+        # identical start is every replica's, so any replica of a batch is a run alone
+        cases = [(start, 0 if start == "random" else 2) for start in cls.start_modes]
+        for start, replica in cases:
+            batch = cls(**{**kwargs, "num_envs": 3, "start": start}, backend="cpu", seed=3)
+            alone = cls(**{**kwargs, "num_envs": 1, "start": start}, backend="cpu", seed=3)
+            generator = torch.Generator().manual_seed(1)
+            pairs = [("obs", batch.reset(seed=3)[replica], alone.reset(seed=3)[0])]
+            for step in range(1, n + 1):
+                actions = batch.sample_actions(generator)
+                batch.step()
+                alone.step(actions[replica:replica + 1].clone())
+                pairs = [(name, batch.store[name][replica], alone.store[name][0])
+                         for name in ("obs", "rewards", "done", "final_obs")]
+                for name, a, b in pairs:
+                    if not torch.equal(a, b) and not (a.is_floating_point() and torch.equal(a.isnan(), b.isnan())
+                                                      and torch.equal(a.nan_to_num(), b.nan_to_num())):
+                        raise _Failed(f"{start} start: replica {replica} of 3 differs from a run alone in {name!r} "
+                                      f"at step {step}")
+        return (f"{n} steps: " + ", ".join(f"replica {r} of 3 ({s} start)" for s, r in cases)
+                + " bit-identical to a run alone")
+
+    return [_run("batch", run)]
+
+
 def check_render(cls: type[Env], kwargs: dict[str, Any], steps: int | None = None) -> list[CheckResult]:
     def run() -> str:
         env = cls(**{**kwargs, "num_envs": 2}, backend="cpu")
@@ -306,6 +336,7 @@ CHECKS: dict[str, Callable[[type[Env], dict[str, Any], int | None], list[CheckRe
     "actions": check_actions,
     "seeding": check_seeding,
     "finite": check_finite,
+    "batch": check_batch,
     "render": check_render,
     "consistency": check_consistency_of,
 }
@@ -316,11 +347,10 @@ CHECKS: dict[str, Callable[[type[Env], dict[str, Any], int | None], list[CheckRe
 
 
 def _ptx_of(name: str, kwargs: dict[str, Any]) -> str:
-    from warpdrive.core.checker import compile_cuda_ptx
     from warpdrive.envs import make
 
     env = make(name, **{**kwargs, "num_envs": 2}, device="cpu")
-    for program, ptx in compile_cuda_ptx(env).items():
+    for program, ptx in env.cuda_ptx().items():
         if ".entry" not in ptx:
             raise _Failed(f"the {program} kernel's PTX has no entry point")
         if not env.bit_identical_on_gpu:

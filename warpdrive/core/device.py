@@ -1,4 +1,5 @@
-"""The one place where the CPU and the CUDA targets differ.
+"""The primitives whose meaning differs between the CPU and the CUDA targets (inside compiled code; how code is
+compiled and launched for each is :mod:`warpdrive.core.targets`).
 
 Env logic is written once as plain Python functions decorated with :func:`kernel_function`
 (Numba's ``register_jitable``). Such a function compiles under ``numba.njit`` for the CPU and under
@@ -58,11 +59,6 @@ __all__ = [
 kernel_function = register_jitable
 
 _sim_lock = threading.Lock()
-
-# numba-cuda 0.30 still calls np.row_stack, which NumPy 2.5 removed (same function as np.vstack).
-if not hasattr(np, "row_stack"):
-    np.row_stack = np.vstack
-
 
 def simulator_enabled() -> bool:
     """True when Numba runs CUDA kernels in its Python simulator (``NUMBA_ENABLE_CUDASIM=1``)."""

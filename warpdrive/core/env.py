@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_type_hints
 
 import gymnasium as gym
 import numpy as np
@@ -39,8 +39,6 @@ from warpdrive.core.compile import (
     LaunchShape,
     Phase,
     Program,
-    Target,
-    launch_shape,
     only_where_done,
     per_agent,
     per_env,
@@ -52,8 +50,9 @@ from warpdrive.core.device import cuda_available, kernel_function, simulator_ena
 from warpdrive.core.random import randint, uniform
 from warpdrive.core.sampling import discrete_choices, uniform_actions
 from warpdrive.core.store import ArraySpec, DataStore, kernel_tuple_type
+from warpdrive.core.targets import Backend, CudaTarget, KernelTarget, kernel_target
+from warpdrive.core.typed import ConfigError, from_dict
 
-Backend = Literal["cpu", "cuda", "cudasim"]
 StartMode = Literal["random", "identical"]
 
 # --------------------------------------------------------------------------------------------------
@@ -203,11 +202,24 @@ def _check_float32_fields(config: Any) -> None:
         if not isinstance(value, (float, np.floating)):
             continue
         if not abs(float(value)) <= _FLOAT32_MAX:
-            raise ValueError(f"{field.name} must be finite in float32 (|value| <= {_FLOAT32_MAX:.4g}: the kernels "
-                             f"compute in float32), got {value!r}")
+            raise ConfigError(field.name, f"expected a float finite in float32 (|value| <= {_FLOAT32_MAX:.4g}: the "
+                                          f"kernels compute in float32), got {value!r}")
         if value != 0 and np.float32(value) == 0:
-            raise ValueError(f"{field.name} must be 0 or at least {float(np.finfo(np.float32).smallest_subnormal):.4g} "
-                             f"in magnitude (it is 0 in float32, the kernels' precision), got {value!r}")
+            smallest = float(np.finfo(np.float32).smallest_subnormal)
+            raise ConfigError(field.name, f"expected 0 or at least {smallest:.4g} in magnitude (it is 0 in float32, "
+                                          f"the kernels' precision), got {value!r}")
+
+
+#: kernel parameters the base class sets (``p.<name>``); config fields with these names are not mirrored into ``p``
+_BASE_PARAMS = ("num_agents", "episode_length", "seed", "random_start", "autoreset", "draw_actions")
+
+
+def config_scalars(config: Any) -> dict[str, Any]:
+    """The fields of an env config typed ``int``, ``float`` or ``bool``: they reach the kernels as ``p.<name>``
+    without being listed again (floats as float32), except those named like a base parameter (``seed``, ...)."""
+    hints = get_type_hints(type(config))
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+            if hints.get(f.name) in (int, float, bool) and f.name not in _BASE_PARAMS}
 
 
 def _check_tensor(name: str, value: Any, shape: tuple[int, ...], dtypes: tuple[torch.dtype, ...],
@@ -250,6 +262,8 @@ class Env:
     """
 
     name: ClassVar[str] = "env"
+    #: the env's parameters: a dataclass declared as :mod:`warpdrive.core.typed` describes (each field's type,
+    #: default, limits with ``bounded`` and a docstring); ``validate(self, path)`` holds only rules across fields
     Config: ClassVar[type]
     step_phases: ClassVar[tuple[Phase | LaunchBoundary, ...]] = ()
     reset_phases: ClassVar[tuple[Phase | LaunchBoundary, ...]] = ()
@@ -301,19 +315,16 @@ class Env:
         self._check_action_mask_spec(specs)
         self.store = DataStore(specs, num_envs, self.num_agents, self.device)
         self._load_start_state()
+        self.target: KernelTarget = kernel_target(self.backend)
         if launch is None:
-            if self.backend == "cudasim":  # the simulator runs every thread as a Python thread: keep blocks small
-                launch = launch_shape(self.num_agents, max_lanes=8, block_threads=16)
-            else:
-                launch = launch_shape(self.num_agents, num_envs, max_registers=type(self).max_registers)
+            launch = self.target.default_launch(self.num_agents, num_envs, type(self).max_registers)
         elif (not isinstance(launch, LaunchShape) or launch.lanes < 1 or launch.envs_per_block < 1
               or not (launch.max_registers is None or 16 <= launch.max_registers <= 255)):
             raise ValueError("launch must be a LaunchShape with lanes >= 1, envs_per_block >= 1 and max_registers "
                              f"None or in [16, 255], got {launch!r}")
         self.shape: LaunchShape = launch
         self._arrays_type = kernel_tuple_type(type(self), "Arrays", list(self.store.specs))
-        kernel_target: Literal["cpu", "cuda"] = "cuda" if self.backend == "cuda" else "cpu"
-        self._s = self.store.kernel_views(self._arrays_type, kernel_target)
+        self._s = self.store.kernel_views(self._arrays_type, self.target)
         self._set_params()
 
     # ------------------------------------------------------------------------------------------
@@ -338,6 +349,8 @@ class Env:
         return []
 
     def kernel_params(self) -> dict[str, Any]:
+        """Kernel parameters derived from the config (``p.<name>``), beside its ``int``/``float``/``bool`` fields,
+        which reach the kernels by themselves (:func:`config_scalars`); an entry here overrides a field's value."""
         return {}
 
     def start_state(self) -> dict[str, np.ndarray]:
@@ -621,27 +634,24 @@ class Env:
     def _make_config(self, config: Any, overrides: Mapping[str, Any]) -> Any:
         cls = type(self).Config
         if config is None:
-            config = cls()
+            values: dict[str, Any] = {}
         elif isinstance(config, Mapping):
-            overrides = {**config, **overrides}
-            config = cls()
-        elif not isinstance(config, cls):
+            values = dict(config)
+        elif isinstance(config, cls):
+            values = {f.name: getattr(config, f.name) for f in dataclasses.fields(cls) if f.init}
+        else:
             raise TypeError(f"config must be a {cls.__name__} or a dict, got {type(config).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise TypeError(f"{type(self).__name__}: unknown parameter(s) {unknown}; known: {sorted(known)}")
-        config = dataclasses.replace(config, **overrides)
-        config.validate()
-        _check_float32_fields(config)  # after the env's own checks, whose messages say more (types, ranges)
+        # every field checked against its declaration (type, bounds), then the config's cross-field rules
+        config = from_dict(cls, {**values, **overrides})
+        _check_float32_fields(config)
         length = getattr(config, "episode_length", None)  # the base class truncates there: every env has one
         if not isinstance(length, int) or isinstance(length, bool) or not 1 <= length < _INT32_LIMIT:
-            raise ValueError(f"episode_length must be an integer in [1, 2**31) (steps are counted in int32), "
-                             f"got {length!r}")
+            raise ConfigError("episode_length", f"expected an integer in [1, 2**31) (steps are counted in int32), "
+                                                f"got {length!r}")
         return config
 
     @staticmethod
-    def _resolve_backend(backend: Backend | None, device: str | torch.device | None) -> tuple[str, torch.device]:
+    def _resolve_backend(backend: Backend | None, device: str | torch.device | None) -> tuple[Backend, torch.device]:
         if backend not in (None, "cpu", "cuda", "cudasim"):
             raise ValueError(f"backend must be 'cpu', 'cuda' or 'cudasim', got {backend!r}")
         if device is None:
@@ -714,6 +724,7 @@ class Env:
             "random_start": self.start == "random",
             "autoreset": True,
             "draw_actions": False,
+            **config_scalars(self.config),
             **self.kernel_params(),
         }
         converted: dict[str, Any] = {}
@@ -745,19 +756,37 @@ class Env:
 
     def _program(self, name: str) -> Program:
         cls = type(self)
-        target: Target = "cuda" if self.backend in ("cuda", "cudasim") else "cpu"
+        cuda_code = self.target.compiler == "cuda"
         # launch boundaries change only the CUDA code: the CPU program is the same with or without them
-        variant = self.program_variant() + (self._launch_layout() if target == "cuda" else "")
-        exact = self.exact or target == "cpu"  # the CPU never contracts
-        key = (cls, name, target, variant, exact)
+        variant = self.program_variant() + (self._launch_layout() if cuda_code else "")
+        exact = self.exact or not cuda_code  # the CPU never contracts
+        key = (cls, name, self.target.backend, variant, exact)
         program = Env._programs.get(key)
         if program is None:
             qualified = ".".join(part for part in (cls.__module__, cls.__name__, variant, name,
                                                    "" if exact else "fused") if part)
-            program = Program(self._runner(name, launches=target == "cuda"), target, self._fingerprint(), qualified,
+            program = Program(self._runner(name, launches=cuda_code), self.target, self._fingerprint(), qualified,
                               exact=exact)
             Env._programs[key] = program
         return program
+
+    def cuda_ptx(self, programs: tuple[str, ...] = ("step", "reset"),
+                 compute_capability: tuple[int, int] = (9, 0)) -> dict[str, str]:
+        """The PTX of this env's CUDA kernels (``{program: ptx}``), compiled without a GPU (NVVM only).
+
+        Whatever the env's backend (its arrays only give the argument types), this is the code its ``cuda``
+        backend runs, with :attr:`exact`; a program of several launches gives each one's PTX in turn. Raises
+        Numba's typing error where the CUDA target rejects the env's code.
+        """
+        from numba import typeof
+
+        cuda = kernel_target("cuda")
+        assert isinstance(cuda, CudaTarget)
+        signature = (typeof(self._p), typeof(self._s), typeof(1), typeof(1))
+        return {name: "\n".join(cuda.ptx(stage, self._fingerprint(), f"ptx.{type(self).__name__}.{name}.{i}",
+                                         signature, compute_capability, exact=self.exact)
+                                for i, stage in enumerate(self._runner(name)))
+                for name in programs}
 
     def _launch_layout(self) -> str:
         """Where the launch boundaries are among the step and reset phases (``""``: none), for program names."""

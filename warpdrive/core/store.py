@@ -11,10 +11,13 @@ from __future__ import annotations
 import collections
 import sys
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from warpdrive.core.targets import KernelTarget
 
 Role = Literal["state", "observation", "action", "action_mask", "reward", "done", "constant", "scratch"]
 Per = Literal["agent", "env", "global"]
@@ -113,18 +116,9 @@ class DataStore:
     def names(self, role: Role | None = None) -> list[str]:
         return [n for n, s in self.specs.items() if role is None or s.role == role]
 
-    def kernel_views(self, tuple_type: type[Any], kernel_target: Literal["cpu", "cuda", "cudasim"]) -> Any:
-        """The tensors as one named tuple of arrays the compiled kernels accept (no copies)."""
-        views = []
-        for name in tuple_type._fields:
-            tensor = self.tensors[name]
-            if kernel_target == "cuda":
-                from numba import cuda
-
-                views.append(cuda.as_cuda_array(tensor.detach(), sync=False))
-            else:
-                views.append(tensor.detach().numpy())
-        return tuple_type(*views)
+    def kernel_views(self, tuple_type: type[Any], target: KernelTarget) -> Any:
+        """The tensors as one named tuple of arrays ``target``'s kernels accept (no copies)."""
+        return tuple_type(*(target.array(self.tensors[name]) for name in tuple_type._fields))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Copies of every state-bearing tensor (for checkpoints and the consistency checker)."""

@@ -10,17 +10,23 @@ where a number has limits, a :func:`bounded` default; floats must be finite (no 
 
 A dataclass may define ``validate(self, path: str)`` for checks across fields; it runs after the fields
 are filled and raises :class:`ConfigError` itself.
+
+Training configs and env configs (:class:`~warpdrive.core.env.Env`'s ``Config``) are both declared this way.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import math
 import types
+from collections.abc import Sequence
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
-__all__ = ["ConfigError", "bounded", "from_dict", "to_dict"]
+import numpy as np
+
+__all__ = ["ConfigError", "bounded", "check_length", "from_dict", "join_path", "to_dict"]
 
 T = TypeVar("T")
 
@@ -31,6 +37,11 @@ class ConfigError(ValueError):
     def __init__(self, path: str, message: str) -> None:
         super().__init__(f"{path or '<config>'}: {message}")
         self.path = path
+        self.message = message
+
+    def under(self, prefix: str) -> ConfigError:
+        """The same error one level down: its key path prefixed with ``prefix`` (``env.kwargs`` + ``num_taggers``)."""
+        return ConfigError(join_path(prefix, self.path) if self.path else prefix, self.message)
 
 
 def bounded(default: Any, *, gt: float | None = None, ge: float | None = None,
@@ -42,7 +53,15 @@ def bounded(default: Any, *, gt: float | None = None, ge: float | None = None,
     return dataclasses.field(default=default, metadata={"bounds": (gt, ge, lt, le)})
 
 
-def _join(path: str, key: str | int) -> str:
+def check_length(path: str, name: str, value: Sequence[Any] | None, size: int, layout: str) -> None:
+    """For a ``validate``: a sequence field (``None`` allowed) has ``size`` values, laid out as ``layout`` says
+    (e.g. ``"(x, x_dot, theta, theta_dot)"``); the values' types are checked by the field's declaration."""
+    if value is not None and len(value) != size:
+        raise ConfigError(join_path(path, name), f"expected {size} values {layout}, got {len(value)}")
+
+
+def join_path(path: str, key: str | int) -> str:
+    """``path.key`` (``path[key]`` for a list index; ``key`` alone at the top)."""
     if isinstance(key, int):
         return f"{path}[{key}]"
     return f"{path}.{key}" if path else key
@@ -50,8 +69,13 @@ def _join(path: str, key: str | int) -> str:
 
 def _describe_bounds(bounds: tuple[float | None, ...]) -> str:
     gt, ge, lt, le = bounds
-    parts = [f"{op} {v:g}" for op, v in ((">", gt), (">=", ge), ("<", lt), ("<=", le)) if v is not None]
+    parts = [f"{op} {_number(v)}" for op, v in ((">", gt), (">=", ge), ("<", lt), ("<=", le)) if v is not None]
     return " and ".join(parts)
+
+
+def _number(value: float) -> str:
+    """A limit as written: integers in full (2**32 as 4294967296), other numbers in ``%g``."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _check_bounds(value: float, bounds: tuple[float | None, ...] | None) -> bool:
@@ -68,6 +92,10 @@ def _expected(kind: str, bounds: tuple[float | None, ...] | None) -> str:
 
 
 def _convert(value: Any, hint: Any, path: str, bounds: tuple[float | None, ...] | None = None) -> Any:
+    if isinstance(value, np.ndarray):  # env parameters are often given as arrays
+        value = value.tolist()
+    elif isinstance(value, np.generic):
+        value = value.item()
     origin = get_origin(hint)
     if hint is Any:
         return value
@@ -90,7 +118,7 @@ def _convert(value: Any, hint: Any, path: str, bounds: tuple[float | None, ...] 
         if not isinstance(value, (list, tuple)):
             raise ConfigError(path, f"expected a list, got {value!r}")
         (item,) = get_args(hint)[:1]
-        items = [_convert(v, item, _join(path, i), bounds) for i, v in enumerate(value)]
+        items = [_convert(v, item, join_path(path, i), bounds) for i, v in enumerate(value)]
         return items if origin is list else tuple(items)
     if origin is dict:
         if not isinstance(value, dict):
@@ -99,7 +127,7 @@ def _convert(value: Any, hint: Any, path: str, bounds: tuple[float | None, ...] 
         for key in value:
             if not isinstance(key, str):
                 raise ConfigError(path, f"keys must be strings, got {key!r}")
-        return {k: _convert(v, item, _join(path, k), bounds) for k, v in value.items()}
+        return {k: _convert(v, item, join_path(path, k), bounds) for k, v in value.items()}
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(path, f"expected true or false, got {value!r}")
@@ -158,10 +186,10 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
         if key not in fields:
             close = difflib.get_close_matches(str(key), fields, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(fields)}"
-            raise ConfigError(_join(path, str(key)), f"unknown key; {hint}")
+            raise ConfigError(join_path(path, str(key)), f"unknown key; {hint}")
     values = {}
     for name, f in fields.items():
-        sub = _join(path, name)
+        sub = join_path(path, name)
         if name not in data:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ConfigError(sub, "missing required key")
@@ -170,7 +198,11 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
     obj = cls(**values)
     validate = getattr(obj, "validate", None)
     if callable(validate):
-        validate(path)
+        # validate(path); a validate() without a path (an older env's) is called as it is
+        if inspect.signature(validate).parameters:
+            validate(path)
+        else:
+            validate()
     return obj
 
 

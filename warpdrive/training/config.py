@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
+from warpdrive.core.typed import ConfigError, bounded, from_dict, to_dict
 from warpdrive.envs import available, canonical_name
 from warpdrive.training.algorithms import ALGORITHMS
 from warpdrive.training.algorithms.base import OptimizerSpec
 from warpdrive.training.models import ModelSpec
-from warpdrive.training.typed import ConfigError, bounded, from_dict, to_dict
 
 __all__ = [
     "SHARED",

@@ -33,8 +33,8 @@ import torch
 import torch.distributed as dist
 
 from warpdrive.core.device import cuda_available
+from warpdrive.core.typed import ConfigError
 from warpdrive.training.policies import Policy, policy_tensors
-from warpdrive.training.typed import ConfigError
 
 __all__ = ["TIMEOUT", "Ranks", "networks_digest", "rank_seed", "setup"]
 

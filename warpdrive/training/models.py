@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from warpdrive.core.sampling import categorical_from_probs, discrete_choices, gaussian
-from warpdrive.training.typed import ConfigError, bounded
+from warpdrive.core.typed import ConfigError, bounded
 
 __all__ = [
     "MODELS",

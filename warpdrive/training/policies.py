@@ -2,7 +2,7 @@
 building its algorithm (model, optimiser) from the config.
 
 Everything a config could get wrong against the env is checked before any network is built, and reported
-as a :class:`~warpdrive.training.typed.ConfigError` naming the key path: a group without a policy, a
+as a :class:`~warpdrive.core.typed.ConfigError` naming the key path: a group without a policy, a
 policy for a group the env does not have, groups with different spaces under one policy, an algorithm
 that does not support the env's action space, a batch its algorithm cannot use.
 """
@@ -17,10 +17,10 @@ import torch
 
 from warpdrive.core.env import Env
 from warpdrive.core.sampling import check_mask_allows_some, discrete_choices
+from warpdrive.core.typed import ConfigError
 from warpdrive.training.algorithms import ALGORITHMS, Act, Algorithm, algorithm_class
 from warpdrive.training.config import SHARED, PolicySpec, TrainConfig
 from warpdrive.training.storage import RolloutStorage, agent_selector, select_agents
-from warpdrive.training.typed import ConfigError
 
 __all__ = ["Policy", "build_policies", "global_state", "global_state_size", "load_policy_tensors", "policy_tensors"]
 

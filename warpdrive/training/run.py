@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from warpdrive.core.typed import ConfigError
 from warpdrive.training.checkpoint import Checkpoint, load_checkpoint, remove_temporary_files, save_checkpoint
 from warpdrive.training.config import TrainConfig, config_to_dict, load_config
 from warpdrive.training.distributed import setup
 from warpdrive.training.logging import RunLogger, new_run_dir
 from warpdrive.training.trainer import Trainer
-from warpdrive.training.typed import ConfigError
 
 __all__ = ["RESUMABLE", "RunResult", "resume_changes", "train", "trainer_from_checkpoint"]
 

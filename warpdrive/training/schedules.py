@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from warpdrive.training.typed import bounded
+from warpdrive.core.typed import bounded
 
 __all__ = ["Schedule", "constant", "cosine", "linear"]
 

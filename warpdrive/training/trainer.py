@@ -22,6 +22,7 @@ import torch
 
 from warpdrive.core.device import cuda_available
 from warpdrive.core.env import Env
+from warpdrive.core.typed import ConfigError
 from warpdrive.envs import make
 from warpdrive.training.checkpoint import restore_rng_state, rng_state
 from warpdrive.training.config import TrainConfig
@@ -29,7 +30,6 @@ from warpdrive.training.guard import check_finite, finite_flags
 from warpdrive.training.metrics import IterationMetrics, metric_name
 from warpdrive.training.policies import build_policies, global_state_size, load_policy_tensors, policy_tensors
 from warpdrive.training.rollout import RolloutCollector
-from warpdrive.training.typed import ConfigError
 
 if TYPE_CHECKING:
     from warpdrive.training.distributed import Ranks
@@ -66,6 +66,8 @@ def make_env(config: TrainConfig, device: torch.device, seed: int, validate: boo
                     validate=validate, **spec.kwargs)
     except KeyError as err:
         raise ConfigError("env.name", str(err.args[0])) from None
+    except ConfigError as err:  # a parameter of the env's Config: its key path under env.kwargs
+        raise err.under("env.kwargs") from None
     except (TypeError, ValueError) as err:
         raise ConfigError("env", str(err)) from None
     except MemoryError as err:  # the env's own check, before it allocates

@@ -1,6 +1,8 @@
 """Acrobot: swing a two-link chain, actuated at its middle joint, until its tip is high enough; Gymnasium's
 Acrobot-v1, batched.
 
+Semantics in full: docs/envs/classic_control.md.
+
 Semantics: ``gymnasium.envs.classic_control.acrobot.AcrobotEnv`` (Gymnasium 1.x) under the Acrobot-v1
 time limit, with its defaults: the book's dynamics (``book_or_nips="book"``), no torque noise, one RK4
 step of ``dt = 0.2`` s per env step. One agent per env. ``theta1`` is the first link's angle from hanging
@@ -41,7 +43,7 @@ from warpdrive.core.device import kernel_function
 from warpdrive.core.env import Env
 from warpdrive.core.random import uniform
 from warpdrive.core.store import ArraySpec
-from warpdrive.envs.cartpole.env import _validate_state
+from warpdrive.core.typed import bounded, check_length
 
 # Gymnasium's constants
 DT = 0.2  # seconds per step, one RK4 step
@@ -62,17 +64,14 @@ STATE_SIZE = 4
 class AcrobotConfig:
     """Parameters of Acrobot (defaults: Gymnasium's Acrobot-v1)."""
 
-    episode_length: int = 500
+    episode_length: int = bounded(500, ge=1)
     """Episodes are truncated after this many steps."""
-    initial_state: tuple[float, float, float, float] | None = None
+    initial_state: tuple[float, ...] | None = None
     """``(theta1, theta2, dtheta1, dtheta2)`` every episode starts from with ``start="identical"`` (default:
     hanging straight down at rest, all zero); must be None with ``start="random"``."""
 
-    def validate(self) -> None:
-        if not isinstance(self.episode_length, int) or isinstance(self.episode_length, bool) \
-                or self.episode_length < 1:
-            raise ValueError(f"episode_length must be an integer >= 1, got {self.episode_length!r}")
-        _validate_state("initial_state", self.initial_state, STATE_SIZE, "(theta1, theta2, dtheta1, dtheta2)")
+    def validate(self, path: str = "") -> None:
+        check_length(path, "initial_state", self.initial_state, STATE_SIZE, "(theta1, theta2, dtheta1, dtheta2)")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """CartPole: push a cart left or right to keep a pole upright; Gymnasium's CartPole-v1, batched.
 
+Semantics in full: docs/envs/classic_control.md.
+
 Semantics: ``gymnasium.envs.classic_control.cartpole.CartPoleEnv`` (Gymnasium 1.x) under the CartPole-v1
 time limit, with its default explicit Euler integrator. One agent per env.
 
@@ -38,6 +40,7 @@ from warpdrive.core.device import kernel_function
 from warpdrive.core.env import Env
 from warpdrive.core.random import uniform
 from warpdrive.core.store import ArraySpec
+from warpdrive.core.typed import bounded, check_length
 
 # Gymnasium's constants, computed as it computes them (Python floats: float64 inside the kernels)
 GRAVITY = 9.8
@@ -58,34 +61,16 @@ STATE_SIZE = 4
 class CartPoleConfig:
     """Parameters of CartPole (defaults: Gymnasium's CartPole-v1)."""
 
-    episode_length: int = 500
+    episode_length: int = bounded(500, ge=1)
     """Episodes are truncated after this many steps."""
     sutton_barto_reward: bool = False
     """Gymnasium's ``sutton_barto_reward``: reward 0 per step and -1 on termination, instead of 1 per step."""
-    initial_state: tuple[float, float, float, float] | None = None
+    initial_state: tuple[float, ...] | None = None
     """``(x, x_dot, theta, theta_dot)`` every episode starts from with ``start="identical"`` (default: all
     zero); must be None with ``start="random"``."""
 
-    def validate(self) -> None:
-        if not isinstance(self.episode_length, int) or isinstance(self.episode_length, bool) \
-                or self.episode_length < 1:
-            raise ValueError(f"episode_length must be an integer >= 1, got {self.episode_length!r}")
-        if not isinstance(self.sutton_barto_reward, bool):
-            raise ValueError(f"sutton_barto_reward must be True or False, got {self.sutton_barto_reward!r}")
-        _validate_state("initial_state", self.initial_state, STATE_SIZE, "(x, x_dot, theta, theta_dot)")
-
-
-def _validate_state(name: str, value: Any, size: int, layout: str) -> None:
-    if value is None:
-        return
-    try:
-        values = [float(v) for v in value]
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be {size} numbers {layout}, got {value!r}") from None
-    if len(values) != size:
-        raise ValueError(f"{name} must have {size} values {layout}, got {len(values)}: {value!r}")
-    if not all(math.isfinite(v) for v in values):
-        raise ValueError(f"{name} values must be finite, got {value!r}")
+    def validate(self, path: str = "") -> None:
+        check_length(path, "initial_state", self.initial_state, STATE_SIZE, "(x, x_dot, theta, theta_dot)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -178,9 +163,6 @@ class CartPole(Env):
             ArraySpec("state", "env", torch.float64, "state", (STATE_SIZE,)),
             ArraySpec("start", "global", torch.float64, "constant", (STATE_SIZE,)),
         ]
-
-    def kernel_params(self) -> dict[str, Any]:
-        return {"sutton_barto_reward": self.config.sutton_barto_reward}
 
     def start_state(self) -> dict[str, np.ndarray]:
         initial = self.config.initial_state

@@ -1,5 +1,7 @@
 """MountainCar: rock an underpowered car out of a valley up to a flag; Gymnasium's MountainCar-v0, batched.
 
+Semantics in full: docs/envs/classic_control.md.
+
 Semantics: ``gymnasium.envs.classic_control.mountain_car.MountainCarEnv`` (Gymnasium 1.x) under the
 MountainCar-v0 time limit. One agent per env; the track's height is ``sin(3 x)``.
 
@@ -33,7 +35,7 @@ from warpdrive.core.device import kernel_function
 from warpdrive.core.env import Env
 from warpdrive.core.random import uniform
 from warpdrive.core.store import ArraySpec
-from warpdrive.envs.cartpole.env import _validate_state
+from warpdrive.core.typed import ConfigError, bounded, check_length, join_path
 
 # Gymnasium's constants (MountainCarContinuous-v0 shares all but the force and the goal)
 MIN_POSITION = -1.2
@@ -51,29 +53,26 @@ STATE_SIZE = 2
 class MountainCarConfig:
     """Parameters of MountainCar (defaults: Gymnasium's MountainCar-v0)."""
 
-    episode_length: int = 200
+    episode_length: int = bounded(200, ge=1)
     """Episodes are truncated after this many steps."""
-    goal_velocity: float = 0.0
-    """Gymnasium's ``goal_velocity``: the goal counts only at a velocity at least this high."""
-    initial_state: tuple[float, float] | None = None
+    goal_velocity: float = bounded(0.0, ge=-MAX_SPEED, le=MAX_SPEED)
+    """Gymnasium's ``goal_velocity``: the goal counts only at a velocity at least this high (within the car's
+    speed limit)."""
+    initial_state: tuple[float, ...] | None = None
     """``(position, velocity)`` every episode starts from with ``start="identical"`` (default: ``(-0.5, 0)``,
     the valley's bottom at rest); must be None with ``start="random"``."""
 
-    def validate(self) -> None:
-        if not isinstance(self.episode_length, int) or isinstance(self.episode_length, bool) \
-                or self.episode_length < 1:
-            raise ValueError(f"episode_length must be an integer >= 1, got {self.episode_length!r}")
-        goal_velocity = self.goal_velocity
-        if isinstance(goal_velocity, bool) or not isinstance(goal_velocity, (int, float)) \
-                or not -MAX_SPEED <= goal_velocity <= MAX_SPEED:
-            raise ValueError(f"goal_velocity must be a number in [-{MAX_SPEED}, {MAX_SPEED}] (the car's speed "
-                             f"limit), got {goal_velocity!r}")
-        _validate_state("initial_state", self.initial_state, STATE_SIZE, "(position, velocity)")
+    def validate(self, path: str = "") -> None:
+        check_length(path, "initial_state", self.initial_state, STATE_SIZE, "(position, velocity)")
         if self.initial_state is not None:
-            position, velocity = (float(v) for v in self.initial_state)
-            if not (MIN_POSITION <= position <= MAX_POSITION and -MAX_SPEED <= velocity <= MAX_SPEED):
-                raise ValueError(f"initial_state must have position in [{MIN_POSITION}, {MAX_POSITION}] and "
-                                 f"velocity in [-{MAX_SPEED}, {MAX_SPEED}], got {self.initial_state!r}")
+            position, velocity = self.initial_state
+            where = join_path(path, "initial_state")
+            if not MIN_POSITION <= position <= MAX_POSITION:
+                raise ConfigError(join_path(where, 0), f"expected a position in [{MIN_POSITION}, {MAX_POSITION}], "
+                                                       f"got {position!r}")
+            if not -MAX_SPEED <= velocity <= MAX_SPEED:
+                raise ConfigError(join_path(where, 1), f"expected a velocity in [-{MAX_SPEED}, {MAX_SPEED}] (the "
+                                                       f"car's speed limit), got {velocity!r}")
 
 
 # --------------------------------------------------------------------------------------------------

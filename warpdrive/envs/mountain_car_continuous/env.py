@@ -1,6 +1,8 @@
 """MountainCarContinuous: MountainCar with a continuous, costly throttle; Gymnasium's
 MountainCarContinuous-v0, batched.
 
+Semantics in full: docs/envs/classic_control.md.
+
 Semantics: ``gymnasium.envs.classic_control.continuous_mountain_car.Continuous_MountainCarEnv``
 (Gymnasium 1.x) under the MountainCarContinuous-v0 time limit. One agent per env; the track, the limits,
 the observation and the starts are MountainCar's (``warpdrive.envs.mountain_car``).
@@ -34,6 +36,7 @@ import numpy as np
 
 from warpdrive.core.compile import per_env
 from warpdrive.core.device import kernel_function
+from warpdrive.core.typed import bounded
 from warpdrive.envs.mountain_car.env import (
     GRAVITY,
     MAX_POSITION,
@@ -64,7 +67,7 @@ class MountainCarContinuousConfig(MountainCarConfig):
     """Parameters of MountainCarContinuous (defaults: Gymnasium's MountainCarContinuous-v0); the fields
     are MountainCar's."""
 
-    episode_length: int = 999
+    episode_length: int = bounded(999, ge=1)
     """Episodes are truncated after this many steps."""
 
 

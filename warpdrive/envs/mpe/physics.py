@@ -1,5 +1,7 @@
 """The particle world shared by the MPE envs: mpe2's physics, action mapping, starts and observation pieces.
 
+Semantics in full: docs/envs/mpe.md.
+
 The envs (``simple_tag``, ``simple_spread``, ``simple_adversary``) follow the ``mpe2`` package (Farama's MPE2,
 1.1; ``mpe2/_mpe_utils/core.py`` and ``simple_env.py``): its code is the spec. One world step, per agent:
 
@@ -59,6 +61,7 @@ from warpdrive.core.spatial import (
     k_nearest_phase,
 )
 from warpdrive.core.store import ArraySpec
+from warpdrive.core.typed import bounded
 
 # mpe2's World defaults
 DT = 0.1
@@ -89,35 +92,13 @@ _ONE = np.float32(1.0)
 class MPEConfig:
     """Parameters every MPE env has."""
 
-    episode_length: int = 25
+    episode_length: int = bounded(25, ge=1)
     """mpe2's ``max_cycles``: episodes are truncated after this many steps."""
     continuous_actions: bool = False
     """mpe2's ``continuous_actions``: Box(0, 1, (5,)) actions instead of Discrete(5)."""
-    k_nearest: int | None = None
+    k_nearest: int | None = bounded(None, ge=1)
     """None: mpe2's full observation of every other agent (O(agents^2) per env); k >= 1: only the k nearest
     others (mpe2's ``num_agent_neighbors = k``), zero padded where fewer exist."""
-
-    def validate_counts(self, **counts: tuple[int, int]) -> None:
-        """Check the common fields, and ``name=(value, minimum)`` integer counts of the env."""
-        for name, (value, minimum) in {"episode_length": (self.episode_length, 1), **counts}.items():
-            check_int(name, value, minimum)
-        if not isinstance(self.continuous_actions, (bool, np.bool_)):
-            raise TypeError(f"continuous_actions must be a bool, got {self.continuous_actions!r}")
-        if self.k_nearest is not None:
-            check_int("k_nearest", self.k_nearest, 1, "None or an integer >= 1")
-
-
-def check_int(name: str, value: Any, minimum: int, expected: str | None = None) -> None:
-    """Raise naming ``name`` and ``value`` unless it is an integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be {expected or f'an integer >= {minimum}'}, got {value!r}")
-
-
-def check_number(name: str, value: Any, low: float, high: float) -> None:
-    """Raise naming ``name`` and ``value`` unless it is a number in ``[low, high]``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value) or not low <= value <= high:
-        raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -367,7 +348,8 @@ class MPEEnv(Env):
 
     With ``k_nearest`` the neighbour grid's scratch arrays are added (:meth:`NeighbourGrid.arrays`).
     Subclasses give ``agent_types()``, ``num_landmarks_of``, ``observation_size``, their phases and
-    extra arrays and parameters.
+    extra arrays and derived parameters (``extra_params``; the config's int, float and bool fields reach
+    ``p`` by themselves).
     """
 
     start_modes = ("random",)
@@ -428,10 +410,11 @@ class MPEEnv(Env):
         ]
 
     def kernel_params(self) -> dict[str, Any]:
+        # derived values and constants only: the config's int/float/bool fields (continuous_actions, ...) are
+        # added by the base class
         k = self.config.k_nearest
         return {
             "num_landmarks": self.num_landmarks,
-            "continuous_actions": bool(self.config.continuous_actions),
             "agents_collide": self.agents_collide,
             "landmarks_collide": self.landmarks_collide,
             "landmark_range": self.landmark_range,

@@ -1,5 +1,7 @@
 """simple_adversary: good agents hide which landmark is the goal from adversaries (mpe2's ``simple_adversary_v3``).
 
+Semantics in full: docs/envs/mpe.md.
+
 Agents ``0 .. A-1`` are adversaries (mpe2 has one), ``A .. A+G-1`` good agents; all have size 0.15, accel 5,
 no speed limit, and nothing collides. ``L`` landmarks (``G`` by default, as in mpe2; size 0.08); one of them,
 drawn uniformly per episode, is the goal, which only good agents observe. Physics, actions and starts:
@@ -34,11 +36,11 @@ from warpdrive.core.device import kernel_function
 from warpdrive.core.random import randint
 from warpdrive.core.spatial import distance
 from warpdrive.core.store import ArraySpec
+from warpdrive.core.typed import bounded
 from warpdrive.envs.mpe.physics import (
     AgentTypes,
     MPEConfig,
     MPEEnv,
-    check_int,
     entity_draws,
     world_phases,
     write_landmarks,
@@ -55,17 +57,12 @@ _INF = np.float32(np.inf)
 class SimpleAdversaryConfig(MPEConfig):
     """Parameters of simple_adversary (defaults: mpe2's ``simple_adversary_v3``)."""
 
-    num_good: int = 2
+    num_good: int = bounded(2, ge=1)
     """mpe2's ``N``: good agents."""
-    num_adversaries: int = 1
+    num_adversaries: int = bounded(1, ge=1)
     """Adversaries (mpe2 has 1); their ids come first."""
-    num_landmarks: int | None = None
+    num_landmarks: int | None = bounded(None, ge=1)
     """Landmarks; None: as many as good agents (as in mpe2)."""
-
-    def validate(self) -> None:
-        self.validate_counts(num_good=(self.num_good, 1), num_adversaries=(self.num_adversaries, 1))
-        if self.num_landmarks is not None:
-            check_int("num_landmarks", self.num_landmarks, 1, "None or an integer >= 1")
 
 
 @kernel_function
@@ -178,4 +175,4 @@ class SimpleAdversary(MPEEnv):
         return [ArraySpec("goal", "env", torch.int32), ArraySpec("team_reward", "env", torch.float32, "scratch")]
 
     def extra_params(self) -> dict[str, Any]:
-        return {"num_adversaries": self.config.num_adversaries, "landmark_values": 2 * self.num_landmarks}
+        return {"landmark_values": 2 * self.num_landmarks}

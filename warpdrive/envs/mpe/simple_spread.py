@@ -1,5 +1,7 @@
 """simple_spread: cooperative agents cover landmarks and avoid each other (mpe2's ``simple_spread_v3``).
 
+Semantics in full: docs/envs/mpe.md.
+
 ``N`` agents (size 0.15, accel 5, no speed limit) collide with each other; ``L`` landmarks (``N`` by default,
 as in mpe2) do not collide. Physics, actions and starts: :mod:`warpdrive.envs.mpe.physics`.
 
@@ -31,12 +33,11 @@ from warpdrive.core.compile import Phase, per_agent, per_env, per_index
 from warpdrive.core.device import kernel_function
 from warpdrive.core.spatial import distance
 from warpdrive.core.store import ArraySpec
+from warpdrive.core.typed import bounded
 from warpdrive.envs.mpe.physics import (
     AgentTypes,
     MPEConfig,
     MPEEnv,
-    check_int,
-    check_number,
     colliding,
     world_phases,
     write_neighbour,
@@ -53,18 +54,12 @@ _INF = np.float32(np.inf)
 class SimpleSpreadConfig(MPEConfig):
     """Parameters of simple_spread (defaults: mpe2's ``simple_spread_v3``)."""
 
-    num_agents: int = 3
+    num_agents: int = bounded(3, ge=1)
     """mpe2's ``N``."""
-    num_landmarks: int | None = None
+    num_landmarks: int | None = bounded(None, ge=1)
     """Landmarks; None: as many as agents (mpe2 always has N)."""
-    local_ratio: float = 0.5
+    local_ratio: float = bounded(0.5, ge=0.0, le=1.0)
     """Weight of the agent's own collision reward against the shared landmark reward."""
-
-    def validate(self) -> None:
-        self.validate_counts(num_agents=(self.num_agents, 1))
-        if self.num_landmarks is not None:
-            check_int("num_landmarks", self.num_landmarks, 1, "None or an integer >= 1")
-        check_number("local_ratio", self.local_ratio, 0.0, 1.0)
 
 
 @kernel_function
@@ -161,6 +156,5 @@ class SimpleSpread(MPEEnv):
 
     def extra_params(self) -> dict[str, Any]:
         others = 4 + 2 * self.num_landmarks
-        ratio = self.config.local_ratio
         return {"others_offset": others, "comm_offset": others + 2 * self._others(),
-                "local_ratio": float(ratio), "global_ratio": 1.0 - float(ratio)}
+                "global_ratio": 1.0 - self.config.local_ratio}

@@ -1,5 +1,7 @@
 """simple_tag: slower adversaries chase faster good agents around obstacles (mpe2's ``simple_tag_v3``).
 
+Semantics in full: docs/envs/mpe.md.
+
 Agents ``0 .. A-1`` are adversaries (size 0.075, accel 3, max_speed 1), ``A .. A+G-1`` good agents (size 0.05,
 accel 4, max_speed 1.3); ``L`` obstacles (size 0.2) collide but do not move. Physics, actions and starts:
 :mod:`warpdrive.envs.mpe.physics` (obstacles start in ``[-0.9, 0.9)^2``).
@@ -37,6 +39,7 @@ import torch
 from warpdrive.core.compile import Phase, per_agent
 from warpdrive.core.device import atomic_add, kernel_function
 from warpdrive.core.store import ArraySpec
+from warpdrive.core.typed import bounded
 from warpdrive.envs.mpe.physics import (
     AgentTypes,
     MPEConfig,
@@ -59,16 +62,12 @@ _BOUND_LIMIT = np.float32(10.0)
 class SimpleTagConfig(MPEConfig):
     """Parameters of simple_tag (defaults: mpe2's ``simple_tag_v3``)."""
 
-    num_good: int = 1
+    num_good: int = bounded(1, ge=1)
     """Good agents (prey)."""
-    num_adversaries: int = 3
+    num_adversaries: int = bounded(3, ge=1)
     """Adversaries (predators); their ids come first."""
-    num_obstacles: int = 2
+    num_obstacles: int = bounded(2, ge=0)
     """Obstacles (landmarks that collide)."""
-
-    def validate(self) -> None:
-        self.validate_counts(num_good=(self.num_good, 1), num_adversaries=(self.num_adversaries, 1),
-                             num_obstacles=(self.num_obstacles, 0))
 
 
 @kernel_function
@@ -193,5 +192,4 @@ class SimpleTag(MPEEnv):
 
     def extra_params(self) -> dict[str, Any]:
         others, velocities, _ = self._offsets()
-        return {"num_adversaries": self.config.num_adversaries, "collision_reward": COLLISION_REWARD,
-                "others_offset": others, "velocities_offset": velocities}
+        return {"collision_reward": COLLISION_REWARD, "others_offset": others, "velocities_offset": velocities}

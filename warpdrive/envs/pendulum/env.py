@@ -1,5 +1,7 @@
 """Pendulum: swing a torque-limited pendulum up and hold it; Gymnasium's Pendulum-v1, batched.
 
+Semantics in full: docs/envs/classic_control.md.
+
 Semantics: ``gymnasium.envs.classic_control.pendulum.PendulumEnv`` (Gymnasium 1.x) under the Pendulum-v1
 time limit. One agent per env; the angle ``th`` is 0 when the pendulum points up.
 
@@ -39,6 +41,7 @@ from warpdrive.core.env import Env
 from warpdrive.core.exactmath import mod64
 from warpdrive.core.random import uniform
 from warpdrive.core.store import ArraySpec
+from warpdrive.core.typed import bounded, check_length
 
 # Gymnasium's constants
 MAX_SPEED = 8.0
@@ -58,31 +61,16 @@ STATE_SIZE = 2
 class PendulumConfig:
     """Parameters of Pendulum (defaults: Gymnasium's Pendulum-v1)."""
 
-    episode_length: int = 200
+    episode_length: int = bounded(200, ge=1)
     """Episodes are truncated after this many steps (the pendulum never terminates)."""
     g: float = 10.0
     """Gravity (Gymnasium's ``g`` argument)."""
-    initial_state: tuple[float, float] | None = None
+    initial_state: tuple[float, ...] | None = None
     """``(th, thdot)`` every episode starts from with ``start="identical"`` (default: hanging down at
     rest, ``(pi, 0)``); must be None with ``start="random"``."""
 
-    def validate(self) -> None:
-        if not isinstance(self.episode_length, int) or isinstance(self.episode_length, bool) \
-                or self.episode_length < 1:
-            raise ValueError(f"episode_length must be an integer >= 1, got {self.episode_length!r}")
-        if isinstance(self.g, bool) or not isinstance(self.g, (int, float)) or not math.isfinite(self.g):
-            raise ValueError(f"g must be a finite number, got {self.g!r}")
-        if self.initial_state is None:
-            return
-        try:
-            values = [float(v) for v in self.initial_state]
-        except (TypeError, ValueError):
-            raise ValueError(f"initial_state must be 2 numbers (th, thdot), got {self.initial_state!r}") from None
-        if len(values) != STATE_SIZE:
-            raise ValueError(f"initial_state must have 2 values (th, thdot), got {len(values)}: "
-                             f"{self.initial_state!r}")
-        if not all(math.isfinite(v) for v in values):
-            raise ValueError(f"initial_state values must be finite, got {self.initial_state!r}")
+    def validate(self, path: str = "") -> None:
+        check_length(path, "initial_state", self.initial_state, STATE_SIZE, "(th, thdot)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -179,6 +167,7 @@ class Pendulum(Env):
         return {"start": start}
 
     def kernel_params(self) -> dict[str, Any]:
+        # float64, as Gymnasium computes with it (the core would pass the float field as float32)
         return {"g": np.float64(self.config.g)}
 
     def draw(self, axes: Any, index: int) -> None:

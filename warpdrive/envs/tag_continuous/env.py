@@ -1,5 +1,7 @@
 """Tag in continuous 2D space: taggers chase runners in a square arena of side ``L``.
 
+Semantics in full: docs/envs/tag_continuous.md.
+
 Semantics: the reference WarpDrive's Tag-continuous (rl-warp-drive 2.7.1, CPU version), which
 ``tests/envs/test_tag_continuous.py`` steps beside this env: same initial state and actions give the same
 observations, rewards and done flags.
@@ -59,6 +61,7 @@ from warpdrive.core.spatial import (
     k_nearest_phase,
 )
 from warpdrive.core.store import ArraySpec
+from warpdrive.core.typed import ConfigError, bounded, join_path
 
 #: Start directions the reference draws from.
 HEADINGS = np.array([0.0, np.pi / 2, np.pi, 3 * np.pi / 2], dtype=np.float32)
@@ -83,19 +86,19 @@ _TAGGER = 1
 class TagContinuousConfig:
     """Parameters of Tag-continuous (defaults: the reference's; its training config in brackets)."""
 
-    num_taggers: int = 1
+    num_taggers: int = bounded(1, ge=1)
     """Number of taggers [10]."""
-    num_runners: int = 10
+    num_runners: int = bounded(10, ge=1)
     """Number of runners [100]."""
-    grid_length: float = 10.0
+    grid_length: float = bounded(10.0, gt=0)
     """L: the arena is the square [0, L] x [0, L] [20.0]."""
-    episode_length: int = 100
+    episode_length: int = bounded(100, ge=1)
     """T: the episode is truncated after T steps [500]."""
-    max_speed: float = 1.0
+    max_speed: float = bounded(1.0, gt=0)
     """Top speed before the skill multiplier; also the speed and acceleration normaliser."""
-    skill_level_runner: float = 1.0
+    skill_level_runner: float = bounded(1.0, ge=0)
     """A runner's top speed is max_speed * skill_level_runner."""
-    skill_level_tagger: float = 1.0
+    skill_level_tagger: float = bounded(1.0, ge=0)
     """A tagger's top speed is max_speed * skill_level_tagger."""
     max_acceleration: float = 1.0
     """Largest acceleration action [0.1]."""
@@ -105,27 +108,27 @@ class TagContinuousConfig:
     """Largest turn action, radians [2.356]."""
     min_turn: float = -np.pi / 2
     """Smallest turn action, radians [-2.356]."""
-    num_acceleration_levels: int = 10
+    num_acceleration_levels: int = bounded(10, ge=0)
     """Acceleration actions evenly spaced in [min, max], plus index 0 (no change) [20]."""
-    num_turn_levels: int = 10
+    num_turn_levels: int = bounded(10, ge=0)
     """Turn actions evenly spaced in [min, max], plus index 0 (no turn) [20]."""
-    edge_hit_penalty: float = -0.0
+    edge_hit_penalty: float = bounded(-0.0, le=0)
     """Reward (<= 0) of an agent in the game in a step where it crossed the edge and was clipped [0.0]."""
     use_full_observation: bool = True
     """Full (all N-1 others, 7(N-1)+1 values) or partial (k nearest, 7k+1 values) observation [False]."""
-    num_other_agents_observed: int = 2
+    num_other_agents_observed: int = bounded(2, ge=0)
     """k: neighbours in the partial observation (1 <= k <= N; slots beyond the others left are 0) [10]."""
-    tagging_distance: float = 0.01
+    tagging_distance: float = bounded(0.01, ge=0, le=1)
     """A runner nearer than tagging_distance * L to a tagger is tagged (0 <= value <= 1) [0.02]."""
-    tag_reward_for_tagger: float = 1.0
+    tag_reward_for_tagger: float = bounded(1.0, ge=0)
     """Reward (>= 0) of a tagger per runner it tags [10.0]."""
-    step_penalty_for_tagger: float = -0.0
+    step_penalty_for_tagger: float = bounded(-0.0, le=0)
     """Reward (<= 0) of every tagger every step [0.0]."""
-    tag_penalty_for_runner: float = -1.0
+    tag_penalty_for_runner: float = bounded(-1.0, le=0)
     """Reward (<= 0) of a runner when tagged [-10.0]."""
-    step_reward_for_runner: float = 0.0
+    step_reward_for_runner: float = bounded(0.0, ge=0)
     """Reward (>= 0) of every runner in the game every step."""
-    end_of_game_reward_for_runner: float = 1.0
+    end_of_game_reward_for_runner: float = bounded(1.0, ge=0)
     """Reward (>= 0) at step T of every runner still in the game."""
     runner_exits_game_after_tagged: bool = True
     """A tagged runner leaves the game (freezes, gets no rewards); when none is left the episode ends."""
@@ -137,11 +140,11 @@ class TagContinuousConfig:
     """y of every agent at the identical start (N values in [0, L]); give both x and y or neither."""
     starting_directions: tuple[float, ...] | None = None
     """Direction of every agent at the identical start (N values, radians); default: drawn from ``seed``."""
-    seed: int = 0
+    seed: int = bounded(0, ge=0, lt=2**32)
     """Seed of the reference-style draw of the defaults above: ``np.random.seed(seed)``, then tagger ids,
     x = L*rand(N), y = L*rand(N), directions = choice([0, pi/2, pi, 3pi/2], N). Give it in the config
     (``TagContinuous({"seed": 7})``): the constructor's ``seed=`` keyword seeds the random starts."""
-    grid_cells_per_side: int | None = None
+    grid_cells_per_side: int | None = bounded(None, ge=1, le=1024)
     """Speed only, not semantics: the neighbour grid of partial observation. None: one cell (a scan of all
     agents in the game) below GRID_MIN_AGENTS agents, else about AGENTS_PER_CELL agents per cell, resized
     every step to the agents still in the game; G >= 1: always G x G cells."""
@@ -162,101 +165,42 @@ class TagContinuousConfig:
     def num_agents(self) -> int:
         return self.num_taggers + self.num_runners
 
-    def validate(self) -> None:
-        """Raise ``ValueError`` (or ``TypeError``) naming the first bad value and what was expected."""
-        for name in ("num_taggers", "num_runners", "episode_length", "num_acceleration_levels",
-                     "num_turn_levels", "num_other_agents_observed", "seed"):
-            _check_int(name, getattr(self, name))
-        for name in ("use_full_observation", "runner_exits_game_after_tagged", "separate_search_launch"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
-        for name in ("grid_length", "max_speed", "skill_level_runner", "skill_level_tagger", "max_acceleration",
-                     "min_acceleration", "max_turn", "min_turn", "edge_hit_penalty", "tagging_distance",
-                     "tag_reward_for_tagger", "step_penalty_for_tagger", "tag_penalty_for_runner",
-                     "step_reward_for_runner", "end_of_game_reward_for_runner"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-                raise TypeError(f"{name} must be a number, got {value!r}")
-            if not math.isfinite(value):
-                raise ValueError(f"{name} must be finite, got {value!r}")
+    def validate(self, path: str = "") -> None:
+        """The rules across fields (each field's own type and limits are declared above)."""
+        def fail(name: str, message: str) -> None:
+            raise ConfigError(join_path(path, name), message)
 
-        _require(self.num_taggers >= 1, "num_taggers must be >= 1", self.num_taggers)
-        _require(self.num_runners >= 1, "num_runners must be >= 1", self.num_runners)
-        _require(self.episode_length >= 1, "episode_length must be >= 1", self.episode_length)
-        _require(self.grid_length > 0, "grid_length must be > 0", self.grid_length)
-        _require(self.max_speed > 0, "max_speed must be > 0", self.max_speed)
-        _require(self.skill_level_runner >= 0, "skill_level_runner must be >= 0", self.skill_level_runner)
-        _require(self.skill_level_tagger >= 0, "skill_level_tagger must be >= 0", self.skill_level_tagger)
-        _require(self.min_acceleration <= self.max_acceleration,
-                 f"min_acceleration must be <= max_acceleration={self.max_acceleration}", self.min_acceleration)
-        _require(self.min_turn <= self.max_turn, f"min_turn must be <= max_turn={self.max_turn}", self.min_turn)
-        _require(self.num_acceleration_levels >= 0, "num_acceleration_levels must be >= 0",
-                 self.num_acceleration_levels)
-        _require(self.num_turn_levels >= 0, "num_turn_levels must be >= 0", self.num_turn_levels)
-        _require(self.edge_hit_penalty <= 0, "edge_hit_penalty must be <= 0", self.edge_hit_penalty)
-        _require(0 <= self.tagging_distance <= 1, "tagging_distance must be in [0, 1]", self.tagging_distance)
-        _require(self.tag_reward_for_tagger >= 0, "tag_reward_for_tagger must be >= 0", self.tag_reward_for_tagger)
-        _require(self.step_penalty_for_tagger <= 0, "step_penalty_for_tagger must be <= 0",
-                 self.step_penalty_for_tagger)
-        _require(self.tag_penalty_for_runner <= 0, "tag_penalty_for_runner must be <= 0",
-                 self.tag_penalty_for_runner)
-        _require(self.step_reward_for_runner >= 0, "step_reward_for_runner must be >= 0",
-                 self.step_reward_for_runner)
-        _require(self.end_of_game_reward_for_runner >= 0, "end_of_game_reward_for_runner must be >= 0",
-                 self.end_of_game_reward_for_runner)
-        _require(0 <= self.seed < 2**32, "seed must be in [0, 2**32) (NumPy's legacy seeding)", self.seed)
-
+        if self.min_acceleration > self.max_acceleration:
+            fail("min_acceleration", f"expected <= max_acceleration={self.max_acceleration}, got "
+                                     f"{self.min_acceleration}")
+        if self.min_turn > self.max_turn:
+            fail("min_turn", f"expected <= max_turn={self.max_turn}, got {self.min_turn}")
         n, k = self.num_agents, self.num_other_agents_observed
-        _require(k <= n, f"num_other_agents_observed must be <= the number of agents ({n})", k)
-        if not self.use_full_observation:
+        if k > n:
+            fail("num_other_agents_observed", f"expected <= the number of agents ({n}), got {k}")
+        if not self.use_full_observation and k < 1:
             # k = N is allowed (as in the reference): the last slot is then always zero padding
-            _require(k >= 1, "num_other_agents_observed must be >= 1 with partial observation", k)
-        if self.grid_cells_per_side is not None:
-            _check_int("grid_cells_per_side", self.grid_cells_per_side)
-            _require(1 <= self.grid_cells_per_side <= 1024, "grid_cells_per_side must be None or in [1, 1024]",
-                     self.grid_cells_per_side)
-
+            fail("num_other_agents_observed", f"expected >= 1 with partial observation, got {k}")
         if self.tagger_ids is not None:
-            ids = self._sequence("tagger_ids", self.tagger_ids, self.num_taggers, "num_taggers")
-            for i in ids:
-                _check_int("tagger_ids", i)
-                _require(0 <= i < n, f"tagger_ids must lie in [0, N={n})", i)
+            ids = self.tagger_ids
+            if len(ids) != self.num_taggers:
+                fail("tagger_ids", f"expected {self.num_taggers} values (num_taggers), got {len(ids)}")
+            if any(not 0 <= i < n for i in ids):
+                fail("tagger_ids", f"expected ids in [0, N={n}), got {list(ids)}")
             if len(set(ids)) != len(ids):
-                raise ValueError(f"tagger_ids must be distinct, got {list(ids)}")
+                fail("tagger_ids", f"expected distinct ids, got {list(ids)}")
         if (self.starting_location_x is None) != (self.starting_location_y is None):
-            raise ValueError("give both starting_location_x and starting_location_y, or neither")
+            fail("starting_location_y" if self.starting_location_y is None else "starting_location_x",
+                 "give both starting_location_x and starting_location_y, or neither")
         for name in ("starting_location_x", "starting_location_y", "starting_directions"):
             value = getattr(self, name)
             if value is None:
                 continue
-            entries = self._sequence(name, value, n, "N = num_taggers + num_runners")
-            try:
-                values = np.array(entries, dtype=np.float64)
-            except (TypeError, ValueError):
-                raise TypeError(f"{name} must be numbers, got {list(value)}") from None
-            if not np.all(np.isfinite(values)):
-                raise ValueError(f"{name} must be finite, got {list(value)}")
-            if name != "starting_directions" and not np.all((values >= 0) & (values <= self.grid_length)):
-                bad = values[(values < 0) | (values > self.grid_length)][0]
-                raise ValueError(f"{name} values must lie in [0, grid_length={self.grid_length}], got {bad}")
-
-    @staticmethod
-    def _sequence(name: str, value: Any, expected: int, what: str) -> tuple[Any, ...]:
-        if not isinstance(value, tuple):
-            raise TypeError(f"{name} must be a sequence of {expected} values, got {value!r}")
-        if len(value) != expected:
-            raise ValueError(f"{name} must have {expected} values ({what}), got {len(value)}")
-        return value
-
-
-def _check_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-
-
-def _require(ok: bool, message: str, value: Any) -> None:
-    if not ok:
-        raise ValueError(f"{message}, got {value!r}")
+            if len(value) != n:
+                fail(name, f"expected {n} values (N = num_taggers + num_runners), got {len(value)}")
+            if name != "starting_directions" and any(not 0 <= v <= self.grid_length for v in value):
+                bad = next(v for v in value if not 0 <= v <= self.grid_length)
+                fail(name, f"expected values in [0, grid_length={self.grid_length}], got {bad}")
 
 
 @dataclass(frozen=True)
@@ -656,19 +600,8 @@ class TagContinuous(Env):
         length = np.float32(c.grid_length)
         others = (self.observation_size() - 1) // 7
         return {
-            "num_taggers": c.num_taggers,
-            "num_runners": c.num_runners,
-            "grid_length": length,
-            "edge_hit_penalty": np.float32(c.edge_hit_penalty),
-            "step_penalty_for_tagger": np.float32(c.step_penalty_for_tagger),
-            "step_reward_for_runner": np.float32(c.step_reward_for_runner),
-            "tag_reward_for_tagger": np.float32(c.tag_reward_for_tagger),
-            "tag_penalty_for_runner": np.float32(c.tag_penalty_for_runner),
-            "end_of_game_reward_for_runner": np.float32(c.end_of_game_reward_for_runner),
             # float32(float32(d) * L): the reference's (tagging_distance * grid_length).astype(float32)
             "tag_distance": np.float32(np.float32(c.tagging_distance) * length),
-            "runner_exits_game_after_tagged": bool(c.runner_exits_game_after_tagged),
-            "use_full_observation": bool(c.use_full_observation),
             "obs_others": others,
             "inv_obs_others": np.float32(1.0 / max(others, 1)),
             "inv_position_scale": np.float32(1.0 / (float(length) * math.sqrt(2))),

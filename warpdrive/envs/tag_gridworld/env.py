@@ -1,5 +1,7 @@
 """Tag on a grid: taggers chase one runner over integer cells.
 
+Semantics in full: docs/envs/tag_gridworld.md.
+
 Semantics: the reference WarpDrive's Tag-gridworld (rl-warp-drive 2.7.1, CPU version), which
 ``tests/envs/test_tag_gridworld.py`` steps beside this env.
 Agents ``0 .. N-2`` are taggers, agent ``N-1`` is the runner. Positions are integers in ``[0, L]``.
@@ -26,6 +28,7 @@ from warpdrive.core.device import atomic_min, kernel_function
 from warpdrive.core.env import Env
 from warpdrive.core.random import randint
 from warpdrive.core.store import ArraySpec
+from warpdrive.core.typed import ConfigError, bounded, join_path
 
 # (dx, dy) of each action
 MOVES = np.array([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]], dtype=np.int32)
@@ -37,11 +40,11 @@ MAX_GRID_LENGTH = 32767
 class TagGridWorldConfig:
     """Parameters of Tag-gridworld (defaults: the reference's)."""
 
-    num_taggers: int = 10
+    num_taggers: int = bounded(10, ge=1)
     """Number of taggers; there is always one runner."""
-    grid_length: int = 10
+    grid_length: int = bounded(10, ge=2, le=MAX_GRID_LENGTH)
     """L: positions are integers in [0, L] on each axis."""
-    episode_length: int = 100
+    episode_length: int = bounded(100, ge=1)
     """T: the episode is truncated after T steps."""
     wall_hit_penalty: float = 0.1
     """Subtracted from an agent's reward when its move is clipped at the border."""
@@ -58,24 +61,21 @@ class TagGridWorldConfig:
     starting_location_y: tuple[int, ...] | None = None
     """Identical start: y of every agent (N values)."""
 
-    def validate(self) -> None:
-        if not isinstance(self.num_taggers, int) or self.num_taggers < 1:
-            raise ValueError(f"num_taggers must be an integer >= 1, got {self.num_taggers!r}")
-        if not isinstance(self.grid_length, int) or not 2 <= self.grid_length <= MAX_GRID_LENGTH:
-            raise ValueError(f"grid_length must be an integer in [2, {MAX_GRID_LENGTH}], got {self.grid_length!r}")
-        if not isinstance(self.episode_length, int) or self.episode_length < 1:
-            raise ValueError(f"episode_length must be an integer >= 1, got {self.episode_length!r}")
+    def validate(self, path: str = "") -> None:
         n = self.num_taggers + 1
         for name in ("starting_location_x", "starting_location_y"):
             value = getattr(self, name)
             if value is None:
                 continue
             if len(value) != n:
-                raise ValueError(f"{name} must have one value per agent ({n}), got {len(value)}")
+                raise ConfigError(join_path(path, name), f"expected one value per agent ({n}), got {len(value)}")
             if any(not (0 <= v <= self.grid_length) for v in value):
-                raise ValueError(f"{name} values must lie in [0, grid_length={self.grid_length}], got {list(value)}")
+                raise ConfigError(join_path(path, name), f"expected values in [0, grid_length={self.grid_length}], "
+                                                         f"got {list(value)}")
         if (self.starting_location_x is None) != (self.starting_location_y is None):
-            raise ValueError("give both starting_location_x and starting_location_y, or neither")
+            raise ConfigError(join_path(path, "starting_location_y" if self.starting_location_y is None
+                                        else "starting_location_x"),
+                              "give both starting_location_x and starting_location_y, or neither")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -225,17 +225,6 @@ class TagGridWorld(Env):
             ArraySpec("start_y", "global", torch.int32, "constant", (n,)),
             ArraySpec("moves", "global", torch.int32, "constant", MOVES.shape),
         ]
-
-    def kernel_params(self) -> dict[str, Any]:
-        c = self.config
-        return {
-            "grid_length": c.grid_length,
-            "wall_hit_penalty": c.wall_hit_penalty,
-            "tag_reward_for_tagger": c.tag_reward_for_tagger,
-            "tag_penalty_for_runner": c.tag_penalty_for_runner,
-            "step_cost_for_tagger": c.step_cost_for_tagger,
-            "use_full_observation": c.use_full_observation,
-        }
 
     def start_state(self) -> dict[str, np.ndarray]:
         c, n = self.config, self.num_agents

@@ -12,12 +12,12 @@ from typing import cast
 
 import torch
 
+from warpdrive.core.typed import bounded
 from warpdrive.training.algorithms.base import ActorCriticAlgorithm, register_algorithm
 from warpdrive.training.algorithms.ppo import explained_variance
 from warpdrive.training.returns import discounted_returns, gae
 from warpdrive.training.schedules import Schedule
 from warpdrive.training.storage import FlatBatch, RolloutStorage
-from warpdrive.training.typed import bounded
 
 __all__ = ["A2C", "A2CConfig"]
 

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from warpdrive.core.typed import bounded
 from warpdrive.training.models import ActorCritic, ModelSpec, build_model, critic_input
 from warpdrive.training.returns import next_state_values
 from warpdrive.training.schedules import Schedule
-from warpdrive.training.typed import bounded
 
 if TYPE_CHECKING:
     from warpdrive.training.distributed import Ranks
@@ -120,7 +120,7 @@ class Algorithm:
 
     @classmethod
     def check_batch(cls, config: Any, samples: int, path: str) -> None:
-        """Its batch rules: raise :class:`~warpdrive.training.typed.ConfigError` (under ``path``, its section's
+        """Its batch rules: raise :class:`~warpdrive.core.typed.ConfigError` (under ``path``, its section's
         key path) if an update from ``samples`` samples (T * E * the policy's agents) does not suit ``config``."""
 
     def __init__(self, spec: PolicySettings, obs_size: int, action_space: gym.spaces.Space, global_state_size: int,

@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from warpdrive.core.sampling import gaussian
+from warpdrive.core.typed import bounded
 from warpdrive.training.algorithms.base import Act, Algorithm, register_algorithm
 from warpdrive.training.models import DeterministicActorCritic
 from warpdrive.training.storage import ReplayBuffer, RolloutStorage
-from warpdrive.training.typed import bounded
 
 __all__ = ["DDPG", "DDPGConfig", "soft_update"]
 

@@ -12,11 +12,11 @@ from typing import Any, cast
 
 import torch
 
+from warpdrive.core.typed import ConfigError, bounded
 from warpdrive.training.algorithms.base import ActorCriticAlgorithm, register_algorithm
 from warpdrive.training.returns import gae
 from warpdrive.training.schedules import Schedule
 from warpdrive.training.storage import FlatBatch, RolloutStorage
-from warpdrive.training.typed import ConfigError, bounded
 
 __all__ = ["PPO", "PPOConfig", "clipped_surrogate", "explained_variance", "ppo_loss"]
 

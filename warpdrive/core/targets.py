@@ -1,0 +1,326 @@
+"""Where kernels run: the one object per backend that compiles launchers, makes array views, picks the stream
+and names the caches.
+
+Env logic never asks which target it is on (the primitives of :mod:`warpdrive.core.device` adapt inside Numba);
+everything around it that differs between the targets is a method of a :class:`KernelTarget`:
+
+==================  ================================  ===================================  ==========================
+backend             compiled with                     arrays passed as                     a program of N stages
+==================  ================================  ===================================  ==========================
+``cpu``             ``njit(parallel=True)``, prange   NumPy views of CPU tensors           one loop, stages in order
+``cuda``            ``cuda.jit``, exact arithmetic    ``cuda.as_cuda_array`` (zero copy)   N kernels on torch's stream
+``cudasim``         Numba's CUDA simulator            NumPy views of CPU tensors           N simulated kernels
+==================  ================================  ===================================  ==========================
+
+:func:`kernel_target` gives the target of a backend, :func:`tensor_target` the one for tensors on a device.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from functools import cache
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from numba import cuda, njit, prange
+
+from warpdrive.core.device import simulator_enabled
+
+if TYPE_CHECKING:
+    import torch
+
+    from warpdrive.core.compile import LaunchShape
+
+__all__ = ["Backend", "KernelTarget", "exact_cuda_arithmetic", "kernel_target", "tensor_target"]
+
+Backend = Literal["cpu", "cuda", "cudasim"]
+#: A function compiled by Numba (a dispatcher: untyped in Numba): called as ``f(...)`` when compiled with ``njit``,
+#: launched as ``f[grid, block](...)`` or ``f[grid, block, stream](...)`` when compiled with ``cuda.jit``.
+Dispatcher = Any
+#: threads per block of a :meth:`KernelTarget.loop`
+_LOOP_THREADS = 256
+
+
+def cache_name(name: str) -> str:
+    # Numba names a function's cache index after its __qualname__. Every launcher is the same closure,
+    # so each gets a name of its own: one index per env program, holding only that env's argument types.
+    return "launch_" + "".join(c if c.isalnum() else "_" for c in name)
+
+
+class KernelTarget:
+    """How kernels of one backend are compiled and launched (see the module docstring).
+
+    A *runner* (:mod:`warpdrive.core.compile`) is a kernel function ``run(env, lane, lanes, active, p, s)``;
+    a *loop body* is ``fn(i, args)``.
+    """
+
+    backend: Backend
+    #: the Numba compiler the env code goes through: the simulator runs the CUDA source
+    compiler: Literal["cpu", "cuda"]
+
+    def array(self, tensor: torch.Tensor) -> Any:
+        """A zero-copy view of ``tensor`` that this target's kernels accept."""
+        return tensor.detach().numpy()
+
+    def default_launch(self, num_agents: int, num_envs: int, max_registers: int | None) -> LaunchShape:
+        """The launch shape an env gets unless it is given one (see :func:`~warpdrive.core.compile.launch_shape`)."""
+        from warpdrive.core.compile import launch_shape
+
+        return launch_shape(num_agents, num_envs, max_registers=max_registers)
+
+    def program_launchers(self, stages: Sequence[Callable[..., Any]], fingerprint: str, name: str,
+                          max_registers: int | None = None) -> list[Dispatcher]:
+        """Launchers of a program's stages, in order (``fingerprint`` is baked into each for the disk cache)."""
+        raise NotImplementedError
+
+    def run_program(self, launchers: Sequence[Dispatcher], p: Any, s: Any, num_envs: int, shape: LaunchShape,
+                    exact: bool) -> None:
+        """Run every launcher over ``num_envs`` envs; ``shape`` maps envs onto threads on CUDA."""
+        raise NotImplementedError
+
+    def loop_launcher(self, fn: Callable[..., Any], fingerprint: str, name: str) -> Dispatcher:
+        """A launcher of ``fn(i, args)`` for every ``i`` in ``range(n)``."""
+        raise NotImplementedError
+
+    def run_loop(self, launcher: Dispatcher, n: int, args: tuple[Any, ...]) -> None:
+        raise NotImplementedError
+
+
+class CpuTarget(KernelTarget):
+    backend: Backend = "cpu"
+    compiler: Literal["cpu", "cuda"] = "cpu"
+
+    def program_launchers(self, stages: Sequence[Callable[..., Any]], fingerprint: str, name: str,
+                          max_registers: int | None = None) -> list[Dispatcher]:
+        from warpdrive.core.compile import sequence
+
+        _prefer_workqueue_threads()
+        program = sequence(*stages)  # launch boundaries matter only on CUDA: one loop runs the stages in order
+
+        def launch(p, s, num_envs, lanes):
+            version = fingerprint  # noqa: F841 - part of the cache key, see source_fingerprint
+            for env in prange(num_envs):
+                program(env, 0, 1, True, p, s)
+
+        launch.__qualname__ = cache_name(name)
+        return [njit(parallel=True, cache=True)(launch)]
+
+    def run_program(self, launchers: Sequence[Dispatcher], p: Any, s: Any, num_envs: int, shape: LaunchShape,
+                    exact: bool) -> None:
+        launchers[0](p, s, num_envs, 1)
+
+    def loop_launcher(self, fn: Callable[..., Any], fingerprint: str, name: str) -> Dispatcher:
+        _prefer_workqueue_threads()
+
+        def launch(n, args):
+            version = fingerprint  # noqa: F841 - part of the cache key, see source_fingerprint
+            for i in prange(n):
+                fn(i, args)
+
+        launch.__qualname__ = cache_name(name)
+        return njit(parallel=True, cache=True)(launch)
+
+    def run_loop(self, launcher: Dispatcher, n: int, args: tuple[Any, ...]) -> None:
+        launcher(n, args)
+
+
+class CudaTarget(KernelTarget):
+    backend: Backend = "cuda"
+    compiler: Literal["cpu", "cuda"] = "cuda"
+
+    def array(self, tensor: torch.Tensor) -> Any:
+        return cuda.as_cuda_array(tensor.detach(), sync=False)
+
+    def program_launchers(self, stages: Sequence[Callable[..., Any]], fingerprint: str, name: str,
+                          max_registers: int | None = None) -> list[Dispatcher]:
+        return [self._launcher(stage, fingerprint, name if len(stages) == 1 else f"{name}.{i}", max_registers)
+                for i, stage in enumerate(stages)]
+
+    def _launcher(self, runner: Callable[..., Any], fingerprint: str, name: str,
+                  max_registers: int | None) -> Dispatcher:
+        _numpy_compatibility()
+        launch = _cuda_launch_function(runner, fingerprint)
+        if max_registers is None:
+            launch.__qualname__ = cache_name(name)
+            return cuda.jit(cache=True)(launch)
+        launch.__qualname__ = cache_name(f"{name}.r{max_registers}")
+        return cuda.jit(cache=True, max_registers=max_registers)(launch)
+
+    def run_program(self, launchers: Sequence[Dispatcher], p: Any, s: Any, num_envs: int, shape: LaunchShape,
+                    exact: bool) -> None:
+        grid, block = shape.grid(num_envs), shape.block
+        stream = torch_current_stream()
+        # (the first call compiles; the context costs about a microsecond on later calls)
+        with exact_cuda_arithmetic() if exact else nullcontext():
+            for launch in launchers:
+                launch[grid, block, stream](p, s, num_envs, shape.lanes)
+
+    def loop_launcher(self, fn: Callable[..., Any], fingerprint: str, name: str) -> Dispatcher:
+        _numpy_compatibility()
+
+        def launch(n, args):
+            version = fingerprint  # noqa: F841 - part of the cache key, see source_fingerprint
+            i = cuda.grid(1)
+            if i < n:
+                fn(i, args)
+
+        launch.__qualname__ = cache_name(name)
+        return cuda.jit(cache=True)(launch)
+
+    def run_loop(self, launcher: Dispatcher, n: int, args: tuple[Any, ...]) -> None:
+        blocks = -(-n // _LOOP_THREADS)
+        with exact_cuda_arithmetic():
+            launcher[blocks, _LOOP_THREADS, torch_current_stream()](n, args)
+
+    def ptx(self, runner: Callable[..., Any], fingerprint: str, name: str, argument_types: tuple[Any, ...],
+            compute_capability: tuple[int, int] = (9, 0), exact: bool = True) -> str:
+        """The PTX of a runner's launcher for the given Numba argument types, compiled without a GPU."""
+        from numba.cuda import dispatcher
+
+        _numpy_compatibility()
+        launch = _cuda_launch_function(runner, fingerprint)
+        launch.__qualname__ = cache_name(name)
+        # device functions ask the current device for its compute capability; there may be none here
+        original = dispatcher.get_current_device
+        dispatcher.get_current_device = lambda: SimpleNamespace(compute_capability=compute_capability)
+        try:
+            with exact_cuda_arithmetic() if exact else nullcontext():
+                ptx, _ = cuda.compile_ptx(launch, argument_types, cc=compute_capability)
+        finally:
+            dispatcher.get_current_device = original
+        return ptx
+
+
+class SimulatorTarget(CudaTarget):
+    """The CUDA source run by Numba's simulator on CPU tensors: every thread a Python thread (tiny sizes only)."""
+
+    backend: Backend = "cudasim"
+
+    def array(self, tensor: torch.Tensor) -> Any:
+        return tensor.detach().numpy()
+
+    def default_launch(self, num_agents: int, num_envs: int, max_registers: int | None) -> LaunchShape:
+        from warpdrive.core.compile import launch_shape
+
+        return launch_shape(num_agents, max_lanes=8, block_threads=16)  # each thread a Python thread: small blocks
+
+    def _launcher(self, runner: Callable[..., Any], fingerprint: str, name: str,
+                  max_registers: int | None) -> Dispatcher:
+        launch = _cuda_launch_function(runner, fingerprint)  # (no registers to cap, nothing cached)
+        launch.__qualname__ = cache_name(name)
+        return cuda.jit(launch)
+
+    def run_program(self, launchers: Sequence[Dispatcher], p: Any, s: Any, num_envs: int, shape: LaunchShape,
+                    exact: bool) -> None:
+        for launch in launchers:
+            launch[shape.grid(num_envs), shape.block](p, s, num_envs, shape.lanes)
+
+
+def _cuda_launch_function(runner: Callable[..., Any], fingerprint: str) -> Callable[..., Any]:
+    def launch(p, s, num_envs, lanes):
+        version = fingerprint  # noqa: F841 - part of the cache key, see source_fingerprint
+        group = cuda.threadIdx.x // lanes
+        lane = cuda.threadIdx.x - group * lanes
+        env = cuda.blockIdx.x * (cuda.blockDim.x // lanes) + group
+        active = env < num_envs
+        if not active:
+            env = num_envs - 1  # padding threads read a valid env and write nothing
+        runner(env, lane, lanes, active, p, s)
+
+    return launch
+
+
+@cache
+def kernel_target(backend: Backend) -> KernelTarget:
+    """The target of an env backend (one object per backend)."""
+    if backend == "cpu":
+        return CpuTarget()
+    if backend == "cuda":
+        return CudaTarget()
+    if backend == "cudasim":
+        return SimulatorTarget()
+    raise ValueError(f"backend must be 'cpu', 'cuda' or 'cudasim', got {backend!r}")
+
+
+def tensor_target(device: torch.device) -> KernelTarget:
+    """The target for work on tensors of ``device``: CUDA on a real GPU, else the CPU (also under the simulator,
+    whose tensors are CPU tensors)."""
+    return kernel_target("cuda" if device.type == "cuda" and not simulator_enabled() else "cpu")
+
+
+@contextmanager
+def exact_cuda_arithmetic() -> Iterator[None]:
+    """CUDA compilations inside this block round every float product and sum on its own, as the CPU does.
+
+    NVVM contracts ``a * b + c`` into one fused multiply-add by default, which rounds once instead of twice:
+    CPU and GPU results then part by an ulp, and in a simulation such differences grow. numba-cuda (0.30)
+    has no public switch for it (``fastmath=False`` does not clear it; upstream: NVIDIA/numba-cuda#118).
+    It clears contraction for the compilations made here, on both of the routes by which code reaches the
+    GPU: NVVM gets ``-fma=0`` (PTX ``add.rn``/``mul.rn``, which ptxas never fuses), and the linker is given
+    that PTX rather than NVVM's LTO-IR. numba-cuda links LTO-IR with nvJitLink whenever nvJitLink is
+    present (even for ``lto=False`` kernels, seen with 0.30.4), and nvJitLink then generates the code again
+    with its own default, which contracts (seen on an H200: CPU and GPU parted after one step although the
+    PTX had no fma; its ``-fma`` option cannot be passed through cuda.core, which spells it ``-fma=false``).
+    An explicit :func:`~warpdrive.core.device.fma` still fuses. ``tests/core/test_exact.py`` checks the PTX
+    and that both hooks exist, so a numba-cuda that changes them fails there, not silently;
+    ``benchmarks/gpu_check.py`` checks the results on a GPU.
+    """
+    from numba.cuda.cudadrv import driver, nvvm
+
+    compile_ir, linker = nvvm.compile_ir, driver._Linker
+
+    def compile_ir_without_contraction(llvmir: Any, **options: Any) -> Any:
+        options["fma"] = False
+        return compile_ir(llvmir, **options)
+
+    def linker_of_ptx(*args: Any, **options: Any) -> Any:
+        options["lto"] = False
+        return linker(*args, **options)
+
+    nvvm.compile_ir, driver._Linker = compile_ir_without_contraction, linker_of_ptx
+    try:
+        yield
+    finally:
+        nvvm.compile_ir, driver._Linker = compile_ir, linker
+
+
+_external_streams: dict[int, Any] = {}
+
+
+def torch_current_stream() -> Any:
+    """torch's current CUDA stream as a Numba stream: launching there orders Numba kernels with torch ops
+    and lets ``torch.cuda.graph`` capture them (it switches to a side stream while capturing)."""
+    import torch
+
+    handle = torch.cuda.current_stream().cuda_stream
+    stream = _external_streams.get(handle)
+    if stream is None:
+        stream = _external_streams[handle] = cuda.external_stream(handle)
+    return stream
+
+
+def _numpy_compatibility() -> None:
+    """numba-cuda 0.30's CUDA typing registers ``np.row_stack``, which NumPy 2.5 removed (the same function as
+    ``np.vstack``): give it back before the first CUDA compilation, not at import."""
+    if not hasattr(np, "row_stack"):
+        np.row_stack = np.vstack
+
+
+def _prefer_workqueue_threads() -> None:
+    """Run CPU kernels on Numba's ``workqueue`` threads unless the user chose a threading layer.
+
+    Numba's default layer on Linux is OpenMP, whose workers spin after every parallel region. When the
+    cores are shared (PyTorch's threads, other processes), a spinning worker that gets preempted stalls
+    the next env step by a whole time slice: on two busy cores a Tag-gridworld step took 8 ms with OpenMP
+    and 0.2 ms with workqueue. ``OMP_WAIT_POLICY`` cannot fix it from here: PyTorch has usually loaded
+    the same OpenMP runtime already, and it reads the variable only once. The layer is read when the first
+    parallel kernel runs, so this must happen before that.
+    """
+    import numba
+
+    # (numba's stubs omit its settings, which it reads from the environment at import)
+    if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":  # type: ignore[attr-defined]
+        numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
