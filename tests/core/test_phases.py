@@ -248,3 +248,14 @@ def test_phase_rejects_non_functions() -> None:
         per_agent()
     with pytest.raises(TypeError, match="must be a kernel_function"):
         per_env(3)
+
+
+class _EnvWithAnEmptyConstant(ToyEnv):
+    def state_arrays(self) -> list[ArraySpec]:
+        return [*super().state_arrays(), ArraySpec("table", "global", torch.float32, "constant", (3,))]
+
+
+def test_a_constant_without_values_is_an_error_at_construction() -> None:
+    with pytest.raises(ValueError, match=r"constant array\(s\) \['table'\] have no values: return them from "
+                                         r"start_state\(\)"):
+        _EnvWithAnEmptyConstant(num_envs=2, backend="cpu")

@@ -702,14 +702,22 @@ class Env:
     def _action_space_constants(self) -> dict[str, np.ndarray]:
         space, heads = self.single_action_space(), self.action_heads()
         choices = discrete_choices(space)
-        if choices is not None:
-            return {"action_choices": np.asarray(choices, np.int32)}
+        zeros = np.zeros(heads, np.float32)
+        if choices is not None:  # (the other kind's arrays are zero, explicitly)
+            return {"action_choices": np.asarray(choices, np.int32), "action_low": zeros, "action_high": zeros}
         assert isinstance(space, gym.spaces.Box)  # discrete_choices raises for other spaces
-        return {"action_low": np.asarray(space.low, np.float32).reshape(heads),
+        return {"action_choices": np.zeros(heads, np.int32),
+                "action_low": np.asarray(space.low, np.float32).reshape(heads),
                 "action_high": np.asarray(space.high, np.float32).reshape(heads)}
 
     def _load_start_state(self) -> None:
-        for name, value in {**self._action_space_constants(), **self.start_state()}.items():
+        values = {**self._action_space_constants(), **self.start_state()}
+        # a constant left at zero would pass every check and silently mean "all zeros"
+        missing = [name for name in self.store.names("constant") if name not in values]
+        if missing:
+            raise ValueError(f"{type(self).__name__}: constant array(s) {missing} have no values: return them from "
+                             f"start_state() (e.g. {{{missing[0]!r}: ...}})")
+        for name, value in values.items():
             target = self.store[name]
             array = torch.as_tensor(np.asarray(value), dtype=target.dtype)
             if tuple(array.shape) != tuple(target.shape):
