@@ -175,3 +175,34 @@ def test_explained_variance() -> None:
     assert explained_variance(target, target).item() == pytest.approx(1.0)
     assert explained_variance(torch.zeros(100) + target.mean(), target).item() == pytest.approx(0.0, abs=1e-6)
     assert torch.isnan(explained_variance(torch.zeros(4), torch.ones(4)))
+
+
+def _readme_algorithm_rows() -> dict[str, list[str]]:
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    section = text.split("## Algorithms", 1)[1].split("\n## ", 1)[0]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("| `")]
+    return {row[0].strip("`"): row for row in rows}
+
+
+def test_the_readme_table_of_algorithms_says_what_each_declares() -> None:
+    """One row per registered algorithm, its columns what the class declares, its example a config that loads."""
+    import shlex
+
+    from warpdrive.training.config import load_config
+
+    rows = _readme_algorithm_rows()
+    assert sorted(rows) == sorted(ALGORITHMS)
+    for name, (_, actions, learns, critic, example) in rows.items():
+        cls = ALGORITHMS[name]
+        kinds = [kind for kind, yes in (("discrete", cls.discrete), ("continuous", cls.continuous)) if yes]
+        assert actions == " and ".join(kinds), name
+        assert learns == ("(not trained)" if not cls.trainable else
+                          "on-policy rollouts" if cls.on_policy else "off-policy replay"), name
+        assert critic == ("-" if not cls.trainable else "yes" if cls.global_critic else "no"), name
+        words = shlex.split(example.strip("`"))
+        assert words[:2] == ["warpdrive", "train"], example
+        config = load_config(words[2], words[3:])
+        assert name in {policy.algorithm for policy in config.policies.values()}, example
