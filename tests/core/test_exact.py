@@ -12,7 +12,7 @@ import numpy as np
 from numba import cuda, njit  # cuda at module level: the simulator swaps it in the kernel's globals
 
 from warpdrive.core.device import simulator_enabled
-from warpdrive.core.exactmath import fmod32, fmod64, mod32, mod64, sincos32
+from warpdrive.core.exactmath import exp32, fmod32, fmod64, log1p32, log32, mod32, mod64, sincos32
 from warpdrive.core.targets import exact_cuda_arithmetic
 
 
@@ -145,3 +145,58 @@ def test_fmod_and_mod_are_exact_and_follow_c_and_numpy() -> None:
             nan = np.isnan(want)
             assert np.array_equal(np.isnan(got), nan)
             assert np.array_equal(got[~nan].view(bits), want[~nan].view(bits)), dtype
+
+
+def _ulps(got: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    """Errors in units of the float32 spacing at the exact value (where that is a normal, finite float32)."""
+    exact32 = exact.astype(np.float32)
+    normal = np.isfinite(exact32) & (np.abs(exact32) >= np.finfo(np.float32).tiny)
+    return np.abs(got[normal] - exact[normal]) / np.spacing(np.abs(exact32[normal]))
+
+
+def test_exp32_log32_log1p32_are_accurate_and_handle_the_edges() -> None:
+    @njit
+    def run(xs, exps, logs, log1ps):
+        for i in range(xs.size):
+            exps[i] = exp32(xs[i])
+            logs[i] = log32(abs(xs[i]))
+            log1ps[i] = log1p32(abs(xs[i]))
+
+    rng = np.random.default_rng(0)
+    xs = np.concatenate([rng.uniform(-110, 90, 200_000), rng.uniform(-1, 1, 200_000),
+                         10.0 ** rng.uniform(-44, 38, 100_000)]).astype(np.float32)
+    exps, logs, log1ps = np.empty_like(xs), np.empty_like(xs), np.empty_like(xs)
+    run(xs, exps, logs, log1ps)
+    wide = xs.astype(np.float64)
+    with np.errstate(over="ignore", divide="ignore"):
+        assert _ulps(exps, np.exp(wide)).max() <= 1.0
+        assert _ulps(logs, np.log(np.abs(wide))).max() <= 1.0
+    assert _ulps(log1ps, np.log1p(np.abs(wide))).max() <= 2.5
+    edges = np.float32([0.0, -0.0, 88.8, -104.0, np.inf, -np.inf, np.nan, 1e-45])
+    out = np.empty_like(edges), np.empty_like(edges), np.empty_like(edges)
+    run(edges, *out)
+    np.testing.assert_array_equal(out[0], np.float32([1, 1, np.inf, 0, np.inf, 0, np.nan, 1]))
+    np.testing.assert_array_equal(out[1], np.float32([-np.inf, -np.inf, np.log(np.float64(88.8)).astype(np.float32),
+                                                      np.log(104.0).astype(np.float32), np.inf, np.inf, np.nan,
+                                                      np.log(np.float64(np.float32(1e-45))).astype(np.float32)]))
+    assert out[2][0] == 0.0 and out[2][4] == np.inf and out[2][7] == np.float32(1e-45)
+
+
+def test_exp32_and_log1p32_on_the_cuda_target_equal_the_cpu() -> None:
+    @cuda.jit
+    def kernel(xs, out):
+        i = cuda.grid(1)
+        if i < xs.size:
+            out[i] = log1p32(exp32(xs[i]))
+
+    @njit
+    def on_cpu(xs, out):
+        for i in range(xs.size):
+            out[i] = log1p32(exp32(xs[i]))
+
+    xs = np.random.default_rng(2).uniform(-30, 30, 64).astype(np.float32)
+    expected, got = np.empty_like(xs), np.empty_like(xs)
+    on_cpu(xs, expected)
+    with nullcontext() if simulator_enabled() else exact_cuda_arithmetic():
+        kernel[2, 32](xs, got)
+    np.testing.assert_array_equal(got, expected)

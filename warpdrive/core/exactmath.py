@@ -1,4 +1,5 @@
-"""Float functions that give the same bits on the CPU and the GPU: ``sin``/``cos`` (float32) and ``fmod``/``mod``.
+"""Float functions that give the same bits on the CPU and the GPU: ``sin``/``cos``, ``exp``, ``log`` and ``log1p``
+(float32), and ``fmod``/``mod``.
 
 Kernels are compiled so that ``+``, ``-``, ``*``, ``/`` and ``sqrt`` round alike on both targets (see
 :mod:`warpdrive.core.compile`). Two common operations do not:
@@ -17,16 +18,20 @@ the same bits everywhere, within 2**-23 of the exact value (and 2 ulp where the 
 
 The method is Cephes' ``sinf``/``cosf`` (S. L. Moshier): reduce by multiples of pi/4 with pi/4 split into
 three parts (Cody-Waite), then a degree-7 odd polynomial for sin and a degree-8 even one for cos on
-[-pi/4, pi/4].
+[-pi/4, pi/4]. ``exp``, ``log`` and ``log1p`` (``math.exp`` and friends differ between the targets in the same
+way) follow Cephes' ``expf`` and ``logf``: a Cody-Waite reduction by ln 2 and a polynomial, the power of two
+applied through the float's bits (exact); within a few ulp of the exact values.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from warpdrive.core.device import bits_double, bits_float, double_bits, float_bits, kernel_function
 
-__all__ = ["cos32", "fmod32", "fmod64", "mod32", "mod64", "sin32", "sincos32"]
+__all__ = ["cos32", "exp32", "fmod32", "fmod64", "log1p32", "log32", "mod32", "mod64", "sin32", "sincos32"]
 
 _FOUR_OVER_PI = np.float32(1.27323954473516)
 # pi/4 = _PI4_A + _PI4_B + _PI4_C; the first two have few significant bits, so y * _PI4_A and y * _PI4_B are
@@ -80,6 +85,100 @@ def sin32(x):
 def cos32(x):
     """``cos x`` in float32, the same bits on every target (see :func:`sincos32`)."""
     return sincos32(x)[1]
+
+
+# --------------------------------------------------------------------------------------------------
+# exp, log, log1p (Cephes' expf and logf)
+
+_LOG2E = np.float32(1.44269504088896341)
+_LN2_HI = np.float32(0.693359375)  # ln 2 = _LN2_HI + _LN2_LO; z * _LN2_HI is exact for the z used here
+_LN2_LO = np.float32(-2.12194440e-4)
+_EXP_MAX = np.float32(88.72283905206835)  # above: inf
+_EXP_MIN = np.float32(-103.972084045410)  # below: 0 (the smallest subnormal is about e**-103.28)
+_EXP_P = (np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8.3334519073e-3),
+          np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1))
+_LOG_P = (np.float32(7.0376836292e-2), np.float32(-1.1514610310e-1), np.float32(1.1676998740e-1),
+          np.float32(-1.2420140846e-1), np.float32(1.4249322787e-1), np.float32(-1.6668057665e-1),
+          np.float32(2.0000714765e-1), np.float32(-2.4999993993e-1), np.float32(3.3333331174e-1))
+_SQRT_HALF = np.float32(0.707106781186547524)
+_INF32 = np.float32(np.inf)
+_ZERO32 = np.float32(0.0)
+
+
+@kernel_function
+def _power_of_two(n):
+    """``2**n`` as a float32, for ``-126 <= n <= 127`` (exact: built from its bits)."""
+    return bits_float(np.uint32((n + 127) << 23))
+
+
+@kernel_function
+def exp32(x):
+    """``e**x`` of a float32 ``x``, the same bits on every target (NaN gives NaN)."""
+    if x != x:
+        return x
+    if x > _EXP_MAX:
+        return _INF32
+    if x < _EXP_MIN:
+        return _ZERO32
+    n = math.floor(_LOG2E * x + _HALF)
+    z = np.float32(n)
+    r = (x - z * _LN2_HI) - z * _LN2_LO
+    r2 = r * r
+    p = _EXP_P[0] * r + _EXP_P[1]
+    p = p * r + _EXP_P[2]
+    p = p * r + _EXP_P[3]
+    p = p * r + _EXP_P[4]
+    p = p * r + _EXP_P[5]
+    y = p * r2 + r + _ONE
+    # y * 2**n, in two exact scalings where 2**n is not a normal float32
+    if n > 127:
+        y = y * _power_of_two(127)
+        n -= 127
+    elif n < -126:
+        y = y * _power_of_two(-126)
+        n += 126
+    return y * _power_of_two(n)
+
+
+@kernel_function
+def log32(x):
+    """``ln x`` of a float32 ``x``, the same bits on every target (``x <= 0`` gives -inf or NaN; subnormal ``x``
+    are scaled into the normal range first)."""
+    if x != x or x == _INF32:
+        return x
+    if x <= _ZERO32:
+        return -_INF32 if x == _ZERO32 else np.float32(np.nan)
+    scale = 0
+    if x < _power_of_two(-126):  # subnormal: bring it into the normal range (exact)
+        x = x * _power_of_two(25)
+        scale = -25
+    bits = float_bits(x)
+    e = int((bits >> np.uint32(23)) & np.uint32(0xFF)) - 126 + scale
+    m = bits_float(np.uint32((bits & np.uint32(0x807FFFFF)) | np.uint32(0x3F000000)))  # in [0.5, 1)
+    if m < _SQRT_HALF:
+        e -= 1
+        m = m + m - _ONE
+    else:
+        m = m - _ONE
+    z = m * m
+    y = _LOG_P[0] * m + _LOG_P[1]
+    for i in range(2, 9):
+        y = y * m + _LOG_P[i]
+    y = y * m * z
+    fe = np.float32(e)
+    y = y + _LN2_LO * fe
+    y = y - _HALF * z
+    return (m + y) + _LN2_HI * fe
+
+
+@kernel_function
+def log1p32(x):
+    """``ln(1 + x)`` of a float32 ``x > -1``, accurate for small ``x`` too, the same bits on every target."""
+    u = _ONE + x
+    if u == _ONE or u == _INF32:  # noqa: SIM109 - two comparisons, not a tuple, in compiled code
+        return x
+    # log(u) * x / (u - 1) corrects for the rounding of 1 + x (Goldberg's method)
+    return log32(u) * (x / (u - _ONE))
 
 
 # --------------------------------------------------------------------------------------------------
