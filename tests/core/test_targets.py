@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from warpdrive.core.compile import LaunchShape
-from warpdrive.core.device import simulator_enabled
 from warpdrive.core.targets import CpuTarget, CudaTarget, SimulatorTarget, kernel_target, tensor_target
 from warpdrive.envs import make
 
@@ -37,7 +36,8 @@ def test_the_simulator_gets_small_blocks_and_arrays_stay_zero_copy() -> None:
     assert tensor[1] == 2.0
 
 
-@pytest.mark.skipif(not simulator_enabled(), reason="the simulator backend needs NUMBA_ENABLE_CUDASIM=1")
-def test_an_env_holds_the_target_of_its_backend() -> None:
-    env = make("tag_gridworld", num_envs=2, device="cpu", backend="cudasim")
-    assert env.target is kernel_target("cudasim")
+def test_an_env_holds_the_target_of_its_backend(gpu_backend: str) -> None:
+    assert make("tag_gridworld", num_envs=2, device="cpu").target is kernel_target("cpu")
+    device = "cpu" if gpu_backend == "cudasim" else "cuda"
+    env = make("tag_gridworld", num_envs=2, device=device, backend=gpu_backend)
+    assert env.target is kernel_target(gpu_backend)  # type: ignore[arg-type]
