@@ -125,6 +125,7 @@ def _split_config(config: str | None, overrides: list[str]) -> tuple[str | None,
 
 
 def _train(args: argparse.Namespace) -> int:
+    from warpdrive.core.env import InvalidActionError
     from warpdrive.training.checkpoint import load_checkpoint
     from warpdrive.training.config import ConfigError, load_config
     from warpdrive.training.guard import NonFiniteError
@@ -146,7 +147,7 @@ def _train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         result = train(config, resume=resume)
-    except NonFiniteError as err:  # the run diverged: status 1 (2 is for bad input)
+    except (NonFiniteError, InvalidActionError) as err:  # the run diverged: status 1 (2 is for bad input)
         print(f"warpdrive train: error: {err}", file=sys.stderr)
         return 1
     seconds = time.perf_counter() - start

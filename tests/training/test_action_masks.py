@@ -13,6 +13,7 @@ import torch
 from warpdrive import ArraySpec, Env, kernel_function
 from warpdrive.core.compile import per_agent
 from warpdrive.core.device import cuda_available
+from warpdrive.core.env import InvalidActionError
 from warpdrive.core.sampling import check_mask_allows_some
 from warpdrive.envs import REGISTRY, register
 from warpdrive.training.config import load_config
@@ -97,6 +98,16 @@ def test_sampling_draws_only_allowed_actions_and_validation_rejects_the_others()
     bad = torch.zeros(64, 2, 2, dtype=torch.int32)  # head 0 choice 0 is allowed at t=0, head 1 choice 0 not for agent 1
     with pytest.raises(ValueError, match=r"actions\[0, 1, 1\] = 0 is masked out"):
         env.step(bad)
+
+
+def test_the_step_kernel_names_a_masked_out_action_and_takes_a_safe_one() -> None:
+    env = MaskedChoice(num_envs=2, backend="cpu", validate=False)
+    env.reset(seed=0)
+    actions = env.sample_actions(torch.Generator().manual_seed(0)).clone()
+    actions[1, 1, 1] = 2  # agent 1 may take only 1 or 3 on head 1
+    with pytest.raises(InvalidActionError, match=r"actions\[1, 1, 1\] = 2, expected .*allowed by env.action_mask"):
+        env.step(actions)
+    assert env.actions[1, 1, 1] == 0 and int(env.store["t"][1]) == 1  # the step ran with a safe action
 
 
 def test_random_steps_draw_only_allowed_actions() -> None:

@@ -40,7 +40,7 @@ from numba.core.errors import TypingError
 
 from warpdrive.core.checker import check_consistency
 from warpdrive.core.device import FMA_PTX_MARKER, cuda_available, simulator_enabled
-from warpdrive.core.env import Env
+from warpdrive.core.env import Env, InvalidActionError
 from warpdrive.core.errors import typing_error_summary
 from warpdrive.core.sampling import discrete_choices
 
@@ -179,9 +179,39 @@ def check_actions(cls: type[Env], kwargs: dict[str, Any], steps: int | None = No
                 env.step(wide)
         if int(env.store["t"].max()) != 0:
             raise _Failed("a refused action stepped the env")
-        return "wrong shape, wrong dtype and out-of-range actions refused by index; the env did not step"
+        _check_actions_in_kernel(cls, kwargs, where)
+        return ("wrong shape, wrong dtype and out-of-range actions refused by index; the env did not step; without "
+                "the host check, the step kernel took a safe action and the error named the bad one")
 
     return [_run("actions", run)]
+
+
+def _check_actions_in_kernel(cls: type[Env], kwargs: dict[str, Any], where: tuple[int, int, int]) -> None:
+    """Without the host check (``validate=False``, the GPU's default), the step kernel's own check
+    (``check_actions``) must replace each bad action by a safe one and name it."""
+    env = cls(**{**kwargs, "num_envs": 2}, backend="cpu", validate=False)
+    env.reset(seed=0)
+    generator = torch.Generator().manual_seed(1)
+    name = f"actions[{where[0]}, {where[1]}, {where[2]}]"
+    space = env.single_action_space()
+    values = _out_of_range(space, where[2])
+    if not isinstance(space, gym.spaces.Box):
+        values += [float(2**31 - 1), -float(2**31)]  # the ends of int32: never read past the env's tables
+    for value in values:
+        bad = env.sample_actions(generator).clone()  # (valid now, also where an action mask changes each step)
+        bad[where] = value
+        t = env.store["t"].clone()
+        with _expect(InvalidActionError, name, what=f"action {value} with validate=False"):
+            env.step(bad)
+        if not bool(((env.store["t"] == t + 1) | env.store["done"]).all()):
+            raise _Failed(f"with validate=False, the step with action {value} did not run (the kernel takes a safe "
+                          f"action)")
+    if env.action_dtype() != torch.float32:
+        wide = env.sample_actions(generator).to(torch.int64)
+        wide[where] = 2**32 + 1  # would wrap to the valid index 1 in the int32 buffer
+        with _expect(InvalidActionError, name, "beyond int32", what="int64 action 2**32 + 1 with validate=False"):
+            env.step(wide)
+    env.step(env.sample_actions(generator))  # the records were cleared: valid actions pass
 
 
 def _rollout(cls: type[Env], kwargs: dict[str, Any], seed: int, steps: int) -> list[tuple[str, torch.Tensor]]:

@@ -46,7 +46,7 @@ from warpdrive.core.compile import (
     source_fingerprint,
     split_at_launches,
 )
-from warpdrive.core.device import cuda_available, kernel_function, simulator_enabled
+from warpdrive.core.device import atomic_max, cuda_available, float_bits, kernel_function, simulator_enabled
 from warpdrive.core.random import randint, uniform
 from warpdrive.core.sampling import discrete_choices, uniform_actions
 from warpdrive.core.store import ArraySpec, DataStore, kernel_tuple_type
@@ -145,6 +145,50 @@ def _draw_box_actions(env, agent, p, s):
         s.actions[env, agent, head] = min(low + (s.action_high[head] - low) * u, s.action_high[head])
 
 
+# ---- the step kernel's action check (p.check_actions): an invalid action is replaced by a safe one and the first
+# of each env recorded in s.action_fault[env] as ((A * H - (agent * H + head)) << 32) | (the value's 32 bits):
+# atomic_max keeps the lowest (agent, head) with its value; 0 means none.
+
+
+@kernel_function
+def _record_action_fault(env, agent, head, bits, p, s):
+    heads = s.actions.shape[2]
+    rank = np.int64(p.num_agents) * heads - (np.int64(agent) * heads + head)
+    atomic_max(s.action_fault, env, (rank << np.int64(32)) | np.int64(bits))
+
+
+@kernel_function
+def _check_discrete_actions(env, agent, p, s):
+    for head in range(s.actions.shape[2]):
+        a = s.actions[env, agent, head]
+        if a < 0 or a >= s.action_choices[head]:
+            _record_action_fault(env, agent, head, np.uint32(a), p, s)
+            s.actions[env, agent, head] = 0
+
+
+@kernel_function
+def _check_masked_actions(env, agent, p, s):
+    start = 0
+    for head in range(s.actions.shape[2]):
+        a = s.actions[env, agent, head]
+        n = s.action_choices[head]
+        if a < 0 or a >= n or not s.action_mask[env, agent, start + a]:
+            _record_action_fault(env, agent, head, np.uint32(a), p, s)
+            s.actions[env, agent, head] = 0
+        start += n
+
+
+@kernel_function
+def _check_box_actions(env, agent, p, s):
+    for head in range(s.actions.shape[2]):
+        a = s.actions[env, agent, head]
+        low = s.action_low[head]
+        high = s.action_high[head]
+        if not (low <= a <= high):  # NaN fails both comparisons
+            _record_action_fault(env, agent, head, float_bits(a), p, s)
+            s.actions[env, agent, head] = min(max(np.float32(0.0), low), high)
+
+
 @kernel_function
 def _clear_return(env, agent, p, s):
     s.episode_return[env, agent] = 0.0
@@ -158,11 +202,15 @@ def _begin_episode(env, p, s):
         s.metrics[env, j] = 0.0
 
 
-def _when_drawing_actions(draw: Any) -> Any:
+def _draw_or_check_actions(draw: Any, check: Any) -> Any:
+    """Random actions drawn (``random_step``), or the given ones checked (``p.check_actions``)."""
+
     @kernel_function
     def run(env, agent, p, s):
         if p.draw_actions:
             draw(env, agent, p, s)
+        elif p.check_actions:
+            check(env, agent, p, s)
 
     return run
 
@@ -236,6 +284,10 @@ def _check_tensor(name: str, value: Any, shape: tuple[int, ...], dtypes: tuple[t
     return value
 
 
+class InvalidActionError(ValueError):
+    """An action outside the env's action space reached a step (see ``Env.check_actions``)."""
+
+
 class Env:
     """A batch of ``num_envs`` replicas of a multi-agent env, all stepped at once on one device.
 
@@ -250,8 +302,13 @@ class Env:
         start: ``"random"``: each replica starts every episode from its own random state, drawn on the
             device; ``"identical"``: every replica starts from the one state given in the config (the
             reference WarpDrive's behaviour).
-        validate: check action indices on every step (a host sync). Default: on for the CPU backends,
-            off for ``cuda``.
+        validate: check the actions on the host before every step (a host sync), raising before the step runs.
+            Default: on for the CPU backends, off for ``cuda``.
+        check_actions: check the actions inside the step kernel (no host sync): an action index outside its
+            head's choices (or masked out), or a Box action outside its bounds or NaN, is replaced by a safe
+            one (index 0; 0 clipped to the bounds) and the first of each replica is recorded;
+            :meth:`raise_action_faults` raises for it (a trainer calls it every iteration; without
+            ``validate``, a CPU step calls it after every step). Default: on.
         launch: how envs map onto CUDA threads (threads per env, envs per block); default: chosen from the
             agent count by :func:`~warpdrive.core.compile.launch_shape`. A tuning knob: results never
             depend on it.
@@ -293,6 +350,7 @@ class Env:
         seed: int = 0,
         start: StartMode = "random",
         validate: bool | None = None,
+        check_actions: bool = True,
         launch: LaunchShape | None = None,
         exact: bool = True,
         **overrides: Any,
@@ -306,6 +364,7 @@ class Env:
         self.start = start
         self.backend, self.device = self._resolve_backend(backend, device)
         self.validate = (self.backend != "cuda") if validate is None else bool(validate)
+        self.check_actions = bool(check_actions)
         self.exact = bool(exact)
         self.num_agents = self.num_agents_of(self.config)
         self.seed = int(seed)
@@ -467,6 +526,8 @@ class Env:
         ``reset_mask``          [E]             bool       the replicas :meth:`reset` restarts (its input)
         ``action_choices``      [H]             int32      choices per head (discrete spaces; else 0)
         ``action_low/high``     [H]             float32    bounds per head (Box spaces; else 0)
+        ``action_fault``        [E]             int64      the first invalid action the step kernel found since
+                                                           :meth:`raise_action_faults` last looked (0: none)
         ======================  ==============  =========  =====================================================
 
         The ``finished_*`` sums are what a training loop logs: the step kernel adds every finished
@@ -497,6 +558,7 @@ class Env:
             ArraySpec("action_choices", "global", torch.int32, "constant", (h,)),
             ArraySpec("action_low", "global", torch.float32, "constant", (h,)),
             ArraySpec("action_high", "global", torch.float32, "constant", (h,)),
+            ArraySpec("action_fault", "env", torch.int64, "scratch"),
         ]
 
     # ------------------------------------------------------------------------------------------
@@ -573,11 +635,50 @@ class Env:
             checked = self._checked_actions(actions)
             if self.validate:  # before the copy, which narrows wider integers to the int32 buffer (2**32 -> 0)
                 self._check_action_range(checked)
+            elif checked.dtype == torch.int64:
+                # saturate, not wrap, into int32: out-of-range values stay out of range for the kernel's check
+                checked = checked.clamp(-_INT32_LIMIT, _INT32_LIMIT - 1)
             self.actions.copy_(checked)
         elif self.validate:
             self._check_action_range(self.actions)
         self._program("step")(self._p, self._s, self.num_envs, self.shape)
+        if self.check_actions and not self.validate and self.device.type == "cpu":
+            self.raise_action_faults()  # no device to wait for
         return self.step_outputs()
+
+    def action_faults_found(self) -> torch.Tensor:
+        """A 0-dim bool device tensor: whether the step kernel found an invalid action since the last
+        :meth:`raise_action_faults` (no host sync; see ``check_actions``)."""
+        return (self.store["action_fault"] != 0).any()
+
+    def raise_action_faults(self) -> None:
+        """Raise :class:`InvalidActionError` for the first invalid action the step kernel found
+        (``check_actions``) since the last call, naming the replica, agent, head and value; the records are
+        cleared. A host sync on CUDA."""
+        faults = self.store["action_fault"]
+        found = (faults != 0).nonzero()
+        if found.numel() == 0:
+            return
+        env = int(found[0, 0])
+        code = int(faults[env])
+        faults.zero_()
+        heads = self.action_heads()
+        agent, head = divmod(self.num_agents * heads - (code >> 32), heads)
+        bits = np.uint32(code & 0xFFFFFFFF)
+        space = self.single_action_space()
+        if isinstance(space, gym.spaces.Box):
+            value: float | int = float(bits.view(np.float32))
+            expected = f"a value in [{space.low.reshape(-1)[head]}, {space.high.reshape(-1)[head]}]"
+        else:
+            value = int(bits.view(np.int32))
+            expected = f"0 <= index < {discrete_choices(space)[head]}"  # type: ignore[index]
+            if self.action_mask is not None:
+                expected += " and allowed by env.action_mask"
+            if value in (-_INT32_LIMIT, _INT32_LIMIT - 1):
+                value = f"{value} (or beyond int32)"  # type: ignore[assignment]
+        raise InvalidActionError(f"invalid action: actions[{env}, {agent}, {head}] = {value}, expected {expected} "
+                                 f"(action space {space}); found by the step kernel, which took a safe action "
+                                 f"instead; a sampler must produce valid actions")
 
     def episode_totals(self, clear: bool = True) -> dict[str, torch.Tensor]:
         """Sums over the episodes finished since the last clear, over all replicas (device tensors).
@@ -604,6 +705,8 @@ class Env:
         if self.validate:
             self._check_action_range(self.actions)
         self._program("step")(self._p_without_autoreset, self._s, self.num_envs, self.shape)
+        if self.check_actions and not self.validate and self.device.type == "cpu":
+            self.raise_action_faults()
 
     def step_outputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         s = self.store
@@ -732,6 +835,7 @@ class Env:
             "random_start": self.start == "random",
             "autoreset": True,
             "draw_actions": False,
+            "check_actions": self.check_actions,
             **config_scalars(self.config),
             **self.kernel_params(),
         }
@@ -817,12 +921,15 @@ class Env:
             step_phases = tuple(ph for ph in step_phases if not isinstance(ph, LaunchBoundary))
             reset_phases = tuple(ph for ph in reset_phases if not isinstance(ph, LaunchBoundary))
         if self.action_dtype() == torch.float32:
-            draw = _draw_box_actions
+            draw, check = _draw_box_actions, _check_box_actions
+        elif self.action_mask is None:
+            draw, check = _draw_discrete_actions, _check_discrete_actions
         else:
-            draw = _draw_discrete_actions if self.action_mask is None else _draw_masked_actions
-        # random_step draws the actions in the step program's first phase (p.draw_actions)
-        step = (per_agent(_when_drawing_actions(draw)), per_env(_begin_step), *step_phases, per_agent(_add_reward),
-                per_env(_end_step))
+            draw, check = _draw_masked_actions, _check_masked_actions
+        # random_step draws the actions in the step program's first phase (p.draw_actions); otherwise they are
+        # checked there (p.check_actions)
+        step = (per_agent(_draw_or_check_actions(draw, check)), per_env(_begin_step), *step_phases,
+                per_agent(_add_reward), per_env(_end_step))
         if name not in ("step", "reset"):
             raise KeyError(name)
         reset = split_at_launches((per_env(_begin_episode), *reset_phases))

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from warpdrive.core.device import cuda_available
-from warpdrive.core.env import Env
+from warpdrive.core.env import Env, InvalidActionError
 from warpdrive.core.typed import ConfigError
 from warpdrive.envs import make
 from warpdrive.training.checkpoint import restore_rng_state, rng_state
@@ -144,6 +144,7 @@ class Trainer:
         Raises:
             NonFiniteError: with ``guard_nonfinite`` on, when a policy's observations, rewards, losses,
                 gradient norm or weights were not all finite (checked in the same device sync).
+            InvalidActionError: when the env's step kernel found an invalid action (``Env.check_actions``).
         """
         start = time.perf_counter()
         self.rollout()
@@ -155,10 +156,16 @@ class Trainer:
         self.iteration += 1
         self.env_steps += self.batch_env_steps
         guard = self.config.guard_nonfinite
-        metrics, flags = self.metrics.collect(losses, self.batch_env_steps, rolled - start, updated - rolled,
-                                              finite_flags(self.policies) if guard else None)
-        if guard:
-            check_finite(self.iteration, self.policies, flags, metrics)
+        # (flags are True where all is well; they travel to the host with the metrics)
+        flags = {"env/actions_valid": ~self.env.action_faults_found(), **(finite_flags(self.policies) if guard else {})}
+        metrics, host_flags = self.metrics.collect(losses, self.batch_env_steps, rolled - start, updated - rolled,
+                                                   flags)
+        if guard:  # first: a non-finite policy is the cause of NaN actions
+            check_finite(self.iteration, self.policies, host_flags, metrics)
+        if not host_flags["env/actions_valid"]:
+            self.env.raise_action_faults()
+            raise InvalidActionError("an invalid action was found by the step kernel of another process; its error "
+                                     "names it")
         return metrics
 
     def rollout(self) -> None:
