@@ -15,6 +15,7 @@ import torch
 from warpdrive import Env, kernel_function
 from warpdrive.cli import main
 from warpdrive.core.compile import per_agent
+from warpdrive.core.env import InvalidActionError
 from warpdrive.envs import REGISTRY, register
 from warpdrive.training import NonFiniteError, load_config, train
 from warpdrive.training.checkpoint import load_checkpoint
@@ -131,3 +132,13 @@ def test_losses_and_gradient_norm_must_be_finite_other_metrics_need_not(tmp_path
             check_finite(7, trainer.policies, flags, {**metrics, f"losses/shared/{name}": math.inf})
     with pytest.raises(NonFiniteError, match=r"^non-finite weights "):
         check_finite(7, trainer.policies, {**flags, "shared/weights": False}, metrics)
+
+
+def test_an_invalid_action_found_by_the_step_kernel_stops_the_iteration(tmp_path: Path) -> None:
+    """The step kernel's action check (Env.check_actions) travels to the host with the metrics."""
+    trainer = Trainer(load_config("poison", poison_config(tmp_path)))
+    # what the kernel records for actions[2, 0, 0] = 7 (one agent, one head): (1 - 0) << 32 | 7
+    trainer.env.store["action_fault"][2] = (1 << 32) | 7
+    with pytest.raises(InvalidActionError, match=r"actions\[2, 0, 0\] = 7, expected 0 <= index < 2"):
+        trainer.train_iteration()
+    assert not bool(trainer.env.action_faults_found())  # cleared: the next iteration is not refused for it
