@@ -1,0 +1,132 @@
+"""Properties that hold for any valid parameters and actions (hypothesis draws both), on the CPU:
+
+- every env: observations and rewards stay finite; ``t`` counts the steps of the episode; an episode is
+  truncated exactly at ``episode_length`` (unless it terminated then), ``done`` is ``terminated or truncated``,
+  and the replica starts over at ``t = 0``, its last length in ``final_length``;
+- Tag-continuous: agents stay in the arena; ``runners_left`` is the number of runners in the game; every tag
+  moves exactly one tag reward to the taggers and one tag penalty to the runners (beside the per-step rewards of
+  those in the game), and takes one runner out of the game where tagged runners leave it;
+- Tag-gridworld: positions stay on the grid.
+
+Each env's tests share its pytest-xdist group (tests/envs/test_contract.py), whose worker has compiled its kernels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from small_envs import SMALL
+
+from warpdrive.envs import REGISTRY, env_class
+
+
+def by_env(name: str) -> object:
+    """``name`` in its env's pytest-xdist group (as in tests/envs/test_contract.py)."""
+    return pytest.param(name, marks=pytest.mark.xdist_group("mpe" if name.startswith("simple_") else name))
+
+
+PROPERTY_SETTINGS = settings(max_examples=12, deadline=None, derandomize=True,
+                             suppress_health_check=[HealthCheck.too_slow])
+
+
+def run(env, steps: int, seed: int, check_step) -> None:
+    """Random actions for ``steps`` steps; ``check_step(before, after)`` with copies of the store around each."""
+    generator = torch.Generator().manual_seed(seed)
+    env.reset(seed=seed)
+    for _ in range(steps):
+        before = {name: env.store[name].clone() for name in env.store.names()}
+        env.sample_actions(generator)
+        env.step()
+        after = {name: env.store[name].clone() for name in env.store.names()}
+        check_step(before, after)
+
+
+@pytest.mark.parametrize("name", [by_env(name) for name in sorted(REGISTRY)])
+@PROPERTY_SETTINGS
+@given(num_envs=st.integers(1, 4), episode_length=st.integers(1, 7), seed=st.integers(0, 2**31 - 1))
+def test_episodes_count_truncate_and_restart_as_specified(name: str, num_envs: int, episode_length: int,
+                                                          seed: int) -> None:
+    env = env_class(name)(**{**SMALL[name], "episode_length": episode_length}, num_envs=num_envs, backend="cpu",
+                          seed=seed)
+
+    def check_step(before: dict, after: dict) -> None:
+        assert torch.isfinite(after["obs"]).all() and torch.isfinite(after["rewards"]).all()
+        t = before["t"] + 1  # this step's count
+        assert torch.equal(after["truncated"], (t == episode_length) & ~after["terminated"])
+        assert torch.equal(after["done"], after["terminated"] | after["truncated"])
+        done = after["done"]
+        assert torch.equal(after["t"], torch.where(done, 0, t))
+        assert torch.equal(after["final_length"][done], t[done])
+        assert torch.equal(after["episode"], before["episode"] + done.long())
+        assert bool((after["t"] < episode_length).all())
+
+    run(env, 2 * episode_length + 2, seed, check_step)
+
+
+def f32(low: float, high: float) -> st.SearchStrategy[float]:
+    """Floats that float32 holds (the kernels' precision; the configs refuse others)."""
+    return st.floats(float(np.float32(low)), float(np.float32(high)), width=32, allow_subnormal=False)
+
+
+TAG_CONTINUOUS = dict(
+    num_taggers=st.integers(1, 3), num_runners=st.integers(1, 6), grid_length=f32(0.5, 6.0),
+    max_speed=f32(0.05, 2.0), max_acceleration=f32(0.0, 1.0), min_acceleration=f32(-1.0, 0.0),
+    tagging_distance=f32(0.0, 0.6), tag_reward_for_tagger=f32(0.0, 10.0),
+    tag_penalty_for_runner=f32(-10.0, 0.0), step_penalty_for_tagger=f32(-1.0, 0.0),
+    step_reward_for_runner=f32(0.0, 1.0), end_of_game_reward_for_runner=f32(0.0, 5.0),
+    runner_exits_game_after_tagged=st.booleans(), use_full_observation=st.booleans(),
+    episode_length=st.integers(2, 9), seed=st.integers(0, 2**31 - 1),
+)
+
+
+@pytest.mark.parametrize("_", [by_env("tag_continuous")])
+@PROPERTY_SETTINGS
+@given(**TAG_CONTINUOUS)
+def test_tag_continuous_keeps_agents_in_the_arena_and_accounts_for_every_tag(_: str, seed: int,
+                                                                              **params: object) -> None:
+    env = env_class("tag_continuous")(**params, num_other_agents_observed=2, edge_hit_penalty=0.0, num_envs=3,
+                                      backend="cpu", seed=seed)
+    c = env.config
+    is_tagger = env.store["agent_type"].bool()
+    length = np.float32(c.grid_length)
+
+    def check_step(before: dict, after: dict) -> None:
+        x, y = after["x"], after["y"]
+        assert bool(((x >= 0) & (x <= length) & (y >= 0) & (y <= length)).all())
+        runners_in_game = (after["still"] & ~is_tagger).sum(1)
+        if c.runner_exits_game_after_tagged:
+            assert torch.equal(after["runners_left"], runners_in_game.int())
+        ongoing = ~after["done"]  # (the others were reset: their arrays hold the next episode)
+        tags = (after["metrics"][:, 0] - before["metrics"][:, 0]).double()
+        rewards = after["rewards"].double()
+        taggers = rewards[:, is_tagger].sum(1)
+        expected_taggers = tags * np.float32(c.tag_reward_for_tagger) + c.num_taggers * np.float32(
+            c.step_penalty_for_tagger)
+        runners_before = (before["still"] & ~is_tagger).sum(1).double()
+        expected_runners = (tags * np.float32(c.tag_penalty_for_runner)
+                            + runners_before * np.float32(c.step_reward_for_runner))
+        for e in torch.nonzero(ongoing).flatten().tolist():
+            assert taggers[e] == pytest.approx(float(expected_taggers[e]), rel=1e-5, abs=1e-4)
+            assert rewards[e, ~is_tagger].sum() == pytest.approx(float(expected_runners[e]), rel=1e-5, abs=1e-4)
+            if c.runner_exits_game_after_tagged:
+                assert tags[e] == runners_before[e] - runners_in_game[e]  # each tag took one runner out
+
+    run(env, 2 * c.episode_length + 1, seed, check_step)
+
+
+@pytest.mark.parametrize("_", [by_env("tag_gridworld")])
+@PROPERTY_SETTINGS
+@given(num_taggers=st.integers(1, 6), grid_length=st.integers(2, 12), use_full_observation=st.booleans(),
+       episode_length=st.integers(1, 9), seed=st.integers(0, 2**31 - 1))
+def test_tag_gridworld_keeps_agents_on_the_grid(_: str, seed: int, **params: object) -> None:
+    env = env_class("tag_gridworld")(**params, num_envs=3, backend="cpu", seed=seed)
+    length = env.config.grid_length
+
+    def check_step(before: dict, after: dict) -> None:
+        for axis in ("x", "y"):
+            assert bool(((after[axis] >= 0) & (after[axis] <= length)).all())
+
+    run(env, 2 * env.config.episode_length + 1, seed, check_step)
