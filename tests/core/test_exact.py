@@ -200,3 +200,31 @@ def test_exp32_and_log1p32_on_the_cuda_target_equal_the_cpu() -> None:
     with nullcontext() if simulator_enabled() else exact_cuda_arithmetic():
         kernel[2, 32](xs, got)
     np.testing.assert_array_equal(got, expected)
+
+
+def test_every_exactmath_function_compiles_for_the_gpu_without_contraction(run_with_cuda_target) -> None:
+    """The simulator runs the Python bodies, so only NVVM sees how the CUDA target types them (CUDA's floor of a
+    float32 is a float32: exp32 once failed to type there, and an env calling it never finished compiling)."""
+    run_with_cuda_target(r"""
+import numpy as np
+from collections import namedtuple
+from numba import typeof
+from warpdrive.core import exactmath
+from warpdrive.core.device import kernel_function
+from warpdrive.core.targets import kernel_target
+
+@kernel_function
+def runner(env, lane, lanes, active, p, s):
+    if active:
+        x, y = s.a[env], s.b[env]
+        sin, cos = exactmath.sincos32(x)
+        wide = exactmath.mod64(np.float64(x), 3.0)
+        s.out[env] = (exactmath.exp32(x) + exactmath.log32(y) + exactmath.log1p32(x) + sin + cos
+                      + exactmath.mod32(x, y) + exactmath.fmod32(x, y) + np.float32(wide))
+
+S = namedtuple("S", "a b out")
+arrays = S(*(np.ones(4, np.float32) for _ in range(3)))
+args = (typeof(np.int64(0)), typeof(arrays), typeof(1), typeof(1))
+ptx = kernel_target("cuda").ptx(runner, "x", "exactmath", args, exact=True)
+assert "fma.rn.f32" not in ptx and "fma.rn.f64" not in ptx
+""")

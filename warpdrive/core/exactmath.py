@@ -120,7 +120,7 @@ def exp32(x):
         return _INF32
     if x < _EXP_MIN:
         return _ZERO32
-    n = math.floor(_LOG2E * x + _HALF)
+    n = int(math.floor(_LOG2E * x + _HALF))  # (an int on every target: CUDA's floor of a float32 is a float32)
     z = np.float32(n)
     r = (x - z * _LN2_HI) - z * _LN2_LO
     r2 = r * r
@@ -161,9 +161,15 @@ def log32(x):
     else:
         m = m - _ONE
     z = m * m
+    # Horner's scheme written out: a loop indexing the tuple of coefficients compiles very slowly for CUDA
     y = _LOG_P[0] * m + _LOG_P[1]
-    for i in range(2, 9):
-        y = y * m + _LOG_P[i]
+    y = y * m + _LOG_P[2]
+    y = y * m + _LOG_P[3]
+    y = y * m + _LOG_P[4]
+    y = y * m + _LOG_P[5]
+    y = y * m + _LOG_P[6]
+    y = y * m + _LOG_P[7]
+    y = y * m + _LOG_P[8]
     y = y * m * z
     fe = np.float32(e)
     y = y + _LN2_LO * fe
