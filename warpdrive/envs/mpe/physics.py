@@ -22,9 +22,9 @@ separates the two phases).
 
 Precision: the state is float32 (mpe2 computes in float64); a contact term whose ``softplus`` argument is
 below ``SOFTPLUS_CUTOFF`` (the entities are farther apart than ``dist_min + 40 k``) is taken as zero: its
-force, under ``1e-17``, is below float32's resolution of any force sum here. ``softplus`` and the
-bounds penalty's ``exp`` use the targets' own ``exp``/``log1p`` (CPU and GPU round them differently in the last
-bit), so CPU and GPU results agree to a tolerance, not bit for bit.
+force, under ``1e-17``, is below float32's resolution of any force sum here. ``softplus`` and simple_tag's
+bounds penalty use :mod:`warpdrive.core.exactmath`'s ``exp32``/``log1p32`` (not the targets' own, which round
+differently in the last bit), so CPU and GPU results are bit-identical.
 
 Starts: every agent uniform in ``[-1, 1)^2`` at rest; landmarks uniform in ``[-r, r)^2`` (``r`` per env: 0.9
 for simple_tag's obstacles, 1 otherwise), drawn from the core's counter-based streams (draw ``2i, 2i+1``
@@ -51,6 +51,7 @@ import torch
 from warpdrive.core.compile import Phase, per_agent, per_env, per_index
 from warpdrive.core.device import kernel_function
 from warpdrive.core.env import Env
+from warpdrive.core.exactmath import exp32, log1p32
 from warpdrive.core.random import uniform
 from warpdrive.core.spatial import (
     NeighbourGrid,
@@ -121,9 +122,8 @@ class AgentTypes:
 @kernel_function
 def softplus(z):
     """``log(1 + exp(z))`` in float32 without overflow (``logaddexp(0, z)``)."""
-    if z > _ZERO:
-        return z + np.float32(math.log1p(math.exp(-z)))
-    return np.float32(math.log1p(math.exp(z)))
+    # max(z, 0) + log(1 + exp(-|z|)): one call of each function, not one per branch (NVVM compiles each inlined copy)
+    return max(z, _ZERO) + log1p32(exp32(-abs(z)))
 
 
 @kernel_function
@@ -353,8 +353,6 @@ class MPEEnv(Env):
     """
 
     start_modes = ("random",)
-    # exp and log1p (contact softplus, bounds penalty) round differently on the two targets
-    bit_identical_on_gpu = False
     #: whether agents, and landmarks, exert contact forces (mpe2's ``collide`` of each kind)
     agents_collide: bool = True
     landmarks_collide: bool = False

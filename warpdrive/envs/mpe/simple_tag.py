@@ -28,7 +28,6 @@ per good agent.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -38,6 +37,7 @@ import torch
 
 from warpdrive.core.compile import Phase, per_agent
 from warpdrive.core.device import atomic_add, kernel_function
+from warpdrive.core.exactmath import exp32
 from warpdrive.core.store import ArraySpec
 from warpdrive.core.typed import bounded
 from warpdrive.envs.mpe.physics import (
@@ -77,7 +77,7 @@ def _bound(v):
         return _ZERO
     if v < np.float32(1.0):
         return (v - _BOUND_START) * _BOUND_LIMIT
-    return min(np.float32(math.exp(np.float32(2.0) * v - np.float32(2.0))), _BOUND_LIMIT)
+    return min(exp32(np.float32(2.0) * v - np.float32(2.0)), _BOUND_LIMIT)
 
 
 @kernel_function
