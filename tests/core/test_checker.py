@@ -44,3 +44,29 @@ def test_refuses_to_compare_different_configs() -> None:
     with pytest.raises(ValueError, match="same config"):
         check_consistency(TagGridWorld(num_taggers=2, backend="cpu"), TagGridWorld(num_taggers=2, grid_length=5,
                                                                                     backend="cpu"))
+
+
+@kernel_function
+def _move_off_by_a_millionth(env, agent, p, s):
+    gridworld._move(env, agent, p, s)
+    if agent == 1 and s.t[env] == 2:  # a planted difference far below the 1e-5 tolerance
+        s.rewards[env, agent] += np.float32(1e-6)
+
+
+class SlightlyOffGridWorld(TagGridWorld):
+    step_phases = tuple(
+        per_agent(_move_off_by_a_millionth) if phase.fns == (gridworld._move,) else phase
+        for phase in TagGridWorld.step_phases
+    )
+
+
+def test_bit_identical_envs_are_compared_exactly_by_default() -> None:
+    kwargs = dict(num_taggers=3, num_envs=2, episode_length=8, backend="cpu")
+    reference = TagGridWorld(**kwargs)
+    assert reference.bit_identical_on_gpu
+    report = check_consistency(reference, SlightlyOffGridWorld(**kwargs), seed=0)
+    assert not report.ok and (report.divergence.step, report.divergence.field) == (2, "rewards")
+    # an env whose CPU and GPU round differently by design gets a tolerance
+    reference.bit_identical_on_gpu = False
+    assert check_consistency(reference, SlightlyOffGridWorld(**kwargs), seed=0).ok
+    assert not check_consistency(reference, SlightlyOffGridWorld(**kwargs), seed=0, atol=0.0, rtol=0.0).ok

@@ -83,8 +83,8 @@ def check_consistency(
     *,
     steps: int | None = None,
     seed: int = 0,
-    atol: float = 1e-5,
-    rtol: float = 1e-5,
+    atol: float | None = None,
+    rtol: float | None = None,
 ) -> ConsistencyReport:
     """Step two envs of the same class and config side by side and compare every output.
 
@@ -93,7 +93,9 @@ def check_consistency(
         candidate: usually the ``cuda`` backend, or ``cudasim`` without a GPU.
         steps: how many steps; default two full episodes plus one step (so that autoresets are covered).
         seed: seeds both envs' random starts and the random actions.
-        atol, rtol: tolerances for float fields; integer and boolean fields must match exactly.
+        atol, rtol: tolerances for float fields (integer and boolean fields must match exactly); by default 0
+            (bit-identical) for an env that declares :attr:`~warpdrive.core.env.Env.bit_identical_on_gpu`,
+            else 1e-5.
 
     Returns:
         A report; ``report.ok`` is False when any field differed, and ``report.divergence`` says where.
@@ -107,6 +109,9 @@ def check_consistency(
         raise ValueError("the two envs must have the same num_envs and start mode")
     if steps is None:
         steps = 2 * reference.config.episode_length + 1
+    default = 0.0 if reference.bit_identical_on_gpu else 1e-5
+    atol = default if atol is None else atol
+    rtol = default if rtol is None else rtol
     generator = torch.Generator().manual_seed(seed)
     report = ConsistencyReport(steps=0, episodes_finished=0)
     reference.reset(seed=seed)
