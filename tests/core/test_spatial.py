@@ -22,11 +22,16 @@ K = 4
 
 @kernel_function
 def _place(env, agent, p, s):
-    # positions on a coarse lattice (many equal distances: ties by id matter), some outside [0, side]
+    # positions in [-1, 5] around the grid's square [0, 4]: on a coarse lattice (many equal distances: ties by id
+    # matter) or anywhere (the search then skips most cells beyond the k-th distance)
     u = uniform(p.seed, env, s.episode[env], 2 * agent)
     v = uniform(p.seed, env, s.episode[env], 2 * agent + 1)
-    s.x[env, agent] = np.float32(np.floor(u * np.float32(12.0))) * np.float32(0.5) - np.float32(1.0)
-    s.y[env, agent] = np.float32(np.floor(v * np.float32(12.0))) * np.float32(0.5) - np.float32(1.0)
+    if p.lattice:
+        s.x[env, agent] = np.float32(np.floor(u * np.float32(12.0))) * np.float32(0.5) - np.float32(1.0)
+        s.y[env, agent] = np.float32(np.floor(v * np.float32(12.0))) * np.float32(0.5) - np.float32(1.0)
+    else:
+        s.x[env, agent] = u * np.float32(6.0) - np.float32(1.0)
+        s.y[env, agent] = v * np.float32(6.0) - np.float32(1.0)
 
 
 @kernel_function
@@ -49,6 +54,7 @@ class PointsConfig:
     num_agents: int = 40
     cells: int = 3
     adaptive: bool = False
+    lattice: bool = True
     episode_length: int = 5
 
     def validate(self) -> None:
@@ -105,9 +111,11 @@ def brute_force(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize(("cells", "adaptive"), [(1, False), (3, False), (7, False), (7, True)])
-def test_k_nearest_equal_a_brute_force_search(cells: int, adaptive: bool) -> None:
-    env = Points(num_envs=3, backend="cpu", cells=cells, adaptive=adaptive)
+@pytest.mark.parametrize(("cells", "adaptive", "lattice", "agents"),
+                         [(1, False, True, 40), (3, False, True, 40), (7, False, True, 40), (7, True, True, 40),
+                          (12, False, False, 300), (12, True, False, 300)])
+def test_k_nearest_equal_a_brute_force_search(cells: int, adaptive: bool, lattice: bool, agents: int) -> None:
+    env = Points(num_envs=3, backend="cpu", cells=cells, adaptive=adaptive, lattice=lattice, num_agents=agents)
     obs = env.reset(seed=1)
     for e in range(3):
         x, y = env.store["x"][e].numpy(), env.store["y"][e].numpy()
@@ -117,6 +125,7 @@ def test_k_nearest_equal_a_brute_force_search(cells: int, adaptive: bool) -> Non
 
 @pytest.mark.cudasim
 def test_the_cuda_compilation_finds_the_same_neighbours(gpu_backend: str) -> None:
-    cpu = Points(num_envs=2, backend="cpu", num_agents=12, cells=3)
-    gpu = Points(num_envs=2, backend=gpu_backend, num_agents=12, cells=3)
-    assert torch.equal(cpu.reset(seed=4), gpu.reset(seed=4))
+    for lattice in (True, False):
+        cpu = Points(num_envs=2, backend="cpu", num_agents=24, cells=4, lattice=lattice)
+        gpu = Points(num_envs=2, backend=gpu_backend, num_agents=24, cells=4, lattice=lattice)
+        assert torch.equal(cpu.reset(seed=4), gpu.reset(seed=4))

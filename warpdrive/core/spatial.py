@@ -39,7 +39,8 @@ from warpdrive.core.compile import Phase, per_agent, per_env, per_index
 from warpdrive.core.device import atomic_add, bits_float, float_bits, kernel_function, local_array
 from warpdrive.core.store import ArraySpec
 
-__all__ = ["NeighbourGrid", "begin_grid", "cell_range", "count_into_cell", "distance", "k_nearest_phase"]
+__all__ = ["NeighbourGrid", "begin_grid", "cell_range", "count_into_cell", "distance", "k_nearest_phase",
+           "squared_distance"]
 
 _ZERO = np.float32(0.0)
 _INF = np.float32(np.inf)
@@ -125,11 +126,28 @@ def adaptive_cells_per_side(num_agents: int, agents_per_cell: float = 3.0, large
 
 
 @kernel_function
-def distance(ax, ay, bx, by):
-    """Euclidean distance in float32 (``sqrt`` of the float32 sum of float32 squares)."""
+def squared_distance(ax, ay, bx, by):
+    """The float32 sum of float32 squares that :func:`distance` takes the root of."""
     dx = ax - bx
     dy = ay - by
-    return np.float32(math.sqrt(dx * dx + dy * dy))
+    return dx * dx + dy * dy
+
+
+@kernel_function
+def distance(ax, ay, bx, by):
+    """Euclidean distance in float32 (``sqrt`` of the float32 sum of float32 squares)."""
+    return np.float32(math.sqrt(squared_distance(ax, ay, bx, by)))
+
+
+@kernel_function
+def _squared_reach(d):
+    """A float32 above every float32 ``q`` whose square root rounds to ``d`` or less (``d`` >= 0, not NaN).
+
+    A correctly rounded root ``sqrt(q) <= d`` needs ``q <= (d + ulp(d) / 2) ** 2 <= d * d * (1 + 2 ** -22)``;
+    the factor 1.00001 is far above that and above the rounding of the two products; the floor keeps the bound
+    out of the subnormal range, where relative rounding no longer holds.
+    """
+    return max(d * d * np.float32(1.00001), np.float32(1e-30))
 
 
 @kernel_function
@@ -253,8 +271,10 @@ def k_nearest_phase(k: int, visit: Callable[..., Any]) -> Phase:
     id), or -1 where fewer remain and for every slot of an agent that does not take part.
 
     The search visits rings of cells around the agent's cell until the k-th best is provably nearer than
-    any unvisited cell. Agents are visited in cell order (threads of a warp search nearby, alike), so
-    ``visit`` should write only what belongs to ``agent``.
+    any unvisited cell; within a ring it skips the cells that lie wholly beyond the k-th best so far, and it
+    takes the square root only of squared distances that may enter the list (the result is the same as a
+    search without either shortcut, to the bit). Agents are visited in cell order (threads of a warp search
+    nearby, alike), so ``visit`` should write only what belongs to ``agent``.
     """
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
@@ -268,12 +288,31 @@ def k_nearest_phase(k: int, visit: Callable[..., Any]) -> Phase:
         best[0] = min(key, best[0])
 
     @kernel_function
+    def worst_distance(best):
+        """The k-th best distance so far (infinite until k candidates were seen)."""
+        worst = best[K - 1]
+        return _INF if worst == _EMPTY else bits_float(np.uint32(worst >> _SHIFT))
+
+    @kernel_function
     def offer_cell(env, pos_self, cell, x, y, best, s):
+        # The root is taken only where the candidate may enter: sqrt is monotonic, so a square above the
+        # reach of the k-th distance has a root above it (exact: the same keys enter as with every root taken).
+        reach = _squared_reach(worst_distance(best))
         for pos in range(s.cell_start[env, cell], s.cell_start[env, cell + 1]):
-            d = distance(x, y, s.cell_x[env, pos], s.cell_y[env, pos])
-            key = (np.uint64(float_bits(d)) << _SHIFT) | np.uint64(s.cell_agent[env, pos])
-            if key < best[K - 1] and pos != pos_self:
-                insert(key, best)
+            q = squared_distance(x, y, s.cell_x[env, pos], s.cell_y[env, pos])
+            if q <= reach and pos != pos_self:
+                key = (np.uint64(float_bits(np.float32(math.sqrt(q)))) << _SHIFT) | np.uint64(s.cell_agent[env, pos])
+                if key < best[K - 1]:
+                    insert(key, best)
+                    reach = _squared_reach(worst_distance(best))
+
+    @kernel_function
+    def gap(g, v, size, side):
+        """How far coordinate ``v`` is from the cells of column (or row) ``g``: 0 inside; the border columns
+        reach beyond the grid (they hold the agents outside it)."""
+        lo = np.float32(g) * size if g > 0 else -_INF
+        hi = np.float32(g + 1) * size if g < side - 1 else _INF
+        return max(max(lo - v, v - hi), _ZERO)
 
     @kernel_function
     def search(env, pos, best, p, s):
@@ -287,6 +326,7 @@ def k_nearest_phase(k: int, visit: Callable[..., Any]) -> Phase:
         # cell borders in the grid's own coordinates
         lx = x - p.grid_origin
         ly = y - p.grid_origin
+        margin = p.grid_search_margin
         d = 0
         while True:
             # ring d: 4 sides of 2d cells each (each corner once); ring 0 is the agent's own cell
@@ -301,7 +341,13 @@ def k_nearest_phase(k: int, visit: Callable[..., Any]) -> Phase:
                     else:
                         gx, gy = cx - d, cy + d - t
                     if 0 <= gx < side and 0 <= gy < side:
-                        offer_cell(env, pos, gy * side + gx, x, y, best, s)
+                        # a cell whose every point is farther than the k-th distance (with a margin for
+                        # rounding) holds no candidate: skip it
+                        far = worst_distance(best) + margin
+                        gx_gap = gap(gx, lx, size, side)
+                        gy_gap = gap(gy, ly, size, side)
+                        if gx_gap * gx_gap + gy_gap * gy_gap <= far * far:
+                            offer_cell(env, pos, gy * side + gx, x, y, best, s)
             # every unvisited agent lies beyond the nearest side of the visited block that is not the grid's
             # border (agents outside the grid are in border cells)
             bound = _INF
@@ -313,10 +359,9 @@ def k_nearest_phase(k: int, visit: Callable[..., Any]) -> Phase:
                 bound = min(bound, ly - np.float32(cy - d) * size)
             if cy + d < side - 1:
                 bound = min(bound, np.float32(cy + d + 1) * size - ly)
-            worst = best[K - 1]
             if bound == _INF:
                 return
-            if worst != _EMPTY and bits_float(np.uint32(worst >> _SHIFT)) < bound - p.grid_search_margin:
+            if worst_distance(best) < bound - margin:
                 return
             d += 1
 
