@@ -120,7 +120,8 @@ def exp32(x):
         return _INF32
     if x < _EXP_MIN:
         return _ZERO32
-    n = int(math.floor(_LOG2E * x + _HALF))  # (an int on every target: CUDA's floor of a float32 is a float32)
+    # (int: CUDA's floor of a float32 is a float32, where Python's and the CPU's is an int)
+    n = int(math.floor(_LOG2E * x + _HALF))  # noqa: RUF046
     z = np.float32(n)
     r = (x - z * _LN2_HI) - z * _LN2_LO
     r2 = r * r
