@@ -6,7 +6,9 @@
 - Tag-continuous: agents stay in the arena; ``runners_left`` is the number of runners in the game; every tag
   moves exactly one tag reward to the taggers and one tag penalty to the runners (beside the per-step rewards of
   those in the game), and takes one runner out of the game where tagged runners leave it;
-- Tag-gridworld: positions stay on the grid.
+- Tag-gridworld: positions stay on the grid;
+- classic control: the observations stay within Gymnasium's bounds (CartPole's while the pole is up); MPE: no
+  agent is faster than its type's ``max_speed``.
 
 Each env's tests share its pytest-xdist group (tests/envs/test_contract.py), whose worker has compiled its kernels.
 """
@@ -130,3 +132,51 @@ def test_tag_gridworld_keeps_agents_on_the_grid(_: str, seed: int, **params: obj
             assert bool(((after[axis] >= 0) & (after[axis] <= length)).all())
 
     run(env, 2 * env.config.episode_length + 1, seed, check_step)
+
+
+F32 = np.float32
+
+
+def _cartpole(after: dict, env) -> torch.Tensor:  # the episode ends beyond these, and starts near 0
+    obs = after["obs"][:, 0]
+    return (obs[:, 0].abs() <= F32(2.4)) & (obs[:, 2].abs() <= F32(12 * 2 * np.pi / 360))
+
+
+def _pendulum(after: dict, env) -> torch.Tensor:
+    obs = after["obs"][:, 0]
+    return (obs[:, :2].abs() <= 1).all(1) & (obs[:, 2].abs() <= 8)
+
+
+def _acrobot(after: dict, env) -> torch.Tensor:
+    obs = after["obs"][:, 0]
+    return ((obs[:, :4].abs() <= 1).all(1) & (obs[:, 4].abs() <= F32(4 * np.pi))
+            & (obs[:, 5].abs() <= F32(9 * np.pi)))
+
+
+def _mountain_car(after: dict, env) -> torch.Tensor:
+    obs = after["obs"][:, 0]
+    return (obs[:, 0] >= F32(-1.2)) & (obs[:, 0] <= F32(0.6)) & (obs[:, 1].abs() <= F32(0.07))
+
+
+def _mpe(after: dict, env) -> torch.Tensor:  # (rounding of the rescaled velocity: a few ulps)
+    speed = torch.sqrt(after["vx"].double() ** 2 + after["vy"].double() ** 2)
+    return (speed <= env.store["max_speed"].double() * (1 + 1e-6)).all(1)
+
+
+BOUNDS = {"cartpole": _cartpole, "pendulum": _pendulum, "acrobot": _acrobot, "mountain_car": _mountain_car,
+          "mountain_car_continuous": _mountain_car, "simple_tag": _mpe, "simple_spread": _mpe,
+          "simple_adversary": _mpe}
+
+
+@pytest.mark.parametrize("name", [by_env(name) for name in sorted(BOUNDS)])
+@PROPERTY_SETTINGS
+@given(num_envs=st.integers(1, 4), seed=st.integers(0, 2**31 - 1))
+def test_states_stay_within_the_references_bounds(name: str, num_envs: int, seed: int) -> None:
+    env = env_class(name)(**SMALL[name], num_envs=num_envs, backend="cpu", seed=seed)
+    bounded = BOUNDS[name]
+
+    def check_step(before: dict, after: dict) -> None:
+        inside = bounded(after, env)
+        assert bool(inside.all()), f"replicas {torch.nonzero(~inside).flatten().tolist()} left the bounds"
+
+    run(env, 60, seed, check_step)
