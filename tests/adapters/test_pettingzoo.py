@@ -61,14 +61,15 @@ def test_agents_are_named_by_group_and_step_as_in_the_batched_env():
 
 @pytest.mark.parametrize("two_heads", [False, True])
 def test_action_masks_reach_pettingzoos_sampler(two_heads: bool):
-    def build(validate: bool = True) -> WarpDriveParallelEnv:
-        return WarpDriveParallelEnv(ForcedChoice(num_envs=1, device="cpu", validate=validate, two_heads=two_heads))
+    def build(checked: bool = True) -> WarpDriveParallelEnv:
+        return WarpDriveParallelEnv(ForcedChoice(num_envs=1, device="cpu", validate=checked, check_actions=checked,
+                                                 two_heads=two_heads))
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         parallel_api_test(build(), num_cycles=20)  # the env's validation rejects any action the mask forbids
-        # PettingZoo's seed test samples without the masks: it checks determinism, so validation is off
-        parallel_seed_test(lambda: build(validate=False), num_cycles=10)
+        # PettingZoo's seed test samples without the masks: it checks determinism, so both action checks are off
+        parallel_seed_test(lambda: build(checked=False), num_cycles=10)
     env = build()
     observations, _ = env.reset(seed=0)
     head_0 = np.array([1, 0, 0], dtype=np.int8)

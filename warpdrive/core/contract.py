@@ -194,9 +194,10 @@ def _check_actions_in_kernel(cls: type[Env], kwargs: dict[str, Any], where: tupl
     generator = torch.Generator().manual_seed(1)
     name = f"actions[{where[0]}, {where[1]}, {where[2]}]"
     space = env.single_action_space()
-    values = _out_of_range(space, where[2])
-    if not isinstance(space, gym.spaces.Box):
-        values += [float(2**31 - 1), -float(2**31)]  # the ends of int32: never read past the env's tables
+    if isinstance(space, gym.spaces.Box):
+        values = [float("nan"), float("-inf")]  # (a finite value outside the bounds is the env's to clip)
+    else:
+        values = [*_out_of_range(space, where[2]), float(2**31 - 1), -float(2**31)]  # never read past a table
     for value in values:
         bad = env.sample_actions(generator).clone()  # (valid now, also where an action mask changes each step)
         bad[where] = value

@@ -180,13 +180,12 @@ def _check_masked_actions(env, agent, p, s):
 
 @kernel_function
 def _check_box_actions(env, agent, p, s):
+    # only NaN and infinities: a finite value outside the bounds is the env's to clip (as Gymnasium's envs do)
     for head in range(s.actions.shape[2]):
         a = s.actions[env, agent, head]
-        low = s.action_low[head]
-        high = s.action_high[head]
-        if not (low <= a <= high):  # NaN fails both comparisons
+        if not abs(a) < np.float32(np.inf):  # NaN fails the comparison
             _record_action_fault(env, agent, head, float_bits(a), p, s)
-            s.actions[env, agent, head] = min(max(np.float32(0.0), low), high)
+            s.actions[env, agent, head] = min(max(np.float32(0.0), s.action_low[head]), s.action_high[head])
 
 
 @kernel_function
@@ -305,8 +304,9 @@ class Env:
         validate: check the actions on the host before every step (a host sync), raising before the step runs.
             Default: on for the CPU backends, off for ``cuda``.
         check_actions: check the actions inside the step kernel (no host sync): an action index outside its
-            head's choices (or masked out), or a Box action outside its bounds or NaN, is replaced by a safe
-            one (index 0; 0 clipped to the bounds) and the first of each replica is recorded;
+            head's choices (or masked out), or a Box action that is NaN or infinite, is replaced by a safe one
+            (index 0; 0 clipped to the bounds) and the first of each replica is recorded (a finite Box action
+            outside the bounds is the env's to clip, as Gymnasium's envs do);
             :meth:`raise_action_faults` raises for it (a trainer calls it every iteration; without
             ``validate``, a CPU step calls it after every step). Default: on.
         launch: how envs map onto CUDA threads (threads per env, envs per block); default: chosen from the
@@ -668,7 +668,7 @@ class Env:
         space = self.single_action_space()
         if isinstance(space, gym.spaces.Box):
             value: float | int = float(bits.view(np.float32))
-            expected = f"a value in [{space.low.reshape(-1)[head]}, {space.high.reshape(-1)[head]}]"
+            expected = "a finite value"
         else:
             value = int(bits.view(np.int32))
             expected = f"0 <= index < {discrete_choices(space)[head]}"  # type: ignore[index]
