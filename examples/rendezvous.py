@@ -46,13 +46,6 @@ class RendezvousConfig:
 
 
 @kernel_function
-def clear_centre(env, p, s):
-    s.centre[env, 0] = 0.0
-    s.centre[env, 1] = 0.0
-    s.far[env] = 0
-
-
-@kernel_function
 def move(env, agent, p, s):
     action = s.actions[env, agent, 0]
     x = s.x[env, agent] + p.step_size * s.moves[action, 0]
@@ -62,10 +55,17 @@ def move(env, agent, p, s):
 
 
 @kernel_function
-def add_to_centre(env, agent, p, s):
-    # several agents add to the same two numbers at once: atomics (plain adds on the CPU)
-    atomic_add(s.centre, (env, 0), s.x[env, agent] / np.float32(p.num_agents))
-    atomic_add(s.centre, (env, 1), s.y[env, agent] / np.float32(p.num_agents))
+def sum_centre(env, p, s):
+    # once per env, in agent order: float sums depend on their order, so atomics (whose order the GPU's threads
+    # decide) would make the CPU and the GPU differ in the last bits
+    x = np.float32(0.0)
+    y = np.float32(0.0)
+    for agent in range(p.num_agents):
+        x += s.x[env, agent] / np.float32(p.num_agents)
+        y += s.y[env, agent] / np.float32(p.num_agents)
+    s.centre[env, 0] = x
+    s.centre[env, 1] = y
+    s.far[env] = 0  # counted by reward_and_observe
 
 
 @kernel_function
@@ -108,16 +108,14 @@ class Rendezvous(Env):
 
     # Between two phases every agent of an env sees the others' results (a barrier on the GPU).
     step_phases = (
-        per_env(clear_centre),
         per_agent(move),
-        per_agent(add_to_centre),
+        per_env(sum_centre),
         per_agent(reward_and_observe),
         per_env(check_meeting),
     )
     reset_phases = (
-        per_env(clear_centre),
         per_agent(place),
-        per_agent(add_to_centre),
+        per_env(sum_centre),
         per_agent(observe),
     )
 
