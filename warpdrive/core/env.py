@@ -869,8 +869,9 @@ class Env:
     def _program(self, name: str) -> Program:
         cls = type(self)
         cuda_code = self.target.compiler == "cuda"
-        # launch boundaries change only the CUDA code: the CPU program is the same with or without them
-        variant = self.program_variant() + (self._launch_layout() if cuda_code else "")
+        # launch boundaries change only the CUDA code: the CPU program is the same with or without them; the
+        # action kind picks the functions that draw and check actions (an env may offer discrete and Box actions)
+        variant = self.program_variant() + (self._launch_layout() if cuda_code else "") + self._action_kind()
         exact = self.exact or not cuda_code  # the CPU never contracts
         key = (cls, name, self.target.backend, variant, exact)
         program = Env._programs.get(key)
@@ -899,6 +900,12 @@ class Env:
                                          signature, compute_capability, exact=self.exact)
                                 for i, stage in enumerate(self._runner(name)))
                 for name in programs}
+
+    def _action_kind(self) -> str:
+        """How the step program draws and checks actions, for program names (``""``: discrete, unmasked)."""
+        if self.action_dtype() == torch.float32:
+            return "_box"
+        return "" if self.action_mask is None else "_masked"
 
     def _launch_layout(self) -> str:
         """Where the launch boundaries are among the step and reset phases (``""``: none), for program names."""
