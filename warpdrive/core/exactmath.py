@@ -162,7 +162,7 @@ def log32(x):
     else:
         m = m - _ONE
     z = m * m
-    # Horner's scheme written out: a loop indexing the tuple of coefficients compiles very slowly for CUDA
+    # Horner's scheme, written out as exp32's is
     y = _LOG_P[0] * m + _LOG_P[1]
     y = y * m + _LOG_P[2]
     y = y * m + _LOG_P[3]
