@@ -15,7 +15,7 @@ import torch
 from warpdrive import ArraySpec, Env, kernel_function
 from warpdrive.core.compile import Phase, per_agent, per_env
 from warpdrive.core.random import uniform
-from warpdrive.core.spatial import NeighbourGrid, begin_grid, count_into_cell, k_nearest_phase
+from warpdrive.core.spatial import NeighbourGrid, begin_grid, count_into_cell, k_nearest_phases
 
 K = 4
 
@@ -68,7 +68,7 @@ class Points(Env):
     Config = PointsConfig
 
     def program_phases(self) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
-        observe = (per_env(_begin), per_agent(_count), *NeighbourGrid.build_phases(), k_nearest_phase(K, _write))
+        observe = (per_env(_begin), per_agent(_count), *NeighbourGrid.build_phases(), *k_nearest_phases(K, _write))
         return observe, (per_agent(_place), *observe)
 
     def program_variant(self) -> str:
@@ -89,7 +89,7 @@ class Points(Env):
         return NeighbourGrid(side_length=4.0, cells_per_side=c.cells, adaptive=c.adaptive, agents_per_cell=2.0)
 
     def state_arrays(self) -> list[ArraySpec]:
-        return [ArraySpec("x", "agent", torch.float32), ArraySpec("y", "agent", torch.float32), *self.grid().arrays()]
+        return [ArraySpec("x", "agent", torch.float32), ArraySpec("y", "agent", torch.float32), *self.grid().arrays(K)]
 
     def kernel_params(self) -> dict[str, Any]:
         return self.grid().params()

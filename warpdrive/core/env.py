@@ -423,7 +423,7 @@ class Env:
         (see :class:`~warpdrive.core.compile.LaunchBoundary`).
 
         Envs whose phases depend on compile-time constants of their config (such as the size of a
-        per-thread list, see :func:`~warpdrive.core.spatial.k_nearest_phase`) override this and
+        per-thread list, see :func:`~warpdrive.core.spatial.k_nearest_phases`) override this and
         :meth:`program_variant`.
         """
         return type(self).step_phases, type(self).reset_phases

@@ -10,7 +10,7 @@ Any env whose agents have 2D positions in arrays ``s.x`` and ``s.y`` (shape [E, 
    agents that take part are sorted by cell, with copies of their positions (``s.cell_agent``,
    ``s.cell_x``, ``s.cell_y``; cell ``c`` holds positions ``s.cell_start[env, c]`` to
    ``s.cell_start[env, c + 1] - 1``), followed by the agents that do not take part.
-4. Query it: :func:`k_nearest_phase` visits the k nearest others of every agent (nearest first, lower id on
+4. Query it: :func:`k_nearest_phases` visit the k nearest others of every agent (nearest first, lower id on
    equal distance: the order of a stable sort of float32 distances over ids), and :func:`cell_range` gives
    the cells that a disc overlaps, for searches within a radius.
 
@@ -39,7 +39,7 @@ from warpdrive.core.compile import Phase, per_agent, per_env, per_index
 from warpdrive.core.device import atomic_add, bits_float, float_bits, kernel_function, local_array
 from warpdrive.core.store import ArraySpec
 
-__all__ = ["NeighbourGrid", "begin_grid", "cell_range", "count_into_cell", "distance", "k_nearest_phase",
+__all__ = ["NeighbourGrid", "begin_grid", "cell_range", "count_into_cell", "distance", "k_nearest_phases",
            "squared_distance"]
 
 _ZERO = np.float32(0.0)
@@ -67,8 +67,9 @@ class NeighbourGrid:
     agents_per_cell: float = 3.0
     origin: float = 0.0
 
-    def arrays(self) -> list[ArraySpec]:
-        """Scratch arrays (E envs, N agents, G cells per side; one more cell for the agents left out):
+    def arrays(self, k: int = 0) -> list[ArraySpec]:
+        """Scratch arrays (E envs, N agents, G cells per side; one more cell for the agents left out; ``k``: the
+        list length of the env's :func:`k_nearest_phases`, 0 without them):
 
         ==========================================  ==============  =========  =================================
         name                                        shape           dtype      meaning
@@ -80,6 +81,8 @@ class NeighbourGrid:
         ``row_start``                               [E, G]          int32      first position of each row of cells
         ``cell_agent``, ``cell_x``, ``cell_y``      [E, N]          i32/f32    agents by cell, with their position
         ``agent_cell``, ``agent_slot``              [E, N]          int32      each agent's cell and rank in it
+        ``nearest``                                 [E, N, k]       int32      k nearest of the agent at each
+                                                                               position (ids, -1: none)
         ==========================================  ==============  =========  =================================
         """
         g = self.cells_per_side
@@ -95,6 +98,7 @@ class NeighbourGrid:
             ArraySpec("cell_y", "agent", torch.float32, "scratch"),
             ArraySpec("agent_cell", "agent", torch.int32, "scratch"),
             ArraySpec("agent_slot", "agent", torch.int32, "scratch"),
+            *([ArraySpec("nearest", "agent", torch.int32, "scratch", (k,))] if k else []),
         ]
 
     def params(self) -> dict[str, Any]:
@@ -265,16 +269,20 @@ def _agent_count(p, s):
 
 
 @cache
-def k_nearest_phase(k: int, visit: Callable[..., Any]) -> Phase:
-    """A phase that calls ``visit(env, agent, slot, other, p, s)`` for ``slot`` in ``range(k)`` for every
+def k_nearest_phases(k: int, visit: Callable[..., Any]) -> tuple[Phase, Phase]:
+    """Two phases that call ``visit(env, agent, slot, other, p, s)`` for ``slot`` in ``range(k)`` for every
     agent: ``other`` is the id of its ``slot``-th nearest other agent that takes part (by distance, then
-    id), or -1 where fewer remain and for every slot of an agent that does not take part.
+    id), or -1 where fewer remain and for every slot of an agent that does not take part. The env declares
+    ``NeighbourGrid.arrays(k)``: the first phase keeps each agent's list there (``s.nearest``), the second
+    calls ``visit`` once per (agent, slot) pair, in any order.
 
-    The search visits rings of cells around the agent's cell until the k-th best is provably nearer than
-    any unvisited cell; within a ring it skips the cells that lie wholly beyond the k-th best so far, and it
-    takes the square root only of squared distances that may enter the list (the result is the same as a
-    search without either shortcut, to the bit). Agents are visited in cell order (threads of a warp search
-    nearby, alike), so ``visit`` should write only what belongs to ``agent``.
+    The search visits the 3 x 3 cells around the agent's cell, then rings of cells outward until the k-th
+    best is provably nearer than any unvisited cell; it walks each ring as row spans (contiguous agents),
+    skips the spans that lie wholly beyond the k-th best so far, and takes the square root only of squared
+    distances that may enter the list (the result is the same as a search without either shortcut, to the
+    bit). Agents are searched in cell order (threads of a warp search nearby, alike), and ``visit`` may run
+    for the pairs of one agent in different threads, so it should write only what belongs to ``(agent,
+    slot)``.
     """
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
@@ -294,32 +302,65 @@ def k_nearest_phase(k: int, visit: Callable[..., Any]) -> Phase:
         return _INF if worst == _EMPTY else bits_float(np.uint32(worst >> _SHIFT))
 
     @kernel_function
-    def offer_cell(env, pos_self, cell, x, y, best, s):
-        # The root is taken only where the candidate may enter: sqrt is monotonic, so a square above the
-        # reach of the k-th distance has a root above it (exact: the same keys enter as with every root taken).
-        reach = _squared_reach(worst_distance(best))
-        for pos in range(s.cell_start[env, cell], s.cell_start[env, cell + 1]):
-            q = squared_distance(x, y, s.cell_x[env, pos], s.cell_y[env, pos])
-            if q <= reach and pos != pos_self:
-                key = (np.uint64(float_bits(np.float32(math.sqrt(q)))) << _SHIFT) | np.uint64(s.cell_agent[env, pos])
-                if key < best[K - 1]:
-                    insert(key, best)
-                    reach = _squared_reach(worst_distance(best))
+    def offer(env, pos_self, pos, x, y, reach, best, s):
+        """Offer the agent at ``pos`` to the list; returns the new reach (the root is taken only where the
+        candidate may enter: sqrt is monotonic, so a square above the reach of the k-th distance has a root
+        above it, and the same keys enter as with every root taken)."""
+        q = squared_distance(x, y, s.cell_x[env, pos], s.cell_y[env, pos])
+        if q <= reach and pos != pos_self:
+            # a key at or above the k-th best leaves the list unchanged: no test before the insertion
+            insert((np.uint64(float_bits(np.float32(math.sqrt(q)))) << _SHIFT) | np.uint64(s.cell_agent[env, pos]),
+                   best)
+            reach = _squared_reach(worst_distance(best))
+        return reach
 
     @kernel_function
-    def gap(g, v, size, side):
-        """How far coordinate ``v`` is from the cells of column (or row) ``g``: 0 inside; the border columns
-        reach beyond the grid (they hold the agents outside it)."""
-        lo = np.float32(g) * size if g > 0 else -_INF
-        hi = np.float32(g + 1) * size if g < side - 1 else _INF
+    def edge(g, size):
+        """Lower border of column (or row) ``g`` in the grid's coordinates; column 0 reaches beyond the grid
+        (the border columns hold the agents outside it)."""
+        return np.float32(g) * size if g > 0 else -_INF
+
+    @kernel_function
+    def gap(g0, g1, v, size, side):
+        """How far coordinate ``v`` is from the cells of columns (or rows) ``g0..g1``: 0 inside."""
+        lo = edge(g0, size)
+        hi = edge(g1 + 1, size) if g1 < side - 1 else _INF
         return max(max(lo - v, v - hi), _ZERO)
 
     @kernel_function
-    def search(env, pos, best, p, s):
+    def span(level, j, cx, cy, lx, ly, far, size, side):
+        """The ``j``-th row span of the cells that search level ``level`` adds (level 1: the 3 x 3 block
+        around the agent's cell, 3 spans; level d > 1: the ring at distance d, 4d spans: its top and bottom
+        rows and its two side cells in every row between), as ``(first cell, last cell)`` of one row (their
+        agents are contiguous); ``(0, -1)`` where the span is off the grid or wholly beyond ``far``."""
+        if level == 1:
+            row = cy - 1 + j
+            g0 = cx - 1
+            g1 = cx + 1
+        elif j < 2:
+            row = cy - level if j == 0 else cy + level
+            g0 = cx - level
+            g1 = cx + level
+        else:
+            row = cy - level + 1 + (j - 2) // 2
+            g0 = cx - level if j % 2 == 0 else cx + level
+            g1 = g0
+        g0 = max(g0, 0)
+        g1 = min(g1, side - 1)
+        if row < 0 or row >= side or g0 > g1:
+            return 0, -1
+        gx = gap(g0, g1, lx, size, side)
+        gy = gap(row, row, ly, size, side)
+        if gx * gx + gy * gy > far * far:
+            return 0, -1
+        return row * side + g0, row * side + g1
+
+    @kernel_function
+    def search(env, pos_self, best, p, s):
         side = s.grid_side[env]
         size = s.cell_size[env]
-        x = s.cell_x[env, pos]
-        y = s.cell_y[env, pos]
+        x = s.cell_x[env, pos_self]
+        y = s.cell_y[env, pos_self]
         inv_cell = s.inv_cell_size[env]
         cx = _cell_coord(x, p, inv_cell, side)
         cy = _cell_coord(y, p, inv_cell, side)
@@ -327,43 +368,41 @@ def k_nearest_phase(k: int, visit: Callable[..., Any]) -> Phase:
         lx = x - p.grid_origin
         ly = y - p.grid_origin
         margin = p.grid_search_margin
-        d = 0
+        reach = _INF
+        level = 1
         while True:
-            # ring d: 4 sides of 2d cells each (each corner once); ring 0 is the agent's own cell
-            for edge in range(4 if d > 0 else 1):
-                for t in range(max(2 * d, 1)):
-                    if edge == 0:
-                        gx, gy = cx - d + t, cy - d
-                    elif edge == 1:
-                        gx, gy = cx + d, cy - d + t
-                    elif edge == 2:
-                        gx, gy = cx + d - t, cy + d
-                    else:
-                        gx, gy = cx - d, cy + d - t
-                    if 0 <= gx < side and 0 <= gy < side:
-                        # a cell whose every point is farther than the k-th distance (with a margin for
-                        # rounding) holds no candidate: skip it
-                        far = worst_distance(best) + margin
-                        gx_gap = gap(gx, lx, size, side)
-                        gy_gap = gap(gy, ly, size, side)
-                        if gx_gap * gx_gap + gy_gap * gy_gap <= far * far:
-                            offer_cell(env, pos, gy * side + gx, x, y, best, s)
-            # every unvisited agent lies beyond the nearest side of the visited block that is not the grid's
+            # The level's spans as one flat loop over their agents: the threads of a warp (nearby agents)
+            # then run about as many iterations as the busiest of them, not the busiest cell of each span.
+            spans = 3 if level == 1 else 4 * level
+            j = 0
+            pos = 0
+            end = 0
+            while True:
+                while pos >= end and j < spans:
+                    # spans wholly beyond the k-th distance so far (with a margin for rounding) are skipped
+                    first, last = span(level, j, cx, cy, lx, ly, worst_distance(best) + margin, size, side)
+                    j += 1
+                    if first <= last:
+                        pos = s.cell_start[env, first]
+                        end = s.cell_start[env, last + 1]
+                if pos >= end:
+                    break
+                reach = offer(env, pos_self, pos, x, y, reach, best, s)
+                pos += 1
+            # every unvisited agent lies beyond the nearest side of the visited square that is not the grid's
             # border (agents outside the grid are in border cells)
             bound = _INF
-            if cx - d > 0:
-                bound = min(bound, lx - np.float32(cx - d) * size)
-            if cx + d < side - 1:
-                bound = min(bound, np.float32(cx + d + 1) * size - lx)
-            if cy - d > 0:
-                bound = min(bound, ly - np.float32(cy - d) * size)
-            if cy + d < side - 1:
-                bound = min(bound, np.float32(cy + d + 1) * size - ly)
-            if bound == _INF:
+            if cx - level > 0:
+                bound = min(bound, lx - np.float32(cx - level) * size)
+            if cx + level < side - 1:
+                bound = min(bound, np.float32(cx + level + 1) * size - lx)
+            if cy - level > 0:
+                bound = min(bound, ly - np.float32(cy - level) * size)
+            if cy + level < side - 1:
+                bound = min(bound, np.float32(cy + level + 1) * size - ly)
+            if bound == _INF or worst_distance(best) < bound - margin:
                 return
-            if worst_distance(best) < bound - margin:
-                return
-            d += 1
+            level += 1
 
     @kernel_function
     def k_nearest(env, pos, p, s):
@@ -373,10 +412,20 @@ def k_nearest_phase(k: int, visit: Callable[..., Any]) -> Phase:
         side = s.grid_side[env]
         if pos < s.cell_start[env, side * side]:  # the agents left out come after every cell
             search(env, pos, best, p, s)
-        agent = s.cell_agent[env, pos]
         for q in range(K):
             key = best[q]
-            other = np.int32(key & _LOW) if key != _EMPTY else np.int32(-1)
-            visit(env, agent, q, other, p, s)
+            s.nearest[env, pos, q] = np.int32(key & _LOW) if key != _EMPTY else np.int32(-1)
 
-    return per_index(k_nearest, _agent_count)
+    @kernel_function
+    def pair_count(p, s):
+        return p.num_agents * K
+
+    @kernel_function
+    def visit_pair(env, index, p, s):
+        # consecutive threads take consecutive slots of one agent: an observation laid out slot-fastest is
+        # then written in runs of k consecutive values (nearly coalesced)
+        pos = index // K
+        slot = index - pos * K
+        visit(env, s.cell_agent[env, pos], slot, s.nearest[env, pos, slot], p, s)
+
+    return per_index(k_nearest, _agent_count), per_index(visit_pair, pair_count)

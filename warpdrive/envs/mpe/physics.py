@@ -59,7 +59,7 @@ from warpdrive.core.spatial import (
     begin_grid,
     count_into_cell,
     distance,
-    k_nearest_phase,
+    k_nearest_phases,
 )
 from warpdrive.core.store import ArraySpec
 from warpdrive.core.typed import bounded
@@ -309,7 +309,7 @@ def world_phases(observe: Phase, rewards: tuple[Phase, ...], visit: Any, k: int 
     """``(step phases, reset phases)`` of an MPE env.
 
     Step: ``step_start`` (per-env functions), forces, integration (and counting into the neighbour grid);
-    with ``k``, the grid's build and the k-nearest phase calling ``visit(env, agent, slot, other, p, s)``;
+    with ``k``, the grid's build and the k-nearest phases calling ``visit(env, agent, slot, other, p, s)``;
     ``observe`` (per agent: the rest of the observation); then the env's ``rewards`` phases. Reset:
     ``episode_start`` (per-env functions), agent and landmark starts, then the same observation phases.
     """
@@ -322,7 +322,7 @@ def world_phases(observe: Phase, rewards: tuple[Phase, ...], visit: Any, k: int 
         grid_start = (_begin_grid,)
         move = per_agent(_integrate, _count)
         place = per_agent(_place_agent, _count)
-        neighbours = (*NeighbourGrid.build_phases(), k_nearest_phase(k, visit))
+        neighbours = (*NeighbourGrid.build_phases(), *k_nearest_phases(k, visit))
     begin_step = (per_env(*step_start, *grid_start),) if step_start or grid_start else ()
     begin_episode = (per_env(*episode_start, *grid_start),) if episode_start or grid_start else ()
     step = (*begin_step, per_agent(_force), move, *neighbours, observe, *rewards)
@@ -393,7 +393,7 @@ class MPEEnv(Env):
 
     def state_arrays(self) -> list[ArraySpec]:
         n, slots = self.num_agents, max(self.num_landmarks, 1)
-        grid = [] if self.config.k_nearest is None else neighbour_grid(n).arrays()
+        grid = [] if self.config.k_nearest is None else neighbour_grid(n).arrays(self.config.k_nearest)
         return [
             *(ArraySpec(name, "agent", torch.float32) for name in ("x", "y", "vx", "vy")),
             ArraySpec("fx", "agent", torch.float32, "scratch"),

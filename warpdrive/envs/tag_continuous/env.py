@@ -23,8 +23,8 @@ How one step runs (phases separated by barriers; see :mod:`warpdrive.core.compil
    into a bucket of their own).
 2. Partial observation: the grid's prefix sum and scatter sort the agents in the game by cell; then, per
    agent, the ``k`` nearest others in the game are found in a register list (rings of cells outward until
-   the ``k``-th best is provably nearer than any unvisited cell) and its observation row is written from it
-   (``_observe_neighbour``). Full observation: ``_observe_all_pair`` writes one (observer, other) pair per
+   the ``k``-th best is provably nearer than any unvisited cell) and kept; then one thread per (observer,
+   slot) pair writes that slot's features (``_observe_neighbour``). Full observation: ``_observe_all_pair`` writes one (observer, other) pair per
    thread, so that consecutive threads write nearly consecutive floats.
 3. ``_tag``: each runner still in the game finds its nearest tagger within the tagging distance; the
    tagger's reward is credited with an atomic add (several runners may be tagged by one tagger in a step;
@@ -58,7 +58,7 @@ from warpdrive.core.spatial import (
     cell_range,
     count_into_cell,
     distance,
-    k_nearest_phase,
+    k_nearest_phases,
 )
 from warpdrive.core.store import ArraySpec
 from warpdrive.core.typed import ConfigError, bounded, join_path
@@ -501,8 +501,8 @@ _FULL_OBSERVATION_PHASES = (
 @cache
 def _partial_observation_phases(k: int, separate_search: bool) -> tuple[tuple[Phase | LaunchBoundary, ...],
                                                                         tuple[Phase | LaunchBoundary, ...]]:
-    search = k_nearest_phase(k, _observe_neighbour)
-    observe = (*NeighbourGrid.build_phases(), *((NEW_LAUNCH, search, NEW_LAUNCH) if separate_search else (search,)))
+    search = k_nearest_phases(k, _observe_neighbour)
+    observe = (*NeighbourGrid.build_phases(), *((NEW_LAUNCH, *search, NEW_LAUNCH) if separate_search else search))
     return (
         (per_env(_begin_grid_step), per_agent(_move, _count), *observe, per_agent(_tag_in_grid)),
         (per_env(_begin_grid_episode), per_agent(_place, _count), *observe),
@@ -591,7 +591,7 @@ class TagContinuous(Env):
             ArraySpec("acc_table", "global", torch.float32, "constant", (acc_levels,)),
             ArraySpec("turn_table", "global", torch.float32, "constant", (turn_levels,)),
             ArraySpec("headings", "global", torch.float32, "constant", (4,)),
-            *(grid.arrays() if grid is not None else []),
+            *(grid.arrays(c.num_other_agents_observed) if grid is not None else []),
         ]
 
     def kernel_params(self) -> dict[str, Any]:
