@@ -136,7 +136,7 @@ def measure(name: str, steps_per_graph: int, replays: int, repeats: int, tune: b
     run_eager(5)
     eager = statistics.median(eager_steps * num_envs / run_eager(eager_steps) for _ in range(repeats))
     result = {
-        "name": name, "env": env_name, "agents": env.num_agents, "envs": num_envs,
+        "name": name, "algorithm": "random", "env": env_name, "agents": env.num_agents, "envs": num_envs,
         "setup_s": round(setup_s, 2), "env_steps_per_s_eager": round(eager),
     }
     if device != "cuda":

@@ -259,3 +259,22 @@ def test_a_constant_without_values_is_an_error_at_construction() -> None:
     with pytest.raises(ValueError, match=r"constant array\(s\) \['table'\] have no values: return them from "
                                          r"start_state\(\)"):
         _EnvWithAnEmptyConstant(num_envs=2, backend="cpu")
+
+
+class ToyEnvWithExtraParam(ToyEnv):
+    """ToyEnv whose kernel params gain a field when ``num_cells`` is large: other argument types, same code."""
+
+    def kernel_params(self) -> dict:
+        extra = {"many_cells": True} if self.config.num_cells > 20 else {}
+        return {**super().kernel_params(), **extra}
+
+
+def test_each_argument_typing_gets_a_program_name_of_its_own() -> None:
+    # Numba's disk cache keeps one unlocked index per name: two processes saving programs of different argument
+    # types under one name at once could each load the other's code, so a name must stand for one typing
+    few = ToyEnvWithExtraParam(num_envs=2, backend="cpu", num_cells=11)
+    also_few = ToyEnvWithExtraParam(num_envs=3, backend="cpu", num_cells=12)
+    many = ToyEnvWithExtraParam(num_envs=2, backend="cpu", num_cells=21)
+    assert few._program("step").name == also_few._program("step").name
+    assert few._program("step").name != many._program("step").name
+    assert few._program("step") is not many._program("step")

@@ -26,6 +26,7 @@ finished episode is kept in ``final_obs`` (needed to bootstrap on truncation).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, get_type_hints
@@ -241,6 +242,14 @@ _INT32_LIMIT = 2**31
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+def _types_digest(p: Any, s: Any) -> str:
+    """A short hash of the kernels' argument types: the fields and Numba types of the params and arrays."""
+    from numba import typeof
+
+    described = f"{p._fields}|{typeof(p)}|{s._fields}|{typeof(s)}"
+    return hashlib.sha256(described.encode()).hexdigest()[:10]
+
+
 def _check_float32_fields(config: Any) -> None:
     """Every float field of an env's config must be finite in float32, the precision of the kernels (a value
     such as 1e39 passes a float64 check and becomes inf on the device)."""
@@ -385,6 +394,7 @@ class Env:
         self._arrays_type = kernel_tuple_type(type(self), "Arrays", list(self.store.specs))
         self._s = self.store.kernel_views(self._arrays_type, self.target)
         self._set_params()
+        self._argument_types = _types_digest(self._p, self._s)
 
     # ------------------------------------------------------------------------------------------
     # what a subclass provides
@@ -873,12 +883,18 @@ class Env:
         # action kind picks the functions that draw and check actions (an env may offer discrete and Box actions)
         variant = self.program_variant() + (self._launch_layout() if cuda_code else "") + self._action_kind()
         exact = self.exact or not cuda_code  # the CPU never contracts
-        key = (cls, name, self.target.backend, variant, exact)
+        key = (cls, name, self.target.backend, variant, exact, self._argument_types)
         program = Env._programs.get(key)
         if program is None:
+            fingerprint = self._fingerprint()
+            # Numba's disk cache keeps one unlocked index per function name: two processes saving different
+            # keys under one name at once can leave an entry that points at the other's code (wrong results,
+            # seen with parallel test workers). The name therefore carries everything in the key: one cached
+            # program per name (the source fingerprint and the argument types).
             qualified = ".".join(part for part in (cls.__module__, cls.__name__, variant, name,
-                                                   "" if exact else "fused") if part)
-            program = Program(self._runner(name, launches=cuda_code), self.target, self._fingerprint(), qualified,
+                                                   "" if exact else "fused", fingerprint[:8], self._argument_types)
+                                 if part)
+            program = Program(self._runner(name, launches=cuda_code), self.target, fingerprint, qualified,
                               exact=exact)
             Env._programs[key] = program
         return program

@@ -24,8 +24,8 @@ How one step runs (phases separated by barriers; see :mod:`warpdrive.core.compil
 2. Partial observation: the grid's prefix sum and scatter sort the agents in the game by cell; then, per
    agent, the ``k`` nearest others in the game are found in a register list (rings of cells outward until
    the ``k``-th best is provably nearer than any unvisited cell) and kept; then one thread per (observer,
-   slot) pair writes that slot's features (``_observe_neighbour``). Full observation: ``_observe_all_pair`` writes one (observer, other) pair per
-   thread, so that consecutive threads write nearly consecutive floats.
+   slot) pair writes that slot's features (``_observe_neighbour``). Full observation: ``_observe_all_pair``
+   writes one (observer, other) pair per thread, so that consecutive threads write nearly consecutive floats.
 3. ``_tag``: each runner still in the game finds its nearest tagger within the tagging distance; the
    tagger's reward is credited with an atomic add (several runners may be tagged by one tagger in a step;
    every addend is the same constant, so the order of the additions does not change the sum).
