@@ -347,7 +347,7 @@ class Env:
     #: where a measurement showed that more resident threads beat fewer spills
     max_registers: ClassVar[int | None] = None
 
-    _programs: ClassVar[dict[tuple[type, str, str, str, bool], Program]] = {}
+    _programs: ClassVar[dict[tuple[type, str, str, str, bool, str], Program]] = {}
 
     def __init__(
         self,
