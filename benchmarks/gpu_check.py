@@ -65,16 +65,30 @@ def main() -> int:
     parser.add_argument("names", nargs="*", help=f"envs (default: all of {list(CASES)})")
     parser.add_argument("--jobs", type=int, default=min(8, os.cpu_count() or 1),
                         help="cases checked at once, each in its own process (compilation dominates)")
+    parser.add_argument("--min-agents", type=int, default=0, help="only the cases with at least this many agents")
+    parser.add_argument("--in-process", action="store_true",
+                        help="check the cases one after another in this process: cases that share a program compile "
+                             "it once (worker processes each compile their own while the disk cache is empty)")
     args = parser.parse_args()
+
+    def agents(case: tuple[str, dict, str]) -> int:
+        return env_class(case[0]).num_agents_of(env_class(case[0]).Config(**case[1]))
+
     cases = [(name, kwargs, start) for name in args.names or list(CASES) for kwargs in CASES[name]
              for start in ("random", "identical")]
+    cases = [case for case in cases if agents(case) >= args.min_agents]
     # the largest first: they take longest (the CPU side), and the small ones fill the workers meanwhile
-    cases.sort(key=lambda case: -env_class(case[0]).num_agents_of(env_class(case[0]).Config(**case[1])))
+    cases.sort(key=lambda case: -agents(case))
     results = []
-    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for done in as_completed([pool.submit(check, case) for case in cases]):  # each line as soon as it is known
-            results.append(done.result())
+    if args.in_process:
+        for case in cases:
+            results.append(check(case))
             print(results[-1][1], flush=True)
+    else:
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for done in as_completed([pool.submit(check, case) for case in cases]):  # each line once known
+                results.append(done.result())
+                print(results[-1][1], flush=True)
     failures = sum(not ok for ok, _ in results)
     print(f"{len(results) - failures} consistent, {failures} not")
     return 1 if failures else 0
