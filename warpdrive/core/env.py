@@ -40,203 +40,16 @@ from warpdrive.core.compile import (
     LaunchShape,
     Phase,
     Program,
-    only_where_done,
-    per_agent,
-    per_env,
-    sequence,
     source_fingerprint,
-    split_at_launches,
 )
-from warpdrive.core.device import atomic_max, cuda_available, float_bits, kernel_function, simulator_enabled
-from warpdrive.core.random import randint, uniform
+from warpdrive.core.device import cuda_available, simulator_enabled
+from warpdrive.core.lifecycle import program_stages
 from warpdrive.core.sampling import discrete_choices, uniform_actions
 from warpdrive.core.store import ArraySpec, DataStore, kernel_tuple_type
 from warpdrive.core.targets import Backend, CudaTarget, KernelTarget, kernel_target
 from warpdrive.core.typed import ConfigError, from_dict
 
 StartMode = Literal["random", "identical"]
-
-# --------------------------------------------------------------------------------------------------
-# phases every env gets
-
-
-@kernel_function
-def _begin_step(env, p, s):
-    s.t[env] += 1
-    s.terminated[env] = False
-    s.truncated[env] = False
-
-
-@kernel_function
-def _end_step(env, p, s):
-    truncated = s.t[env] >= p.episode_length and not s.terminated[env]
-    s.truncated[env] = truncated
-    s.done[env] = s.terminated[env] or truncated
-
-
-@kernel_function
-def _add_reward(env, agent, p, s):
-    s.episode_return[env, agent] += s.rewards[env, agent]
-
-
-@kernel_function
-def _finish_agent(env, agent, p, s):
-    for j in range(s.obs.shape[2]):
-        s.final_obs[env, agent, j] = s.obs[env, agent, j]
-    episode_return = s.episode_return[env, agent]
-    s.final_return[env, agent] = episode_return
-    s.finished_return[env, agent] += episode_return
-    s.episode_return[env, agent] = 0.0
-
-
-@kernel_function
-def _finish_env(env, p, s):
-    s.final_length[env] = s.t[env]
-    s.finished_episodes[env] += 1.0
-    s.finished_length[env] += s.t[env]
-    for j in range(s.metrics.shape[1]):
-        s.final_metrics[env, j] = s.metrics[env, j]
-        s.finished_metrics[env, j] += s.metrics[env, j]
-
-
-#: where the counters of the action draws start: far from the env's own draws (``agent * draws + k``)
-_ACTION_STREAM = np.int64(1 << 62)
-
-
-@kernel_function
-def _action_counter(env, agent, p, s):
-    """Counter of head 0 of this step's random action of ``agent``: ``(t * agents + agent) * heads``."""
-    return _ACTION_STREAM + (np.int64(s.t[env]) * p.num_agents + agent) * s.actions.shape[2]
-
-
-@kernel_function
-def _draw_discrete_actions(env, agent, p, s):
-    base = _action_counter(env, agent, p, s)
-    for head in range(s.actions.shape[2]):
-        s.actions[env, agent, head] = randint(p.seed, env, s.episode[env], base + head, s.action_choices[head])
-
-
-@kernel_function
-def _draw_masked_actions(env, agent, p, s):
-    """Each head uniformly among its allowed choices (choice 0 where a head allows none)."""
-    base = _action_counter(env, agent, p, s)
-    start = 0
-    for head in range(s.actions.shape[2]):
-        n = s.action_choices[head]
-        allowed = 0
-        for i in range(n):
-            allowed += s.action_mask[env, agent, start + i]
-        rank = randint(p.seed, env, s.episode[env], base + head, max(allowed, 1))
-        choice = 0
-        for i in range(n):
-            if s.action_mask[env, agent, start + i]:
-                if rank == 0:
-                    choice = i
-                rank -= 1
-        s.actions[env, agent, head] = choice
-        start += n
-
-
-@kernel_function
-def _draw_box_actions(env, agent, p, s):
-    base = _action_counter(env, agent, p, s)
-    for head in range(s.actions.shape[2]):
-        low = s.action_low[head]
-        u = uniform(p.seed, env, s.episode[env], base + head)
-        s.actions[env, agent, head] = min(low + (s.action_high[head] - low) * u, s.action_high[head])
-
-
-# ---- the step kernel's action check (p.check_actions): an invalid action is replaced by a safe one and the first
-# of each env recorded in s.action_fault[env] as ((A * H - (agent * H + head)) << 32) | (the value's 32 bits):
-# atomic_max keeps the lowest (agent, head) with its value; 0 means none.
-
-
-@kernel_function
-def _record_action_fault(env, agent, head, bits, p, s):
-    heads = s.actions.shape[2]
-    rank = np.int64(p.num_agents) * heads - (np.int64(agent) * heads + head)
-    atomic_max(s.action_fault, env, (rank << np.int64(32)) | np.int64(bits))
-
-
-@kernel_function
-def _check_discrete_actions(env, agent, p, s):
-    for head in range(s.actions.shape[2]):
-        a = s.actions[env, agent, head]
-        if a < 0 or a >= s.action_choices[head]:
-            _record_action_fault(env, agent, head, np.uint32(a), p, s)
-            s.actions[env, agent, head] = 0
-
-
-@kernel_function
-def _check_masked_actions(env, agent, p, s):
-    start = 0
-    for head in range(s.actions.shape[2]):
-        a = s.actions[env, agent, head]
-        n = s.action_choices[head]
-        if a < 0 or a >= n or not s.action_mask[env, agent, start + a]:
-            _record_action_fault(env, agent, head, np.uint32(a), p, s)
-            s.actions[env, agent, head] = 0
-        start += n
-
-
-@kernel_function
-def _check_box_actions(env, agent, p, s):
-    # only NaN and infinities: a finite value outside the bounds is the env's to clip (as Gymnasium's envs do)
-    for head in range(s.actions.shape[2]):
-        a = s.actions[env, agent, head]
-        if not abs(a) < np.float32(np.inf):  # NaN fails the comparison
-            _record_action_fault(env, agent, head, float_bits(a), p, s)
-            s.actions[env, agent, head] = min(max(np.float32(0.0), s.action_low[head]), s.action_high[head])
-
-
-@kernel_function
-def _clear_return(env, agent, p, s):
-    s.episode_return[env, agent] = 0.0
-
-
-@kernel_function
-def _begin_episode(env, p, s):
-    s.t[env] = 0
-    s.episode[env] += 1
-    for j in range(s.metrics.shape[1]):
-        s.metrics[env, j] = 0.0
-
-
-def _draw_or_check_actions(draw: Any, check: Any) -> Any:
-    """Random actions drawn (``random_step``), or the given ones checked (``p.check_actions``)."""
-
-    @kernel_function
-    def run(env, agent, p, s):
-        if p.draw_actions:
-            draw(env, agent, p, s)
-        elif p.check_actions:
-            check(env, agent, p, s)
-
-    return run
-
-
-def _only_where_autoreset(runner: Any) -> Any:
-    """Run ``runner`` only in envs whose episode ended this step, when the step autoresets (``p.autoreset``)."""
-    return only_where_done(_only_if_autoreset(runner))
-
-
-def _only_if_autoreset(runner: Any) -> Any:
-    @kernel_function
-    def run(env, lane, lanes, active, p, s):
-        runner(env, lane, lanes, active and p.autoreset, p, s)
-
-    return run
-
-
-def _only_where_reset_asked(runner: Any) -> Any:
-    """Run ``runner`` only in envs whose ``s.reset_mask[env]`` is set (:meth:`Env.reset`)."""
-
-    @kernel_function
-    def run(env, lane, lanes, active, p, s):
-        runner(env, lane, lanes, active and s.reset_mask[env], p, s)
-
-    return run
-
 
 _INT32_LIMIT = 2**31
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -651,10 +464,15 @@ class Env:
             self.actions.copy_(checked)
         elif self.validate:
             self._check_action_range(self.actions)
-        self._program("step")(self._p, self._s, self.num_envs, self.shape)
-        if self.check_actions and not self.validate and self.device.type == "cpu":
-            self.raise_action_faults()  # no device to wait for
+        self._run_step(self._p)
         return self.step_outputs()
+
+    def _run_step(self, p: Any) -> None:
+        """The step program with params ``p``; on the CPU, where there is no device to wait for, the actions
+        the kernel rejected are raised at once (unless ``validate`` checked them before)."""
+        self._program("step")(p, self._s, self.num_envs, self.shape)
+        if self.check_actions and not self.validate and self.device.type == "cpu":
+            self.raise_action_faults()
 
     def action_faults_found(self) -> torch.Tensor:
         """A 0-dim bool device tensor: whether the step kernel found an invalid action since the last
@@ -714,9 +532,7 @@ class Env:
         """One step from the actions in :attr:`actions`, leaving ended episodes as they are (for renders)."""
         if self.validate:
             self._check_action_range(self.actions)
-        self._program("step")(self._p_without_autoreset, self._s, self.num_envs, self.shape)
-        if self.check_actions and not self.validate and self.device.type == "cpu":
-            self.raise_action_faults()
+        self._run_step(self._p_without_autoreset)
 
     def step_outputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         s = self.store
@@ -931,41 +747,19 @@ class Env:
 
     def _fingerprint(self) -> str:
         step_phases, reset_phases = self.program_phases()
-        # Env: the phases every env gets (_begin_step, ...) are defined in this file
-        functions = [fn for ph in (*step_phases, *reset_phases) for fn in getattr(ph, "fns", ())] + [type(self), Env]
+        # Env and lifecycle: the phases every env gets and how programs are assembled
+        functions = [fn for ph in (*step_phases, *reset_phases) for fn in getattr(ph, "fns", ())]
+        functions += [type(self), Env, program_stages]
         return source_fingerprint(functions)
 
     def _runner(self, name: str, launches: bool = True) -> list[Any]:
-        """The stages of program ``name``: runners separated by the env's launch boundaries
-        (:class:`~warpdrive.core.compile.LaunchBoundary`), each one kernel on CUDA; with ``launches=False``
-        one runner with the boundaries left out."""
+        """The stages of program ``name`` (see :func:`~warpdrive.core.lifecycle.program_stages`); with
+        ``launches=False`` one runner with the env's launch boundaries left out."""
         step_phases, reset_phases = self.program_phases()
         if not launches:
             step_phases = tuple(ph for ph in step_phases if not isinstance(ph, LaunchBoundary))
             reset_phases = tuple(ph for ph in reset_phases if not isinstance(ph, LaunchBoundary))
-        if self.action_dtype() == torch.float32:
-            draw, check = _draw_box_actions, _check_box_actions
-        elif self.action_mask is None:
-            draw, check = _draw_discrete_actions, _check_discrete_actions
-        else:
-            draw, check = _draw_masked_actions, _check_masked_actions
-        # random_step draws the actions in the step program's first phase (p.draw_actions); otherwise they are
-        # checked there (p.check_actions)
-        step = (per_agent(_draw_or_check_actions(draw, check)), per_env(_begin_step), *step_phases,
-                per_agent(_add_reward), per_env(_end_step))
-        if name not in ("step", "reset"):
-            raise KeyError(name)
-        reset = split_at_launches((per_env(_begin_episode), *reset_phases))
-        if name == "reset":
-            first = sequence(per_agent(_clear_return), *reset[0])
-            return [_only_where_reset_asked(first), *(_only_where_reset_asked(sequence(*r)) for r in reset[1:])]
-        stages = split_at_launches(step)
-        # the episodes that ended are finished and restarted in the same launches (unless p.autoreset is off):
-        # the reset's first stage right after the step's last one, and its later stages as launches of their own
-        keep = (per_agent(_finish_agent), per_env(_finish_env))
-        last = sequence(*stages[-1], _only_where_autoreset(sequence(*keep, *reset[0])))
-        return [*(sequence(*stage) for stage in stages[:-1]), last,
-                *(_only_where_autoreset(sequence(*r)) for r in reset[1:])]
+        return program_stages(name, step_phases, reset_phases, self._action_kind())
 
     def _checked_actions(self, actions: torch.Tensor) -> torch.Tensor:
         shape = tuple(self.actions.shape)
