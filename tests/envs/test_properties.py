@@ -6,9 +6,12 @@
 - Tag-continuous: agents stay in the arena; ``runners_left`` is the number of runners in the game; every tag
   moves exactly one tag reward to the taggers and one tag penalty to the runners (beside the per-step rewards of
   those in the game), and takes one runner out of the game where tagged runners leave it;
-- Tag-gridworld: positions stay on the grid;
+- Tag-gridworld: every agent moves by its action, clipped to the grid; the runner is tagged exactly when a tagger
+  shares its cell after the moves; every reward is the wall penalty plus the tag rewards or the step costs, to the
+  bit;
 - classic control: the observations stay within Gymnasium's bounds (CartPole's while the pole is up); MPE: no
-  agent is faster than its type's ``max_speed``.
+  agent is faster than its type's ``max_speed``; simple_tag's adversaries share one reward per collision that
+  the good agents pay for.
 
 Each env's tests share its pytest-xdist group (tests/envs/test_contract.py), whose worker has compiled its kernels.
 """
@@ -23,6 +26,7 @@ from hypothesis import strategies as st
 from small_envs import SMALL
 
 from warpdrive.envs import REGISTRY, env_class
+from warpdrive.envs.mpe.simple_tag import COLLISION_REWARD
 
 
 def by_env(name: str) -> object:
@@ -121,17 +125,65 @@ def test_tag_continuous_keeps_agents_in_the_arena_and_accounts_for_every_tag(_: 
 
 @pytest.mark.parametrize("_", [by_env("tag_gridworld")])
 @PROPERTY_SETTINGS
-@given(num_taggers=st.integers(1, 6), grid_length=st.integers(2, 12), use_full_observation=st.booleans(),
-       episode_length=st.integers(1, 9), seed=st.integers(0, 2**31 - 1))
-def test_tag_gridworld_keeps_agents_on_the_grid(_: str, seed: int, **params: object) -> None:
+@given(num_taggers=st.integers(1, 6), grid_length=st.integers(2, 6), use_full_observation=st.booleans(),
+       episode_length=st.integers(1, 9), wall_hit_penalty=f32(0.0, 1.0), tag_reward_for_tagger=f32(0.0, 10.0),
+       tag_penalty_for_runner=f32(0.0, 10.0), step_cost_for_tagger=f32(0.0, 1.0), seed=st.integers(0, 2**31 - 1))
+def test_tag_gridworld_moves_tags_and_rewards_as_specified(_: str, seed: int, **params: object) -> None:
     env = env_class("tag_gridworld")(**params, num_envs=3, backend="cpu", seed=seed)
-    length = env.config.grid_length
+    c = env.config
+    moves = torch.as_tensor(env.store["moves"]).long()
+    runner = env.num_agents - 1
+    zero = torch.zeros((), dtype=torch.float32)
 
     def check_step(before: dict, after: dict) -> None:
-        for axis in ("x", "y"):
-            assert bool(((after[axis] >= 0) & (after[axis] <= length)).all())
+        move = moves[after["actions"][..., 0].long()]  # [E, N, 2]
+        wanted_x, wanted_y = before["x"] + move[..., 0], before["y"] + move[..., 1]
+        x, y = wanted_x.clamp(0, c.grid_length), wanted_y.clamp(0, c.grid_length)
+        ongoing = ~after["done"]  # (the others were reset: their positions are the next episode's)
+        assert torch.equal(after["x"][ongoing], x[ongoing].int()) and torch.equal(after["y"][ongoing], y[ongoing].int())
+        tagged = ((x[:, :runner] == x[:, runner:]) & (y[:, :runner] == y[:, runner:])).any(1)
+        assert torch.equal(after["terminated"], tagged)
+        # the move's wall penalty, then the tag rewards or the step costs: float32, in the kernel's order
+        hit = (x != wanted_x) | (y != wanted_y)
+        rewards = torch.where(hit, -torch.tensor(c.wall_hit_penalty, dtype=torch.float32), zero)
+        tagger_term = torch.where(tagged, torch.tensor(c.tag_reward_for_tagger, dtype=torch.float32),
+                                  -torch.tensor(c.step_cost_for_tagger, dtype=torch.float32))
+        runner_term = torch.where(tagged, -torch.tensor(c.tag_penalty_for_runner, dtype=torch.float32),
+                                  torch.tensor(c.step_cost_for_tagger, dtype=torch.float32))
+        expected = rewards + torch.cat([tagger_term[:, None].expand(-1, runner), runner_term[:, None]], dim=1)
+        assert torch.equal(after["rewards"], expected)
 
-    run(env, 2 * env.config.episode_length + 1, seed, check_step)
+    run(env, 2 * c.episode_length + 1, seed, check_step)
+
+
+@pytest.mark.parametrize("_", [by_env("simple_tag")])
+@PROPERTY_SETTINGS
+@given(num_good=st.integers(1, 4), num_adversaries=st.integers(1, 4), num_envs=st.integers(1, 3),
+       seed=st.integers(0, 2**31 - 1))
+def test_simple_tag_pays_the_adversaries_for_every_collision_the_good_agents_pay_for(
+        _: str, num_envs: int, seed: int, **params: object) -> None:
+    env = env_class("simple_tag")(**params, num_envs=num_envs, backend="cpu", seed=seed)
+    adversary = env.store["adversary"].bool()
+    unit = float(COLLISION_REWARD)
+
+    def bound(v: torch.Tensor) -> torch.Tensor:  # mpe2's bounds penalty of |coordinate|
+        v = v.abs().double()
+        far = torch.clamp(torch.exp(2 * v - 2), max=10)
+        return torch.where(v < 0.9, 0.0, torch.where(v < 1.0, (v - 0.9) * 10, far))
+
+    def check_step(before: dict, after: dict) -> None:
+        rewards = after["rewards"].double()
+        team = rewards[:, adversary]
+        assert torch.equal(team, team[:, :1].expand_as(team))  # one team reward per replica
+        pairs = team[:, 0] / unit
+        assert torch.equal(pairs, pairs.round()) and bool((pairs >= 0).all())
+        # each good agent pays one collision reward per adversary it touches, plus its bounds penalty
+        paid = -(rewards + bound(after["x"]) + bound(after["y"]))[:, ~adversary] / unit
+        ongoing = ~after["done"]  # (the others were reset: their positions are the next episode's)
+        torch.testing.assert_close(paid[ongoing], paid[ongoing].round(), rtol=0, atol=1e-4)
+        assert torch.equal(paid[ongoing].round().sum(1), pairs[ongoing])
+
+    run(env, 60, seed, check_step)
 
 
 F32 = np.float32
