@@ -7,10 +7,14 @@ them short: ``train`` gets ``total_env_steps=1`` (one iteration; a later overrid
 ``runs/<run>`` or ``runs/rendezvous-ppo-<timestamp>`` become the run the file trained last. ``pip`` and
 ``torchrun`` lines are not run here (installation is CI itself; two-process training is
 tests/training/test_distributed.py).
+
+The README's Python examples that are whole programs (they start with an import; the tutorial's excerpts are
+tested as examples/rendezvous.py) run as written in a fresh interpreter, on the same kind of budget.
 """
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shlex
@@ -20,6 +24,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,3 +86,35 @@ def test_every_command_runs(path: Path, tmp_path: Path) -> None:
         runs = sorted((tmp_path / "runs").iterdir(), key=lambda run: run.stat().st_mtime) if (
             tmp_path / "runs").is_dir() else []
         last_run = runs[-1] if runs else None
+
+
+#: budget substitutions in the README's Python examples (each must be found: a changed example fails the test)
+PYTHON_BUDGET = {"model.learn(15_000)": "model.learn(256)"}
+
+
+def python_examples() -> list[tuple[int, str]]:
+    """``(line, code)`` of the README's Python code blocks that are whole programs."""
+    text = (REPO / "README.md").read_text()
+    found = []
+    for match in re.finditer(r"```python\n(.*?)```", text, re.S):
+        code = match.group(1)
+        if code.startswith(("import ", "from ")):
+            found.append((text[:match.start()].count("\n") + 2, code))
+    return found
+
+
+def test_the_readme_shows_python_programs() -> None:
+    assert len(python_examples()) >= 5
+
+
+@pytest.mark.parametrize(("line", "code"), python_examples(),
+                         ids=[f"README.md:{line}" for line, _ in python_examples()])
+def test_every_python_example_runs(line: int, code: str, tmp_path: Path) -> None:
+    if '"cuda"' in code and not torch.cuda.is_available():
+        pytest.skip("a GPU example (run where CUDA is available)")
+    for written, budget in PYTHON_BUDGET.items():
+        code = code.replace(written, budget)
+    ast.parse(code)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600)
+    assert done.returncode == 0, f"README.md:{line}\n{done.stderr[-3000:]}"
