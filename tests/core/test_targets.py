@@ -2,20 +2,50 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
 from warpdrive.core.compile import LaunchShape
-from warpdrive.core.targets import CpuTarget, CudaTarget, SimulatorTarget, kernel_target, tensor_target
+from warpdrive.core.targets import (
+    CpuTarget,
+    CudaTarget,
+    SimulatorTarget,
+    kernel_target,
+    resolve_backend,
+    tensor_target,
+)
 from warpdrive.envs import make
 
 
-@pytest.mark.parametrize(("backend", "cls", "compiler"), [("cpu", CpuTarget, "cpu"), ("cuda", CudaTarget, "cuda"),
-                                                          ("cudasim", SimulatorTarget, "cuda")])
-def test_one_target_per_backend(backend: str, cls: type, compiler: str) -> None:
+@pytest.mark.parametrize(("backend", "cls", "compiler", "host_arrays", "separate_launches"),
+                         [("cpu", CpuTarget, "cpu", True, False), ("cuda", CudaTarget, "cuda", False, True),
+                          ("cudasim", SimulatorTarget, "cuda", True, True)])
+def test_one_target_per_backend(backend: str, cls: type, compiler: str, host_arrays: bool,
+                                separate_launches: bool) -> None:
     target = kernel_target(backend)  # type: ignore[arg-type]
     assert type(target) is cls and target.backend == backend and target.compiler == compiler
     assert kernel_target(backend) is target  # type: ignore[arg-type]
+    assert target.host_arrays is host_arrays and target.separate_launches is separate_launches
+    assert target.may_contract is (compiler == "cuda")  # NVVM contracts unless told not to; the CPU never
+
+
+@pytest.mark.parametrize(("backend", "device", "error", "message"), [
+    ("tpu", None, ValueError, "backend must be 'cpu', 'cuda' or 'cudasim', got 'tpu'"),
+    ("cpu", "meta", ValueError, "backend 'cpu' runs on CPU tensors; got device meta"),
+    ("cuda", "cpu", ValueError, "backend 'cuda' needs a cuda device, got cpu"),
+])
+def test_impossible_backend_and_device_are_named(backend: str, device: str | None, error: type,
+                                                  message: str) -> None:
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
+        resolve_backend(backend, device)  # type: ignore[arg-type]
+
+
+def test_the_default_backend_follows_the_device(gpu_backend: str) -> None:
+    assert resolve_backend(None, "cpu") == ("cpu", torch.device("cpu"))
+    device = "cpu" if gpu_backend == "cudasim" else "cuda"  # the simulator runs on CPU tensors
+    assert resolve_backend(gpu_backend, device) == (gpu_backend, torch.device(device))  # type: ignore[arg-type]
 
 
 def test_unknown_backend_is_named() -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, get_type_hints
 
@@ -42,11 +41,10 @@ from warpdrive.core.compile import (
     Program,
     source_fingerprint,
 )
-from warpdrive.core.device import cuda_available, simulator_enabled
 from warpdrive.core.lifecycle import program_stages
 from warpdrive.core.sampling import discrete_choices, uniform_actions
 from warpdrive.core.store import ArraySpec, DataStore, kernel_tuple_type
-from warpdrive.core.targets import Backend, CudaTarget, KernelTarget, kernel_target
+from warpdrive.core.targets import Backend, CudaTarget, KernelTarget, kernel_target, resolve_backend
 from warpdrive.core.typed import ConfigError, from_dict
 
 StartMode = Literal["random", "identical"]
@@ -184,8 +182,9 @@ class Env:
             raise ValueError(f"start must be one of {type(self).start_modes} for {type(self).__name__}, got {start!r}")
         self.num_envs = num_envs
         self.start = start
-        self.backend, self.device = self._resolve_backend(backend, device)
-        self.validate = (self.backend != "cuda") if validate is None else bool(validate)
+        self.backend, self.device = resolve_backend(backend, device)
+        self.target: KernelTarget = kernel_target(self.backend)
+        self.validate = self.target.host_arrays if validate is None else bool(validate)
         self.check_actions = bool(check_actions)
         self.exact = bool(exact)
         self.num_agents = self.num_agents_of(self.config)
@@ -196,7 +195,6 @@ class Env:
         self._check_action_mask_spec(specs)
         self.store = DataStore(specs, num_envs, self.num_agents, self.device)
         self._load_start_state()
-        self.target: KernelTarget = kernel_target(self.backend)
         if launch is None:
             launch = self.target.default_launch(self.num_agents, num_envs, type(self).max_registers)
         elif (not isinstance(launch, LaunchShape) or launch.lanes < 1 or launch.envs_per_block < 1
@@ -471,7 +469,7 @@ class Env:
         """The step program with params ``p``; on the CPU, where there is no device to wait for, the actions
         the kernel rejected are raised at once (unless ``validate`` checked them before)."""
         self._program("step")(p, self._s, self.num_envs, self.shape)
-        if self.check_actions and not self.validate and self.device.type == "cpu":
+        if self.check_actions and not self.validate and self.target.host_arrays:
             self.raise_action_faults()
 
     def action_faults_found(self) -> torch.Tensor:
@@ -579,26 +577,6 @@ class Env:
                                                 f"got {length!r}")
         return config
 
-    @staticmethod
-    def _resolve_backend(backend: Backend | None, device: str | torch.device | None) -> tuple[Backend, torch.device]:
-        if backend not in (None, "cpu", "cuda", "cudasim"):
-            raise ValueError(f"backend must be 'cpu', 'cuda' or 'cudasim', got {backend!r}")
-        if device is None:
-            device = "cuda" if backend in (None, "cuda") and cuda_available() else "cpu"
-        device = torch.device(device)
-        if backend is None:
-            backend = "cuda" if device.type == "cuda" else "cpu"
-        if backend == "cuda":
-            if device.type != "cuda":
-                raise ValueError(f"backend 'cuda' needs a cuda device, got {device}")
-            if not cuda_available():
-                raise RuntimeError("backend 'cuda' asked for, but no CUDA GPU is usable; use device='cpu'")
-        elif device.type != "cpu":
-            raise ValueError(f"backend {backend!r} runs on CPU tensors; got device {device}")
-        if backend == "cudasim" and not simulator_enabled():
-            raise RuntimeError("backend 'cudasim' needs NUMBA_ENABLE_CUDASIM=1 set before numba is imported")
-        return backend, device
-
     def _check_action_mask_spec(self, specs: list[ArraySpec]) -> None:
         spec = next((s for s in specs if s.name == "action_mask"), None)
         if spec is None:
@@ -614,12 +592,7 @@ class Env:
 
     def _check_memory(self, specs: list[ArraySpec]) -> None:
         need = DataStore.required_bytes(specs, self.num_envs, self.num_agents)
-        if self.device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(self.device)
-            where = f"free on {self.device}"
-        else:
-            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-            where = "of available host memory"
+        free, where = self.target.free_memory(self.device)
         if need > free:
             per_env = need / self.num_envs
             raise MemoryError(
@@ -694,11 +667,12 @@ class Env:
 
     def _program(self, name: str) -> Program:
         cls = type(self)
-        cuda_code = self.target.compiler == "cuda"
-        # launch boundaries change only the CUDA code: the CPU program is the same with or without them; the
-        # action kind picks the functions that draw and check actions (an env may offer discrete and Box actions)
-        variant = self.program_variant() + (self._launch_layout() if cuda_code else "") + self._action_kind()
-        exact = self.exact or not cuda_code  # the CPU never contracts
+        launches = self.target.separate_launches
+        # launch boundaries change only code that launches stages separately: the CPU program is the same with
+        # or without them; the action kind picks the functions that draw and check actions (an env may offer
+        # discrete and Box actions)
+        variant = self.program_variant() + (self._launch_layout() if launches else "") + self._action_kind()
+        exact = self.exact or not self.target.may_contract
         key = (cls, name, self.target.backend, variant, exact, self._argument_types)
         program = Env._programs.get(key)
         if program is None:
@@ -710,7 +684,7 @@ class Env:
             qualified = ".".join(part for part in (cls.__module__, cls.__name__, variant, name,
                                                    "" if exact else "fused", fingerprint[:8], self._argument_types)
                                  if part)
-            program = Program(self._runner(name, launches=cuda_code), self.target, fingerprint, qualified,
+            program = Program(self._runner(name, launches=launches), self.target, fingerprint, qualified,
                               exact=exact)
             Env._programs[key] = program
         return program

@@ -2,7 +2,8 @@
 and names the caches.
 
 Env logic never asks which target it is on (the primitives of :mod:`warpdrive.core.device` adapt inside Numba);
-everything around it that differs between the targets is a method of a :class:`KernelTarget`:
+everything around it that differs between the targets is a method or an attribute of a :class:`KernelTarget`
+(its arrays in host memory or not, launch boundaries as separate kernels or not, contraction of multiply-adds):
 
 ==================  ================================  ===================================  ==========================
 backend             compiled with                     arrays passed as                     a program of N stages
@@ -27,14 +28,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from numba import cuda, njit, prange
 
-from warpdrive.core.device import simulator_enabled
+from warpdrive.core.device import cuda_available, simulator_enabled
 
 if TYPE_CHECKING:
     import torch
 
     from warpdrive.core.compile import LaunchShape
 
-__all__ = ["Backend", "KernelTarget", "exact_cuda_arithmetic", "kernel_target", "tensor_target"]
+__all__ = ["Backend", "KernelTarget", "exact_cuda_arithmetic", "kernel_target", "resolve_backend", "tensor_target"]
 
 Backend = Literal["cpu", "cuda", "cudasim"]
 #: A function compiled by Numba (a dispatcher: untyped in Numba): called as ``f(...)`` when compiled with ``njit``,
@@ -60,6 +61,17 @@ class KernelTarget:
     backend: Backend
     #: the Numba compiler the env code goes through: the simulator runs the CUDA source
     compiler: Literal["cpu", "cuda"]
+    #: whether a program's launch boundaries make separate kernels (on the CPU, one loop runs every stage)
+    separate_launches: bool
+    #: whether the compiler may fuse a multiply and an add into one rounding unless told not to (NVVM does;
+    #: the CPU never does, and the simulator computes in NumPy)
+    may_contract: bool
+    #: whether the arrays live in host memory, so that reading them costs no wait for a device
+    host_arrays: bool
+
+    def free_memory(self, device: torch.device) -> tuple[int, str]:
+        """Bytes that new arrays on ``device`` may take, and where they are (for error messages)."""
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "of available host memory"
 
     def array(self, tensor: torch.Tensor) -> Any:
         """A zero-copy view of ``tensor`` that this target's kernels accept."""
@@ -92,6 +104,9 @@ class KernelTarget:
 class CpuTarget(KernelTarget):
     backend: Backend = "cpu"
     compiler: Literal["cpu", "cuda"] = "cpu"
+    separate_launches = False
+    may_contract = False
+    host_arrays = True
 
     def program_launchers(self, stages: Sequence[Callable[..., Any]], fingerprint: str, name: str,
                           max_registers: int | None = None) -> list[Dispatcher]:
@@ -130,6 +145,14 @@ class CpuTarget(KernelTarget):
 class CudaTarget(KernelTarget):
     backend: Backend = "cuda"
     compiler: Literal["cpu", "cuda"] = "cuda"
+    separate_launches = True
+    may_contract = True  # (the simulator, which runs the same source, keeps the CUDA target's programs)
+    host_arrays = False
+
+    def free_memory(self, device: torch.device) -> tuple[int, str]:
+        import torch
+
+        return torch.cuda.mem_get_info(device)[0], f"free on {device}"
 
     def array(self, tensor: torch.Tensor) -> Any:
         return cuda.as_cuda_array(tensor.detach(), sync=False)
@@ -198,6 +221,10 @@ class SimulatorTarget(CudaTarget):
     """The CUDA source run by Numba's simulator on CPU tensors: every thread a Python thread (tiny sizes only)."""
 
     backend: Backend = "cudasim"
+    host_arrays = True
+
+    def free_memory(self, device: torch.device) -> tuple[int, str]:
+        return KernelTarget.free_memory(self, device)  # CPU tensors
 
     def array(self, tensor: torch.Tensor) -> Any:
         return tensor.detach().numpy()
@@ -231,6 +258,30 @@ def _cuda_launch_function(runner: Callable[..., Any], fingerprint: str) -> Calla
         runner(env, lane, lanes, active, p, s)
 
     return launch
+
+
+def resolve_backend(backend: Backend | None, device: str | torch.device | None) -> tuple[Backend, torch.device]:
+    """The backend and torch device an env runs on, from what was asked (either may be None: the GPU when one
+    is usable, else the CPU); a combination that cannot run is refused, naming what was given."""
+    import torch
+
+    if backend not in (None, "cpu", "cuda", "cudasim"):
+        raise ValueError(f"backend must be 'cpu', 'cuda' or 'cudasim', got {backend!r}")
+    if device is None:
+        device = "cuda" if backend in (None, "cuda") and cuda_available() else "cpu"
+    device = torch.device(device)
+    if backend is None:
+        backend = "cuda" if device.type == "cuda" else "cpu"
+    if backend == "cuda":
+        if device.type != "cuda":
+            raise ValueError(f"backend 'cuda' needs a cuda device, got {device}")
+        if not cuda_available():
+            raise RuntimeError("backend 'cuda' asked for, but no CUDA GPU is usable; use device='cpu'")
+    elif device.type != "cpu":
+        raise ValueError(f"backend {backend!r} runs on CPU tensors; got device {device}")
+    if backend == "cudasim" and not simulator_enabled():
+        raise RuntimeError("backend 'cudasim' needs NUMBA_ENABLE_CUDASIM=1 set before numba is imported")
+    return backend, device
 
 
 @cache
