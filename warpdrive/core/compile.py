@@ -308,7 +308,7 @@ class ParallelFor:
     def __init__(self, fn: Callable[..., Any], name: str) -> None:
         self.fn = fn
         self.name = name
-        self._launchers: dict[str, Dispatcher] = {}
+        self._launchers: dict[tuple[str, tuple[Any, ...]], Dispatcher] = {}
 
     def __call__(self, n: int, args: tuple[Any, ...]) -> None:
         import torch
@@ -321,9 +321,14 @@ class ParallelFor:
         if n <= 0:
             return
         target = tensor_target(tensors[0].device)
-        launcher = self._launchers.get(target.backend)
+        kinds = tuple((str(a.dtype), a.dim(), a.is_contiguous()) if isinstance(a, torch.Tensor) else type(a).__name__
+                      for a in args)
+        launcher = self._launchers.get((target.backend, kinds))
         if launcher is None:
             set_numba_cache_dir()
-            launcher = self._launchers[target.backend] = target.loop_launcher(
-                self.fn, source_fingerprint([self.fn]), self.name)
+            # one argument typing per cached name (Numba's cache index is unsafe for two processes saving
+            # different typings under one name at once: see Env._program)
+            typing = hashlib.sha256(repr(kinds).encode()).hexdigest()[:8]
+            launcher = self._launchers[(target.backend, kinds)] = target.loop_launcher(
+                self.fn, source_fingerprint([self.fn]), f"{self.name}.{typing}")
         target.run_loop(launcher, n, tuple(target.array(a) if isinstance(a, torch.Tensor) else a for a in args))
