@@ -204,6 +204,9 @@ def test_check_exit_status_and_a_typing_error_in_one_line(tmp_path: Path) -> Non
     checked = warpdrive("check", "meet.py:Rendezvous", "episode_length=4", "--no-ptx", cwd=tmp_path)
     assert checked.returncode == 1
     assert f"FAIL  seeding: Numba cannot compile the env's kernels: {where}" in checked.stdout
+    assert f"FAIL  actions: Numba cannot compile the env's kernels: {where}" in checked.stdout
+    lines = checked.stdout.splitlines()
+    assert all(line.startswith(("  PASS", "  FAIL", "  SKIP")) for line in lines[1:]), lines  # one line per check
     train = warpdrive("train", "meet.py:Rendezvous", "total_env_steps=64", "logging.progress=false", cwd=tmp_path)
     assert train.returncode == 1
     assert train.stderr.splitlines() == [f"warpdrive train: error: Numba cannot compile the env's kernels: {where}",

@@ -107,6 +107,8 @@ def _expect(error: type[Exception], *names: str, what: str) -> Iterator[None]:
     """The block must raise ``error`` whose message contains every one of ``names``."""
     try:
         yield
+    except TypingError:
+        raise  # the env's code does not compile: reported by _run in one line
     except error as err:
         missing = [n for n in names if n not in str(err)]
         if missing:
@@ -401,6 +403,8 @@ def _ptx_here(cases: list[tuple[str, dict[str, Any], str]]) -> list[CheckResult]
             results.append(CheckResult(label, "pass", _ptx_of(name, kwargs)))
         except _Failed as failure:
             results.append(CheckResult(label, "fail", str(failure)))
+        except TypingError as err:
+            results.append(CheckResult(label, "fail", typing_error_summary(err)))
         except Exception as err:
             text = f"{type(err).__name__}: {err}"
             if "nvvm" in text.lower():  # the compiler is not installed: nothing is known about the env
