@@ -190,6 +190,21 @@ def test_check_help_example_runs_the_contract_on_the_tutorial_env() -> None:
         assert any(line.startswith(f"  PASS  {name}") for line in lines), (name, lines)
 
 
+def test_check_finds_an_index_out_of_bounds_on_the_cpu(tmp_path: Path) -> None:
+    """`warpdrive check` steps the CPU side with every array index checked (debug mode): an env that writes one
+    float past its observation fails there, not only in the simulator's comparison."""
+    source = TUTORIAL.read_text()
+    planted = "    s.obs[env, agent, 3] = s.centre[env, 1] / p.size\n"
+    assert planted in source
+    (tmp_path / "meet.py").write_text(source.replace(planted, planted.replace("agent, 3]", "agent, 4]")))
+    checked = warpdrive("check", "meet.py:Rendezvous", "episode_length=4", "--no-ptx", cwd=tmp_path)
+    assert checked.returncode == 1
+    message = "IndexError: Rendezvous: its reset kernels indexed an array out of bounds (index is out of bounds)"
+    for name in ("seeding", "finite"):
+        assert any(line.startswith(f"  FAIL  {name}: {message}") for line in checked.stdout.splitlines()), (
+            checked.stdout)
+
+
 def test_check_exit_status_and_a_typing_error_in_one_line(tmp_path: Path) -> None:
     unknown = warpdrive("check", "no_such_env", cwd=tmp_path)
     assert unknown.returncode == 2 and "unknown env 'no_such_env'" in unknown.stderr

@@ -270,15 +270,18 @@ class Program:
     ``program(p, s, num_envs, shape)``: one kernel per stage on CUDA, one loop over envs on the CPU.
 
     ``exact`` (CUDA): compile without contracting multiply-adds, so that the GPU rounds as the CPU does
-    (see :func:`~warpdrive.core.targets.exact_cuda_arithmetic`).
+    (see :func:`~warpdrive.core.targets.exact_cuda_arithmetic`). ``bounds_checked`` (where the target has
+    bounds checks, :attr:`~warpdrive.core.targets.KernelTarget.bounds_checks`): every array index is checked,
+    an index out of bounds raises ``IndexError`` (slower: for writing and checking envs).
     """
 
     def __init__(self, stages: Sequence[Callable[..., Any]], target: KernelTarget, fingerprint: str, name: str,
-                 exact: bool = True) -> None:
+                 exact: bool = True, bounds_checked: bool = False) -> None:
         set_numba_cache_dir()
         self.name = name
         self.target = target
         self.exact = exact
+        self.bounds_checked = bounds_checked
         self._stages, self._fingerprint = list(stages), fingerprint
         self._by_register_cap: dict[int | None, list[Dispatcher]] = {}
 
@@ -289,7 +292,7 @@ class Program:
         launchers = self._by_register_cap.get(cap)
         if launchers is None:
             launchers = self._by_register_cap[cap] = self.target.program_launchers(
-                self._stages, self._fingerprint, self.name, cap)
+                self._stages, self._fingerprint, self.name, cap, bounds_checked=self.bounds_checked)
         return launchers
 
     def __call__(self, p: Any, s: Any, num_envs: int, shape: LaunchShape) -> None:

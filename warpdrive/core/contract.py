@@ -446,17 +446,20 @@ def _env_class(name: str) -> type[Env]:
 
 
 def check_env(name: str, kwargs: dict[str, Any] | None = None, *, steps: int | None = None,
-              ptx: bool = True) -> ContractReport:
+              ptx: bool = True, debug: bool = True) -> ContractReport:
     """Run every check of the contract on env ``name`` (a registered name, ``package.module:Class`` or
     ``path/to/file.py:Class``) built with constructor keyword arguments ``kwargs``.
 
     ``steps``: steps of the consistency, seeding and finiteness runs (default: two episodes and one step).
     ``ptx``: also compile for the GPU (seconds to minutes per env).
+    ``debug``: the CPU runs check every array index (:class:`~warpdrive.core.env.Env`'s ``debug``): an index
+    out of bounds fails the checks that step the env.
     """
     kwargs = dict(kwargs or {})
     cls = _env_class(name)
     cls(**kwargs, backend="cpu")  # parameters the env refuses: the caller's error, raised as it is
-    results = [result for check in CHECKS.values() for result in check(cls, kwargs, steps)]
+    checked = {**kwargs, "debug": debug}
+    results = [result for check in CHECKS.values() for result in check(cls, checked, steps)]
     if ptx:
         results += check_ptx(ptx_cases(name, kwargs))
     return ContractReport(name, results)

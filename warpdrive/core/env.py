@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, get_type_hints
 
@@ -136,6 +137,9 @@ class Env:
             contraction of multiply-adds): CPU and GPU runs are then bit-identical. ``False`` lets the GPU
             compiler fuse multiply-adds (slightly faster where arithmetic dominates; results differ from the
             CPU's in the last bits and then beyond).
+        debug: the author's mode: on the CPU, every array index in the env's kernels is checked and one out of
+            bounds raises ``IndexError`` naming the program (one thread, slower; ``warpdrive check`` uses it).
+            Default: on when the environment variable ``WARPDRIVE_DEBUG`` is set (not ``0``).
     """
 
     name: ClassVar[str] = "env"
@@ -158,7 +162,7 @@ class Env:
     #: where a measurement showed that more resident threads beat fewer spills
     max_registers: ClassVar[int | None] = None
 
-    _programs: ClassVar[dict[tuple[type, str, str, str, bool, str], Program]] = {}
+    _programs: ClassVar[dict[tuple[type, str, str, str, bool, str, bool], Program]] = {}
 
     def __init__(
         self,
@@ -173,6 +177,7 @@ class Env:
         check_actions: bool = True,
         launch: LaunchShape | None = None,
         exact: bool = True,
+        debug: bool | None = None,
         **overrides: Any,
     ) -> None:
         self.config = self._make_config(config, overrides)
@@ -187,6 +192,7 @@ class Env:
         self.validate = self.target.host_arrays if validate is None else bool(validate)
         self.check_actions = bool(check_actions)
         self.exact = bool(exact)
+        self.debug = os.environ.get("WARPDRIVE_DEBUG", "") not in ("", "0") if debug is None else bool(debug)
         self.num_agents = self.num_agents_of(self.config)
         self.seed = int(seed)
 
@@ -434,7 +440,7 @@ class Env:
                 raise ValueError(f"reset got seed={seed!r} and a mask; a seed restarts every replica: "
                                  "call reset(seed=...) without a mask")
             self.store["reset_mask"].copy_(_check_tensor("mask", mask, (self.num_envs,), (torch.bool,), self.device))
-        self._program("reset")(self._p, self._s, self.num_envs, self.shape)
+        self._run_program("reset", self._p)
         return self.obs
 
     def step(
@@ -468,9 +474,16 @@ class Env:
     def _run_step(self, p: Any) -> None:
         """The step program with params ``p``; on the CPU, where there is no device to wait for, the actions
         the kernel rejected are raised at once (unless ``validate`` checked them before)."""
-        self._program("step")(p, self._s, self.num_envs, self.shape)
+        self._run_program("step", p)
         if self.check_actions and not self.validate and self.target.host_arrays:
             self.raise_action_faults()
+
+    def _run_program(self, name: str, p: Any) -> None:
+        try:
+            self._program(name)(p, self._s, self.num_envs, self.shape)
+        except IndexError as err:  # raised by bounds-checked programs (debug) and by the simulator's arrays
+            raise IndexError(f"{type(self).__name__}: its {name} kernels indexed an array out of bounds ({err})"
+                             ) from None
 
     def action_faults_found(self) -> torch.Tensor:
         """A 0-dim bool device tensor: whether the step kernel found an invalid action since the last
@@ -548,7 +561,7 @@ class Env:
         uniformly among their choices (among the allowed ones where the env declares an ``action_mask``),
         Box heads uniformly in ``[low, high]``.
         """
-        self._program("step")(self._p_random_actions, self._s, self.num_envs, self.shape)
+        self._run_program("step", self._p_random_actions)
         return self.step_outputs()
 
     def sample_actions(self, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -673,7 +686,8 @@ class Env:
         # discrete and Box actions)
         variant = self.program_variant() + (self._launch_layout() if launches else "") + self._action_kind()
         exact = self.exact or not self.target.may_contract
-        key = (cls, name, self.target.backend, variant, exact, self._argument_types)
+        bounds_checked = self.debug and self.target.bounds_checks
+        key = (cls, name, self.target.backend, variant, exact, self._argument_types, bounds_checked)
         program = Env._programs.get(key)
         if program is None:
             fingerprint = self._fingerprint()
@@ -685,7 +699,7 @@ class Env:
                                                    "" if exact else "fused", fingerprint[:8], self._argument_types)
                                  if part)
             program = Program(self._runner(name, launches=launches), self.target, fingerprint, qualified,
-                              exact=exact)
+                              exact=exact, bounds_checked=bounds_checked)
             Env._programs[key] = program
         return program
 

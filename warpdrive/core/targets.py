@@ -68,6 +68,8 @@ class KernelTarget:
     may_contract: bool
     #: whether the arrays live in host memory, so that reading them costs no wait for a device
     host_arrays: bool
+    #: whether programs can be compiled with every array index checked (``Program(bounds_checked=True)``)
+    bounds_checks: bool
 
     def free_memory(self, device: torch.device) -> tuple[int, str]:
         """Bytes that new arrays on ``device`` may take, and where they are (for error messages)."""
@@ -84,7 +86,7 @@ class KernelTarget:
         return launch_shape(num_agents, num_envs, max_registers=max_registers)
 
     def program_launchers(self, stages: Sequence[Callable[..., Any]], fingerprint: str, name: str,
-                          max_registers: int | None = None) -> list[Dispatcher]:
+                          max_registers: int | None = None, bounds_checked: bool = False) -> list[Dispatcher]:
         """Launchers of a program's stages, in order (``fingerprint`` is baked into each for the disk cache)."""
         raise NotImplementedError
 
@@ -107,13 +109,33 @@ class CpuTarget(KernelTarget):
     separate_launches = False
     may_contract = False
     host_arrays = True
+    bounds_checks = True
 
     def program_launchers(self, stages: Sequence[Callable[..., Any]], fingerprint: str, name: str,
-                          max_registers: int | None = None) -> list[Dispatcher]:
+                          max_registers: int | None = None, bounds_checked: bool = False) -> list[Dispatcher]:
         from warpdrive.core.compile import sequence
 
         _prefer_workqueue_threads()
         program = sequence(*stages)  # launch boundaries matter only on CUDA: one loop runs the stages in order
+
+        if bounds_checked:
+            # one thread: Numba's parallel loops lose the IndexError of a bounds check (a SystemError instead)
+            def checked(p, s, num_envs, lanes):
+                version = fingerprint  # noqa: F841 - part of the cache key, see source_fingerprint
+                for env in range(num_envs):
+                    program(env, 0, 1, True, p, s)
+
+            checked.__qualname__ = cache_name(f"{name}.boundscheck")
+            dispatcher = njit(cache=True, boundscheck=True)(checked)
+
+            def run_checked(p, s, num_envs, lanes):
+                # The kernel functions it calls are compiled on its first call, each on its own: Numba's global
+                # flag makes it check their indices too (those compiled unchecked earlier in the process are
+                # reused as they are: a process that checks should compile only bounds-checked programs).
+                with _numba_bounds_checks():
+                    dispatcher(p, s, num_envs, lanes)
+
+            return [run_checked]
 
         def launch(p, s, num_envs, lanes):
             version = fingerprint  # noqa: F841 - part of the cache key, see source_fingerprint
@@ -148,6 +170,7 @@ class CudaTarget(KernelTarget):
     separate_launches = True
     may_contract = True  # (the simulator, which runs the same source, keeps the CUDA target's programs)
     host_arrays = False
+    bounds_checks = False  # (numba-cuda has no bounds checks; the simulator's NumPy arrays check every index)
 
     def free_memory(self, device: torch.device) -> tuple[int, str]:
         import torch
@@ -158,7 +181,7 @@ class CudaTarget(KernelTarget):
         return cuda.as_cuda_array(tensor.detach(), sync=False)
 
     def program_launchers(self, stages: Sequence[Callable[..., Any]], fingerprint: str, name: str,
-                          max_registers: int | None = None) -> list[Dispatcher]:
+                          max_registers: int | None = None, bounds_checked: bool = False) -> list[Dispatcher]:
         return [self._launcher(stage, fingerprint, name if len(stages) == 1 else f"{name}.{i}", max_registers)
                 for i, stage in enumerate(stages)]
 
@@ -358,6 +381,19 @@ def _numpy_compatibility() -> None:
     ``np.vstack``): give it back before the first CUDA compilation, not at import."""
     if not hasattr(np, "row_stack"):
         np.row_stack = np.vstack
+
+
+@contextmanager
+def _numba_bounds_checks() -> Iterator[None]:
+    """Numba checks every array index of what it compiles meanwhile (``NUMBA_BOUNDSCHECK=1`` for a while)."""
+    import numba
+
+    saved = numba.config.BOUNDSCHECK  # type: ignore[attr-defined]
+    numba.config.BOUNDSCHECK = 1  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        numba.config.BOUNDSCHECK = saved  # type: ignore[attr-defined]
 
 
 def _prefer_workqueue_threads() -> None:
