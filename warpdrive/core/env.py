@@ -703,6 +703,11 @@ class Env:
             Env._programs[key] = program
         return program
 
+    def program_name(self, name: str) -> str:
+        """The name under which program ``name`` (``"step"`` or ``"reset"``) of this env is compiled and cached:
+        one per env class, code variant, source version, argument types and target options."""
+        return self._program(name).name
+
     def cuda_ptx(self, programs: tuple[str, ...] = ("step", "reset"),
                  compute_capability: tuple[int, int] = (9, 0)) -> dict[str, str]:
         """The PTX of this env's CUDA kernels (``{program: ptx}``), compiled without a GPU (NVVM only).

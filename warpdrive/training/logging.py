@@ -29,6 +29,7 @@ import yaml
 
 from warpdrive.core.device import set_numba_cache_dir
 from warpdrive.core.env import Env
+from warpdrive.core.targets import cache_name
 from warpdrive.envs import label
 from warpdrive.training.config import TrainConfig, config_to_dict
 
@@ -151,9 +152,8 @@ class RunLogger:
     def compiling(self, env: Env) -> None:
         """Say, before the first iteration, that it compiles the kernels (first run) or loads them."""
         cache = set_numba_cache_dir()
-        # compiled programs are cached under the env class's qualified name (warpdrive.core.env.Env._program)
-        key = f"{type(env).__module__}.{type(env).__name__}".replace(".", "_")
-        first = not any(cache.glob(f"*/*{key}*step*"))
+        # each compiled program is cached under its own name (see warpdrive.core.env.Env.program_name)
+        first = not any(cache.glob(f"*/*{cache_name(env.program_name('step'))}*"))
         what = f"compiling kernels (first run; cached in {cache})" if first else f"loading kernels from {cache}"
         self._say(f"{label(self.config.env.name)}: {what}, then the first iteration ...")
         self._compile_start = time.perf_counter()
