@@ -9,11 +9,17 @@ import torch
 from warpdrive.envs import make
 
 
+def in_env_group(name: str, kwargs: dict) -> object:
+    """In its env's pytest-xdist group (tests/envs/test_contract.py), whose worker compiles its programs once."""
+    return pytest.param(name, kwargs, marks=pytest.mark.xdist_group(name))
+
+
 @pytest.mark.cudasim
 @pytest.mark.parametrize(("name", "kwargs"), [
-    ("tag_gridworld", {"num_taggers": 3, "episode_length": 5}),
-    ("tag_continuous", {"num_taggers": 2, "num_runners": 3, "episode_length": 4, "use_full_observation": False}),
-    ("pendulum", {}),
+    in_env_group("tag_gridworld", {"num_taggers": 3, "episode_length": 5}),
+    in_env_group("tag_continuous", {"num_taggers": 2, "num_runners": 3, "episode_length": 4,
+                                    "use_full_observation": False}),
+    in_env_group("pendulum", {}),
 ])
 def test_random_steps_are_identical_on_both_targets(name: str, kwargs: dict, gpu_backend: str) -> None:
     cpu = make(name, num_envs=3, backend="cpu", **kwargs)

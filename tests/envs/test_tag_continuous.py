@@ -78,8 +78,9 @@ REFERENCE_CASES = {
     "defaults-full": ({}, 250),
     "defaults-partial": ({"use_full_observation": False}, 250),
     "rich-full": (RICH, 100),
-    "rich-partial-k=N-runners-stay": (dict(RICH, use_full_observation=False, num_other_agents_observed=9,
-                                           runner_exits_game_after_tagged=False), 100),
+    # (10 agents: k = N = 10 shares its compiled program with the shipped config's k = 10)
+    "rich-partial-k=N-runners-stay": (dict(RICH, num_runners=7, use_full_observation=False,
+                                           num_other_agents_observed=10, runner_exits_game_after_tagged=False), 100),
     "rich-partial-grid": (dict(RICH, use_full_observation=False, num_other_agents_observed=3,
                                grid_cells_per_side=3), 100),
     "shipped-partial": (SHIPPED, 60),
