@@ -4,6 +4,7 @@ metrics, storage contents, evaluation, and configs that do not fit the env."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -149,3 +150,24 @@ def test_evaluate_one_episode_per_env() -> None:
     for result in (trained, random, greedy):
         assert set(result) == {"episodes", "return/taggers", "return/runner", "episode_length"}
         assert result["episodes"] == 8 and 1 <= result["episode_length"] <= 10
+
+
+def test_the_first_run_says_it_compiles_the_env_and_a_later_run_that_it_loads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from warpdrive.core.targets import cache_name
+    from warpdrive.training import logging as run_logging
+
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(run_logging, "set_numba_cache_dir", lambda: cache)
+    config = load_config(GRID, ["logging.progress=true", "logging.tensorboard=false"])
+    env = env_class("tag_gridworld")(num_envs=2, backend="cpu", **GRID["env"]["kwargs"])
+    logger = run_logging.RunLogger(tmp_path / "run", config)
+    (cache / "some_dir").mkdir(parents=True)  # what Numba writes: an index per program name
+    # another program of the same env class (another variant): this run still compiles its own
+    other = env.program_name("step").replace(".step.", ".other_variant.step.")
+    (cache / "some_dir" / f"{cache_name(other)}-12.py311.nbi").touch()
+    logger.compiling(env)
+    assert "compiling kernels (first run" in capsys.readouterr().err
+    (cache / "some_dir" / f"{cache_name(env.program_name('step'))}-12.py311.nbi").touch()
+    logger.compiling(env)
+    assert f"loading kernels from {cache}" in capsys.readouterr().err
