@@ -398,7 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stderr)."""
     parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv or os.environ.get("WARPDRIVE_DEBUG", "") not in ("", "0")
+    from warpdrive.core.device import debug_requested
+
+    debug = "--debug" in argv or debug_requested()
     argv = [a for a in argv if a != "--debug"]
     try:
         # overrides may follow options (train CONFIG --resume RUN key=value): argparse leaves those over

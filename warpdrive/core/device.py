@@ -46,6 +46,7 @@ __all__ = [
     "bits_double",
     "bits_float",
     "cuda_available",
+    "debug_requested",
     "double_bits",
     "float_bits",
     "fma",
@@ -59,6 +60,12 @@ __all__ = [
 kernel_function = register_jitable
 
 _sim_lock = threading.Lock()
+
+def debug_requested() -> bool:
+    """True when the environment variable ``WARPDRIVE_DEBUG`` is set (and not ``0``): the author's mode (full
+    tracebacks in the CLI, bounds-checked CPU kernels)."""
+    return os.environ.get("WARPDRIVE_DEBUG", "") not in ("", "0")
+
 
 def simulator_enabled() -> bool:
     """True when Numba runs CUDA kernels in its Python simulator (``NUMBA_ENABLE_CUDASIM=1``)."""

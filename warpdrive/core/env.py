@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, get_type_hints
 
@@ -42,6 +41,7 @@ from warpdrive.core.compile import (
     Program,
     source_fingerprint,
 )
+from warpdrive.core.device import debug_requested
 from warpdrive.core.lifecycle import program_stages
 from warpdrive.core.sampling import discrete_choices, uniform_actions
 from warpdrive.core.store import ArraySpec, DataStore, kernel_tuple_type
@@ -192,7 +192,7 @@ class Env:
         self.validate = self.target.host_arrays if validate is None else bool(validate)
         self.check_actions = bool(check_actions)
         self.exact = bool(exact)
-        self.debug = os.environ.get("WARPDRIVE_DEBUG", "") not in ("", "0") if debug is None else bool(debug)
+        self.debug = debug_requested() if debug is None else bool(debug)
         self.num_agents = self.num_agents_of(self.config)
         self.seed = int(seed)
 
