@@ -22,6 +22,7 @@ import torch
 from numba import cuda
 
 from warpdrive.core.device import simulator_enabled
+from warpdrive.core.targets import numpy_compatibility
 from warpdrive.envs import REGISTRY, make
 from warpdrive.training.returns import discounted_returns, gae
 
@@ -85,6 +86,7 @@ def _past_the_end(out, n):
 
 
 def planted(kind: str) -> None:
+    numpy_compatibility()  # what warpdrive's own kernels get before their first CUDA compilation
     out = cuda.device_array(64, np.float32)
     if kind == "planted-race":
         _racy[1, 64](out)

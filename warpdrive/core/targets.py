@@ -187,7 +187,7 @@ class CudaTarget(KernelTarget):
 
     def _launcher(self, runner: Callable[..., Any], fingerprint: str, name: str,
                   max_registers: int | None) -> Dispatcher:
-        _numpy_compatibility()
+        numpy_compatibility()
         launch = _cuda_launch_function(runner, fingerprint)
         if max_registers is None:
             launch.__qualname__ = cache_name(name)
@@ -205,7 +205,7 @@ class CudaTarget(KernelTarget):
                 launch[grid, block, stream](p, s, num_envs, shape.lanes)
 
     def loop_launcher(self, fn: Callable[..., Any], fingerprint: str, name: str) -> Dispatcher:
-        _numpy_compatibility()
+        numpy_compatibility()
 
         def launch(n, args):
             version = fingerprint  # noqa: F841 - part of the cache key, see source_fingerprint
@@ -226,7 +226,7 @@ class CudaTarget(KernelTarget):
         """The PTX of a runner's launcher for the given Numba argument types, compiled without a GPU."""
         from numba.cuda import dispatcher
 
-        _numpy_compatibility()
+        numpy_compatibility()
         launch = _cuda_launch_function(runner, fingerprint)
         launch.__qualname__ = cache_name(name)
         # device functions ask the current device for its compute capability; there may be none here
@@ -376,7 +376,7 @@ def torch_current_stream() -> Any:
     return stream
 
 
-def _numpy_compatibility() -> None:
+def numpy_compatibility() -> None:
     """numba-cuda 0.30's CUDA typing registers ``np.row_stack``, which NumPy 2.5 removed (the same function as
     ``np.vstack``): give it back before the first CUDA compilation, not at import."""
     if not hasattr(np, "row_stack"):
