@@ -1,4 +1,4 @@
-"""Env-only throughput of warpdrive's Tag envs, by the protocol of shared/bench/README.md.
+"""Env-only throughput of warpdrive's Tag and MPE envs, by the protocol of shared/bench/README.md.
 
 Every step draws fresh random actions on the device (from the env's action space, inside the step kernel),
 keeps every output a trainer reads (observations, rewards, terminated/truncated, final observations), and
@@ -35,6 +35,12 @@ CONFIGS: dict[str, tuple[str, dict, int]] = {
     "gw_default": ("tag_gridworld", {"num_taggers": 4}, 2000),
     "gw_1000_agents": ("tag_gridworld", {"num_taggers": 999, "use_full_observation": False}, 2000),
 }
+# The peers' simple_tag sizes (shared/bench/reference_peers.py: JaxMARL and VMAS), mpe2's defaults otherwise:
+# (good agents, adversaries, obstacles) = (1, 3, 2), (10, 30, 5), (25, 75, 10), each at 1,000 / 10,000 / 30,000 envs.
+for _good, _adversaries, _obstacles in ((1, 3, 2), (10, 30, 5), (25, 75, 10)):
+    for _envs in (1000, 10000, 30000):
+        CONFIGS[f"st_{_good + _adversaries}_{_envs}"] = (
+            "simple_tag", {"num_good": _good, "num_adversaries": _adversaries, "num_obstacles": _obstacles}, _envs)
 
 # The reference's shipped training configs (shared/specs): the env parameters every tc_* run uses.
 TAG_CONTINUOUS_TRAINING = {
@@ -49,7 +55,7 @@ TAG_GRIDWORLD_TRAINING = {"grid_length": 100, "episode_length": 100, "tag_penalt
 
 def env_kwargs(name: str) -> tuple[str, dict, int]:
     env_name, kwargs, num_envs = CONFIGS[name]
-    base = TAG_CONTINUOUS_TRAINING if env_name == "tag_continuous" else TAG_GRIDWORLD_TRAINING
+    base = {"tag_continuous": TAG_CONTINUOUS_TRAINING, "tag_gridworld": TAG_GRIDWORLD_TRAINING}.get(env_name, {})
     return env_name, {**base, **kwargs}, num_envs
 
 
