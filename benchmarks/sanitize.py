@@ -23,19 +23,13 @@ from numba import cuda
 
 from warpdrive.core.device import simulator_enabled
 from warpdrive.core.targets import numpy_compatibility
-from warpdrive.envs import REGISTRY, make
+from warpdrive.envs import REGISTRY, env_class, make
 from warpdrive.training.returns import discounted_returns, gae
 
-#: how each multi-agent env gets N agents
-AGENTS: dict[str, Any] = {
-    "tag_gridworld": lambda n: {"num_taggers": n - 1},
-    "tag_continuous": lambda n: {"num_taggers": max(1, n // 10), "num_runners": n - max(1, n // 10),
-                                 "use_full_observation": n <= 64},
-    "simple_tag": lambda n: {"num_adversaries": max(1, n // 4), "num_good": n - max(1, n // 4),
-                             "k_nearest": None if n <= 64 else 4},
-    "simple_spread": lambda n: {"num_agents": n, "k_nearest": None if n <= 64 else 4},
-    "simple_adversary": lambda n: {"num_adversaries": max(1, n // 4), "num_good": n - max(1, n // 4),
-                                   "k_nearest": None if n <= 64 else 4},
+#: above 64 agents, the envs that can observe their k nearest do so, so that the neighbour search's kernels run too
+PARTIAL_OBSERVATION: dict[str, dict[str, Any]] = {
+    "tag_continuous": {"use_full_observation": False},
+    "simple_tag": {"k_nearest": 4}, "simple_spread": {"k_nearest": 4}, "simple_adversary": {"k_nearest": 4},
 }
 #: (envs, agents): one env, a prime, more envs than a block's threads; agents below, at and above a warp, and more
 #: than a block's 256 threads (the simulator: small sizes only, each thread a Python thread)
@@ -47,9 +41,11 @@ def run(names: list[str]) -> None:
     backend, device = ("cudasim", "cpu") if simulator_enabled() else ("cuda", "cuda")
     for name in names or sorted(REGISTRY):
         for num_envs, agents in SIM_SIZES if backend == "cudasim" else SIZES:
-            kwargs = AGENTS[name](agents) if name in AGENTS else {}
-            if name not in AGENTS and agents != 2:
-                continue  # single-agent envs: one size of agents
+            kwargs = env_class(name).config_for_agents(agents)
+            if kwargs is None:  # a fixed agent count: each replica count at that
+                kwargs = {}
+            if agents > 64:
+                kwargs.update(PARTIAL_OBSERVATION.get(name, {}))
             env = make(name, num_envs=num_envs, backend=backend, device=device, episode_length=4, **kwargs)
             env.reset(seed=1)
             for _ in range(5):  # two episodes: autoresets included

@@ -92,7 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check", help="run the env contract on an env: CPU vs CUDA, seeding, bad input, finite outputs, PTX",
         description="Check that an env meets the contract every env meets (warpdrive.core.contract): parameters "
-                    "and actions refused by name, seeding, finite outputs, rendering, the CPU and CUDA "
+                    "and actions refused by name, seeding, finite outputs, batch invariance at several replica and "
+                    "agent counts, rendering, the CPU and CUDA "
                     "compilations step by step (the GPU, else Numba's simulator), and compilation for the GPU. "
                     f"Exit status 0: every check passes; 1: a check fails; 2: bad input. Example: {CHECK_EXAMPLE}")
     check.add_argument("env", help="a name, package.module:Class or path/to/file.py:Class")

@@ -6,12 +6,15 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from numba import njit
 
 from warpdrive.core import random as wrandom
 from warpdrive.core.sampling import categorical, categorical_from_probs, gaussian, uniform_actions
 from warpdrive.core.store import ArraySpec, DataStore
 from warpdrive.core.targets import kernel_target
+from warpdrive.envs import make
 
 
 def test_store_shapes_roles_and_zero_copy_views() -> None:
@@ -104,3 +107,46 @@ def test_uniform_actions_stay_in_the_space(space: gym.spaces.Space) -> None:
         limits = [space.n] if isinstance(space, gym.spaces.Discrete) else list(space.nvec)
         for head, n in enumerate(limits):
             assert set(out[..., head].unique().tolist()) == set(range(int(n)))
+
+
+@given(seed=st.integers(0, 2**64 - 1), replica=st.integers(0, 2**40), episode=st.integers(0, 10**6),
+       counter=st.integers(0, 10**6))
+def test_replica_seed_moves_a_replicas_streams_to_replica_zero(seed: int, replica: int, episode: int,
+                                                               counter: int) -> None:
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps, as it does in the kernels
+        moved = wrandom.random_bits(wrandom.replica_seed(seed, replica), 0, episode, counter)
+        assert moved == wrandom.random_bits(seed, replica, episode, counter)
+        if replica > 0:  # a seed of its own, not the batch's: replica 0 of the batch draws something else
+            assert moved != wrandom.random_bits(seed, 0, episode, counter)
+
+
+def test_a_lone_replica_seeded_with_replica_seed_steps_as_that_replica_of_a_batch() -> None:
+    batch = make("cartpole", num_envs=5, device="cpu", seed=11)
+    alone = make("cartpole", num_envs=1, device="cpu", seed=batch.replica_seed(4))
+    other = make("cartpole", num_envs=1, device="cpu", seed=11)  # the batch's seed: replica 0's streams
+    for env in (batch, alone, other):
+        env.reset()
+    assert torch.equal(batch.obs[4], alone.obs[0]) and not torch.equal(batch.obs[4], other.obs[0])
+    for _ in range(30):  # random actions drawn in the kernel, episodes ending and restarting on their own
+        for env in (batch, alone):
+            env.random_step()
+        assert torch.equal(batch.actions[4], alone.actions[0])
+        for field in ("obs", "rewards", "done"):
+            assert torch.equal(batch.store[field][4], alone.store[field][0]), field
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, 1.5, True, "3"])
+def test_seeds_outside_64_bits_are_refused(seed: object) -> None:
+    with pytest.raises(ValueError, match=r"^seed must be an integer in \[0, 2\*\*64\), got "):
+        make("cartpole", num_envs=2, device="cpu", seed=seed)
+    env = make("cartpole", num_envs=2, device="cpu")
+    with pytest.raises(ValueError, match=r"^seed must be an integer in \[0, 2\*\*64\), got "):
+        env.reset(seed=seed)
+    with pytest.raises(ValueError, match=r"^replica must be an integer in \[0, 2\), got "):
+        env.replica_seed(2)
+
+
+def test_the_largest_seed_runs() -> None:
+    env = make("cartpole", num_envs=2, device="cpu", seed=2**64 - 1)
+    env.reset()
+    assert bool(torch.isfinite(env.obs).all()) and not torch.equal(env.obs[0], env.obs[1])

@@ -116,5 +116,12 @@ def test_a_broken_env_fails_the_checks_it_breaks() -> None:
     assert actions.status == "fail" and "accepted without an error" in actions.detail
     assert contract.check_seeding(BrokenWalk, {}, 12)[0].status == "pass"
     batch = contract.check_batch(BrokenWalk, {}, 12)[0]
-    assert batch.status == "fail" and "replica 0 of 3 differs from a run alone in 'obs' at step 1" in batch.detail
+    assert batch.status == "fail" and "replica 2 of 3 differs from a run alone" in batch.detail
+    assert batch.detail.endswith("in 'obs' at step 1")
+    shapes = contract.check_shapes(BrokenWalk, {}, 12)
+    assert [r.name for r in shapes] == ["shape 1 x 1", "shape 7 x 1", "shape 3 x 1", "shape 257 x 1", "shape 2 x 1"]
+    planted = ("rewards not finite at step", "differs from a run alone in 'obs' at step 1")
+    assert all(r.status == "fail" and any(bug in r.detail for bug in planted) for r in shapes), [str(r) for r in shapes]
+    assert any(r.detail == f"replica {n - 1} differs from a run alone in 'obs' at step 1"
+               for r, n in zip(shapes, (1, 7, 3, 257, 2), strict=True)), [str(r) for r in shapes]
     assert "default draw()" in contract.check_render(BrokenWalk, {})[0].detail

@@ -268,32 +268,89 @@ def check_finite(cls: type[Env], kwargs: dict[str, Any], steps: int | None = Non
     return [_run("finite", run)]
 
 
+def _first_difference(batch: Env, replica: int, alone: Env, names: tuple[str, ...]) -> str | None:
+    """The first of ``names`` in which replica ``replica`` of ``batch`` differs from ``alone``'s one replica (NaN
+    where the other has NaN is the same: the finite check reports NaNs), or None."""
+    for name in names:
+        a, b = batch.store[name][replica], alone.store[name][0]
+        if not torch.equal(a, b) and not (a.is_floating_point() and torch.equal(a.isnan(), b.isnan())
+                                          and torch.equal(a.nan_to_num(), b.nan_to_num())):
+            return name
+    return None
+
+
 def check_batch(cls: type[Env], kwargs: dict[str, Any], steps: int | None = None) -> list[CheckResult]:
     def run() -> str:
         n = _default_steps(cls, kwargs, steps)
-        # random starts are drawn per replica index: replica 0 of a batch is what one replica alone draws; an
-        # identical start is every replica's, so any replica of a batch is a run alone
-        cases = [(start, 0 if start == "random" else 2) for start in cls.start_modes]
-        for start, replica in cases:
+        replica = 2  # the last of 3; a lone replica seeded with replica_seed(2) must step as it does
+        for start in cls.start_modes:
             batch = cls(**{**kwargs, "num_envs": 3, "start": start}, backend="cpu", seed=3)
-            alone = cls(**{**kwargs, "num_envs": 1, "start": start}, backend="cpu", seed=3)
+            alone = cls(**{**kwargs, "num_envs": 1, "start": start}, backend="cpu", seed=batch.replica_seed(replica))
             generator = torch.Generator().manual_seed(1)
-            pairs = [("obs", batch.reset(seed=3)[replica], alone.reset(seed=3)[0])]
-            for step in range(1, n + 1):
-                actions = batch.sample_actions(generator)
-                batch.step()
-                alone.step(actions[replica:replica + 1].clone())
-                pairs = [(name, batch.store[name][replica], alone.store[name][0])
-                         for name in ("obs", "rewards", "done", "final_obs")]
-                for name, a, b in pairs:
-                    if not torch.equal(a, b) and not (a.is_floating_point() and torch.equal(a.isnan(), b.isnan())
-                                                      and torch.equal(a.nan_to_num(), b.nan_to_num())):
-                        raise _Failed(f"{start} start: replica {replica} of 3 differs from a run alone in {name!r} "
-                                      f"at step {step}")
-        return (f"{n} steps: " + ", ".join(f"replica {r} of 3 ({s} start)" for s, r in cases)
-                + " bit-identical to a run alone")
+            for loop in ("given actions", "random_step"):
+                batch.reset(seed=3 if loop == "given actions" else 4)
+                alone.reset(seed=batch.replica_seed(replica))
+                for step in range(n + 1):
+                    if step > 0 and loop == "given actions":
+                        actions = batch.sample_actions(generator)
+                        batch.step()
+                        alone.step(actions[replica:replica + 1].clone())
+                    elif step > 0:
+                        batch.random_step()
+                        alone.random_step()
+                    differs = _first_difference(batch, replica, alone, ("actions", "obs", "rewards", "done",
+                                                                         "final_obs") if step else ("obs",))
+                    if differs:
+                        raise _Failed(f"{start} start, {loop}: replica {replica} of 3 differs from a run alone "
+                                      f"(seeded with replica_seed({replica})) in {differs!r} at step {step}")
+        return (f"{n} steps of given actions and {n} of random_step: replica {replica} of 3 bit-identical to a run "
+                f"alone seeded with replica_seed({replica}) ({', '.join(cls.start_modes)} starts)")
 
     return [_run("batch", run)]
+
+
+#: (replicas, agents) the shapes check runs: one replica, a prime number of them and more than a CUDA block's threads;
+#: agent counts of one, below and above a warp, and more than a block's 256 threads (each where the env allows it)
+SHAPES = ((1, 1), (7, 31), (3, 33), (257, 5), (2, 300))
+
+
+def check_shapes(cls: type[Env], kwargs: dict[str, Any], steps: int | None = None) -> list[CheckResult]:
+    """At each of :data:`SHAPES` the env allows (:meth:`Env.config_for_agents`): random steps with autoresets give
+    finite outputs, and the last replica is bit-identical to a lone run seeded with its ``replica_seed``."""
+
+    def run_shape(num_envs: int, overrides: dict[str, Any]) -> Callable[[], str]:
+        def run() -> str:
+            shaped = {**kwargs, **overrides}
+            n = _default_steps(cls, shaped, steps)
+            batch = cls(**{**shaped, "num_envs": num_envs}, backend="cpu", seed=7)
+            last = num_envs - 1
+            alone = cls(**{**shaped, "num_envs": 1}, backend="cpu", seed=batch.replica_seed(last))
+            batch.reset()
+            alone.reset()
+            for step in range(n + 1):
+                for name in ("obs", "rewards", "done", "final_obs"):
+                    value = batch.store[name]
+                    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                        raise _Failed(f"{name} not finite at step {step}")
+                differs = _first_difference(batch, last, alone, ("actions", "obs", "rewards", "done", "final_obs"))
+                if differs:
+                    raise _Failed(f"replica {last} differs from a run alone in {differs!r} at step {step}")
+                batch.random_step()
+                alone.random_step()
+            return f"{n} random steps finite, replica {last} bit-identical to a run alone"
+
+        return run
+
+    results = []
+    seen: set[tuple[int, int]] = set()
+    for num_envs, agents in SHAPES:
+        overrides = cls.config_for_agents(agents)
+        if overrides is None:  # not this many agents: the replica count alone, at the env's own agent count
+            overrides, agents = {}, cls(**kwargs, backend="cpu").num_agents
+        if (num_envs, agents) not in seen:
+            seen.add((num_envs, agents))
+            results.append(_run(f"shape {num_envs} x {agents}", run_shape(num_envs, overrides)))
+    return results
 
 
 def check_render(cls: type[Env], kwargs: dict[str, Any], steps: int | None = None) -> list[CheckResult]:
@@ -370,6 +427,7 @@ CHECKS: dict[str, Callable[[type[Env], dict[str, Any], int | None], list[CheckRe
     "seeding": check_seeding,
     "finite": check_finite,
     "batch": check_batch,
+    "shapes": check_shapes,
     "render": check_render,
     "consistency": check_consistency_of,
 }

@@ -43,6 +43,7 @@ from warpdrive.core.compile import (
 )
 from warpdrive.core.device import debug_requested
 from warpdrive.core.lifecycle import program_stages
+from warpdrive.core.random import SEED_LIMIT, replica_seed
 from warpdrive.core.sampling import discrete_choices, uniform_actions
 from warpdrive.core.store import ArraySpec, DataStore, kernel_tuple_type
 from warpdrive.core.targets import Backend, CudaTarget, KernelTarget, kernel_target, resolve_backend
@@ -90,6 +91,12 @@ def config_scalars(config: Any) -> dict[str, Any]:
             if hints.get(f.name) in (int, float, bool) and f.name not in _BASE_PARAMS}
 
 
+def _check_seed(seed: Any) -> int:
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, (bool, np.bool_)) or not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+    return int(seed)
+
+
 def _check_tensor(name: str, value: Any, shape: tuple[int, ...], dtypes: tuple[torch.dtype, ...],
                   device: torch.device) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
@@ -118,7 +125,8 @@ class Env:
         backend: ``"cuda"`` (GPU kernels), ``"cpu"`` (``njit``, parallel over envs) or ``"cudasim"`` (the
             CUDA kernels run by Numba's simulator on CPU tensors; needs ``NUMBA_ENABLE_CUDASIM=1`` before
             Numba is imported; for tests at tiny sizes). Default: follows ``device``.
-        seed: seed of the per-env random streams (random starts).
+        seed: seed of the per-env random streams (random starts, ``random_step``'s actions), an integer in
+            ``[0, 2**64)``; :meth:`replica_seed` gives the seed of a lone replica that reproduces one of these.
         start: ``"random"``: each replica starts every episode from its own random state, drawn on the
             device; ``"identical"``: every replica starts from the one state given in the config (the
             reference WarpDrive's behaviour).
@@ -194,7 +202,7 @@ class Env:
         self.exact = bool(exact)
         self.debug = debug_requested() if debug is None else bool(debug)
         self.num_agents = self.num_agents_of(self.config)
-        self.seed = int(seed)
+        self.seed = _check_seed(seed)
 
         specs = self.standard_arrays() + self.state_arrays()
         self._check_memory(specs)
@@ -219,6 +227,12 @@ class Env:
     @classmethod
     def num_agents_of(cls, config: Any) -> int:
         raise NotImplementedError
+
+    @classmethod
+    def config_for_agents(cls, num_agents: int) -> dict[str, Any] | None:
+        """Config fields that give ``num_agents`` agents (the rest at their defaults), or None where this env
+        cannot have that many (the default: a fixed agent count). The contract's shapes check uses it."""
+        return {} if num_agents == cls.num_agents_of(cls.Config()) else None
 
     def groups(self) -> dict[str, list[int]]:
         """Agent ids per group, e.g. ``{"taggers": [...], "runners": [...]}`` (the same in every env)."""
@@ -431,7 +445,7 @@ class Env:
         """
         if mask is None:
             if seed is not None:
-                self.seed = int(seed)
+                self.seed = _check_seed(seed)
                 self._set_params()
             self.store["episode"].zero_()
             self.store["reset_mask"].fill_(True)
@@ -442,6 +456,14 @@ class Env:
             self.store["reset_mask"].copy_(_check_tensor("mask", mask, (self.num_envs,), (torch.bool,), self.device))
         self._run_program("reset", self._p)
         return self.obs
+
+    def replica_seed(self, replica: int) -> int:
+        """The seed of a one-replica env of this class and config that reproduces replica ``replica`` of this one
+        (its random starts, ``random_step``'s actions and its resets): ``Env(..., num_envs=1,
+        seed=env.replica_seed(i))``, given replica ``i``'s actions, steps exactly as replica ``i`` does here."""
+        if not isinstance(replica, int) or isinstance(replica, bool) or not 0 <= replica < self.num_envs:
+            raise ValueError(f"replica must be an integer in [0, {self.num_envs}), got {replica!r}")
+        return replica_seed(self.seed, replica)
 
     def step(
         self, actions: torch.Tensor | None = None
@@ -643,7 +665,7 @@ class Env:
         values: dict[str, Any] = {
             "num_agents": self.num_agents,
             "episode_length": self.config.episode_length,
-            "seed": np.int64(self.seed),
+            "seed": np.uint64(self.seed),
             "random_start": self.start == "random",
             "autoreset": True,
             "draw_actions": False,
@@ -655,6 +677,8 @@ class Env:
         for key, value in values.items():
             if isinstance(value, (bool, np.bool_)):
                 converted[key] = np.bool_(value)
+            elif isinstance(value, np.uint64):
+                converted[key] = value  # the seed: all 64 bits
             elif isinstance(value, (int, np.integer)):
                 converted[key] = np.int64(value)
             elif isinstance(value, np.float64):

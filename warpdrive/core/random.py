@@ -2,7 +2,8 @@
 
 A draw is a pure function of ``(seed, env, episode, counter)``: no generator state is stored or shared
 between threads, so agents draw in parallel without coordination, a replica's draws do not depend on how
-many replicas run beside it, and the CPU and CUDA compilations of an env produce bit-identical starts.
+many replicas run beside it (:func:`replica_seed` gives the seed that makes a lone replica draw what replica
+``i`` of a batch draws), and the CPU and CUDA compilations of an env produce bit-identical starts.
 The mixing function is SplitMix64's finaliser (Steele, Lea & Flood, 2014), applied three times.
 Convention inside envs: ``counter = agent * draws_per_agent + k`` for the k-th draw of an agent.
 """
@@ -24,6 +25,19 @@ _S32 = np.uint64(32)
 _ONE = np.uint64(1)
 _U32_MASK = np.uint64(0xFFFFFFFF)
 _INV_2_24 = np.float32(1.0 / (1 << 24))
+
+#: seeds are unsigned 64-bit integers: ``[0, SEED_LIMIT)``
+SEED_LIMIT = 1 << 64
+
+
+def replica_seed(seed: int, replica: int) -> int:
+    """The seed under which replica 0 draws exactly what replica ``replica`` draws under ``seed``.
+
+    Every draw mixes ``seed + GOLDEN * (env + 1)`` first (:func:`random_bits`), so shifting the seed by
+    ``GOLDEN * replica`` (mod 2**64) moves replica ``replica``'s streams to replica 0: a one-replica env with this
+    seed reproduces that replica of a batch, starts, random actions and resets included (batch invariance).
+    """
+    return (seed + int(_GOLDEN) * replica) % SEED_LIMIT
 
 
 @kernel_function

@@ -156,8 +156,8 @@ class TrainConfig:
     """One policy per agent group of the env, keyed by group name; or one named ``shared`` for all."""
     rollout_length: int = bounded(128, ge=1)
     """T: steps per env per iteration (an iteration consumes ``T * num_envs`` env-steps)."""
-    seed: int = 0
-    """Seeds torch, NumPy, Python's ``random`` and the env's random streams."""
+    seed: int = bounded(0, ge=0, lt=2**64)
+    """Seeds torch, NumPy, Python's ``random`` and the env's random streams (an integer in ``[0, 2**64)``)."""
     device: str = "auto"
     """``auto`` (cuda when available, else cpu), ``cpu``, ``cuda`` or ``cuda:N``."""
     mixed_precision: Literal["none", "tf32", "bf16"] = "none"

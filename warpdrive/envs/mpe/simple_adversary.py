@@ -152,6 +152,11 @@ class SimpleAdversary(MPEEnv):
         return config.num_adversaries + config.num_good
 
     @classmethod
+    def config_for_agents(cls, num_agents: int) -> dict[str, Any] | None:
+        adversaries = max(1, num_agents // 4)
+        return {"num_adversaries": adversaries, "num_good": num_agents - adversaries} if num_agents >= 2 else None
+
+    @classmethod
     def num_landmarks_of(cls, config: SimpleAdversaryConfig) -> int:
         return config.num_good if config.num_landmarks is None else config.num_landmarks
 

@@ -132,6 +132,10 @@ class SimpleSpread(MPEEnv):
         return config.num_agents
 
     @classmethod
+    def config_for_agents(cls, num_agents: int) -> dict[str, Any] | None:
+        return {"num_agents": num_agents}
+
+    @classmethod
     def num_landmarks_of(cls, config: SimpleSpreadConfig) -> int:
         return config.num_agents if config.num_landmarks is None else config.num_landmarks
 

@@ -552,6 +552,11 @@ class TagContinuous(Env):
     def num_agents_of(cls, config: TagContinuousConfig) -> int:
         return config.num_agents
 
+    @classmethod
+    def config_for_agents(cls, num_agents: int) -> dict[str, Any] | None:
+        taggers = max(1, num_agents // 10)
+        return {"num_taggers": taggers, "num_runners": num_agents - taggers} if num_agents >= 2 else None
+
     def groups(self) -> dict[str, list[int]]:
         taggers = [int(i) for i in self._start_of().tagger_ids]
         tagger_set = set(taggers)

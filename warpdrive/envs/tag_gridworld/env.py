@@ -205,6 +205,10 @@ class TagGridWorld(Env):
     def num_agents_of(cls, config: TagGridWorldConfig) -> int:
         return config.num_taggers + 1
 
+    @classmethod
+    def config_for_agents(cls, num_agents: int) -> dict[str, Any] | None:
+        return {"num_taggers": num_agents - 1} if num_agents >= 2 else None
+
     def groups(self) -> dict[str, list[int]]:
         return {"taggers": list(range(self.num_agents - 1)), "runner": [self.num_agents - 1]}
 
