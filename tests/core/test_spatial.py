@@ -129,3 +129,24 @@ def test_the_cuda_compilation_finds_the_same_neighbours(gpu_backend: str) -> Non
         cpu = Points(num_envs=2, backend="cpu", num_agents=24, cells=4, lattice=lattice)
         gpu = Points(num_envs=2, backend=gpu_backend, num_agents=24, cells=4, lattice=lattice)
         assert torch.equal(cpu.reset(seed=4), gpu.reset(seed=4))
+
+
+class _PointsWithAShortList(Points):
+    def state_arrays(self) -> list[ArraySpec]:
+        return [ArraySpec("x", "agent", torch.float32), ArraySpec("y", "agent", torch.float32),
+                *self.grid().arrays(K - 1)]
+
+
+class _PointsWithoutTheList(Points):
+    def state_arrays(self) -> list[ArraySpec]:
+        return [ArraySpec("x", "agent", torch.float32), ArraySpec("y", "agent", torch.float32), *self.grid().arrays()]
+
+
+def test_a_list_declared_with_another_length_than_the_search_is_refused() -> None:
+    """The search writes K entries per agent: a shorter declared list would be written past its end."""
+    with pytest.raises(ValueError, match=r"^_PointsWithAShortList: k_nearest indexes array 'nearest' with trailing "
+                                         r"shape \(4,\), but the env has it declared with trailing shape \(3,\) "):
+        _PointsWithAShortList(num_agents=8, backend="cpu")
+    with pytest.raises(ValueError, match=r"'nearest' with trailing shape \(4,\), but the env has no such array"):
+        _PointsWithoutTheList(num_agents=8, backend="cpu")
+    Points(num_agents=8, backend="cpu")  # the same length: accepted

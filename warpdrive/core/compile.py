@@ -48,6 +48,9 @@ class Phase:
     fns: tuple[Callable[..., Any], ...]
     over: Literal["agent", "env", "index"]
     count: Callable[..., Any] | None = None
+    needs: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    """Arrays the functions index by compile-time sizes: ``(name, trailing shape)``; an env whose declaration
+    differs is refused at construction (a mismatch would index past the array)."""
 
 
 def per_agent(*fns: Callable[..., Any]) -> Phase:
@@ -60,9 +63,11 @@ def per_env(*fns: Callable[..., Any]) -> Phase:
     return Phase(_check_fns(fns), "env")
 
 
-def per_index(fn: Callable[..., Any], count: Callable[..., Any]) -> Phase:
-    """Run ``fn(env, index, p, s)`` for ``index in range(count(p, s))`` in every env."""
-    return Phase(_check_fns((fn,)), "index", count)
+def per_index(fn: Callable[..., Any], count: Callable[..., Any],
+              needs: tuple[tuple[str, tuple[int, ...]], ...] = ()) -> Phase:
+    """Run ``fn(env, index, p, s)`` for ``index in range(count(p, s))`` in every env (``needs``: see
+    :attr:`Phase.needs`)."""
+    return Phase(_check_fns((fn,)), "index", count, needs)
 
 
 def _check_fns(fns: tuple[Callable[..., Any], ...]) -> tuple[Callable[..., Any], ...]:

@@ -207,6 +207,7 @@ class Env:
         specs = self.standard_arrays() + self.state_arrays()
         self._check_memory(specs)
         self._check_action_mask_spec(specs)
+        self._check_phase_needs({spec.name: spec for spec in specs})
         self.store = DataStore(specs, num_envs, self.num_agents, self.device)
         self._load_start_state()
         if launch is None:
@@ -624,6 +625,21 @@ class Env:
             raise ValueError(f"{type(self).__name__}'s action_mask must be ArraySpec('action_mask', 'agent', "
                              f"torch.bool, 'action_mask', ({sum(choices)},)) (one flag per choice of "
                              f"{choices}), got {spec}")
+
+    def _check_phase_needs(self, specs: Mapping[str, ArraySpec]) -> None:
+        """Every array a phase indexes by a compile-time size is declared with that size (:attr:`Phase.needs`)."""
+        step_phases, reset_phases = self.program_phases()
+        for phase in (*step_phases, *reset_phases):
+            if not isinstance(phase, Phase):  # a launch boundary
+                continue
+            for name, shape in phase.needs:
+                declared = specs.get(name)
+                if declared is None or declared.shape != shape:
+                    got = "no such array" if declared is None else f"it declared with trailing shape {declared.shape}"
+                    raise ValueError(f"{type(self).__name__}: {phase.fns[0].__name__} indexes array {name!r} "
+                                     f"with trailing shape {shape}, but the env has {got} (declare it with the "
+                                     f"size the phases use, e.g. NeighbourGrid.arrays(k) with "
+                                     f"k_nearest_phases(k, ...))")
 
     def _check_memory(self, specs: list[ArraySpec]) -> None:
         need = DataStore.required_bytes(specs, self.num_envs, self.num_agents)

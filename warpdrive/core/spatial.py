@@ -428,4 +428,5 @@ def k_nearest_phases(k: int, visit: Callable[..., Any]) -> tuple[Phase, Phase]:
         slot = index - pos * K
         visit(env, s.cell_agent[env, pos], slot, s.nearest[env, pos, slot], p, s)
 
-    return per_index(k_nearest, _agent_count), per_index(visit_pair, pair_count)
+    needs = (("nearest", (K,)),)  # what NeighbourGrid.arrays(k) declares: Env construction checks it
+    return per_index(k_nearest, _agent_count, needs), per_index(visit_pair, pair_count, needs)
