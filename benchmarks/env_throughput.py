@@ -59,20 +59,6 @@ def env_kwargs(name: str) -> tuple[str, dict, int]:
     return env_name, {**base, **kwargs}, num_envs
 
 
-def launch_candidates(num_agents: int) -> list[tuple[int, int]]:
-    """(lanes, envs per block) shapes around the default, for --tune."""
-    from warpdrive.core.compile import launch_shape
-
-    default = launch_shape(num_agents).lanes
-    shapes = []
-    for lanes in sorted({max(1, default // 4), max(1, default // 2), default, min(1024, default * 2),
-                         min(1024, default * 4)}):
-        for block in (32, 64, 128, 256, 512, 1024):
-            if block >= lanes and block // lanes * lanes == block:
-                shapes.append((lanes, block // lanes))
-    return shapes
-
-
 def kernel_resources(env) -> dict:
     """Registers and local memory per thread of each compiled CUDA kernel of the step (one per launch stage)."""
     kernels = [next(iter(k.overloads.values())) for k in env._program("step").kernels(env.shape) if k.overloads]
@@ -107,6 +93,7 @@ def measure(name: str, steps_per_graph: int, replays: int, repeats: int, tune: b
 
     from warpdrive.core.compile import LaunchShape
     from warpdrive.envs import make
+    from warpdrive.training.tune import launch_candidates
 
     env_name, kwargs, num_envs = env_kwargs(name)
     kwargs = {**kwargs, **(settings or {})}
@@ -184,7 +171,8 @@ def measure(name: str, steps_per_graph: int, replays: int, repeats: int, tune: b
         default = env.shape
         registers = max([1, *result.get("regs", [])])
         for cap in register_caps or [None]:
-            for lanes, per_block in launch_candidates(env.num_agents):
+            for candidate in launch_candidates(default):
+                lanes, per_block = candidate.lanes, candidate.envs_per_block
                 if lanes * per_block * (cap or registers) > 65536:  # the register file of one multiprocessor
                     continue
                 env.shape = LaunchShape(lanes, per_block, cap)

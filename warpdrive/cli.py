@@ -1,4 +1,4 @@
-"""The ``warpdrive`` command: train, eval, render, bench, envs, check.
+"""The ``warpdrive`` command: train, eval, render, bench, envs, check, tune.
 
 ::
 
@@ -8,6 +8,7 @@
     warpdrive bench [ENV] [--envs N ...]
     warpdrive envs [ENV]
     warpdrive check ENV [key=value ...] [--steps N] [--no-ptx]
+    warpdrive tune CONFIG [key.path=value ...] [--margin 0.9]
 
 CONFIG is a YAML file, the name of an env with a packaged config (``tag_gridworld``, ``cartpole``, ...), or
 any other env name (``path/to/file.py:Class``, ``package.module:Class``, an installed entry point), which
@@ -100,9 +101,23 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("overrides", nargs="*", metavar="key=value", help="env parameters (YAML values)")
     check.add_argument("--steps", type=int, help="steps per run (default: two episodes and one step)")
     check.add_argument("--no-ptx", action="store_true", help="skip compiling for the GPU")
+
+    tune = commands.add_parser(
+        "tune", help="the most env replicas a training config fits in memory, and the fastest launch shape",
+        description="Measure a training run of CONFIG at two small replica counts, fit its memory as fixed + "
+                    "per replica, and print the largest env.num_envs that fits in --margin of the free memory "
+                    "(device memory on CUDA; on the CPU, the env's arrays and rollout storage against available "
+                    "host memory); on CUDA, then time the env's launch shapes at that size (env.launch). "
+                    f"Example: {TUNE_EXAMPLE}")
+    tune.add_argument("config", help="YAML file, packaged env config name, or env name")
+    tune.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides (YAML values)")
+    tune.add_argument("--margin", type=float, default=0.9, help="fraction of the free memory to fill (default 0.9)")
+    tune.add_argument("--steps", type=int, default=50, help="steps per timed launch shape (CUDA)")
     return parser
 
 
+#: The example of ``warpdrive tune --help`` (tests/test_cli.py runs it).
+TUNE_EXAMPLE = "warpdrive tune cartpole"
 #: The example of ``warpdrive train --help`` (tests/test_cli.py runs it).
 TRAIN_EXAMPLE = "warpdrive train tag_gridworld total_env_steps=200000 policies.taggers.optimizer.lr=3e-4"
 #: The example of ``warpdrive check --help`` (tests/test_cli.py runs it).
@@ -276,6 +291,40 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from warpdrive.training.config import ConfigError, load_config
+    from warpdrive.training.trainer import resolve_device
+    from warpdrive.training.tune import fit_memory, time_launch_shapes
+
+    if not 0 < args.margin <= 1:
+        raise ConfigError("--margin", f"expected a fraction in (0, 1], got {args.margin}")
+    _at_least("--steps", args.steps, 1)
+    config = load_config(args.config, args.overrides)
+    device = resolve_device(config.device)
+    fit = fit_memory(config, device, args.margin)
+    mib = 2**20
+    print(f"memory: {fit.per_env / mib:.3f} MiB per env replica, {fit.fixed / mib:.1f} MiB besides (measured with "
+          f"{fit.measured_at[0]} and {fit.measured_at[1]} replicas); {fit.free / 2**30:.2f} GiB {fit.where}")
+    if fit.num_envs < 1:
+        print(f"not even one env replica fits in {args.margin:.0%} of it")
+        return 1
+    print(f"fits: env.num_envs={fit.num_envs} (in {args.margin:.0%} of it; the config has {config.env.num_envs})")
+    if device.type != "cuda":
+        print("launch shapes: CUDA only (the CPU runs one thread per env replica)")
+        return 0
+    num_envs = min(fit.num_envs, config.env.num_envs)  # the config's size, where it fits
+    rows = time_launch_shapes(config, device, num_envs, args.steps)
+    print(f"launch shapes at env.num_envs={num_envs} (env-steps/s, random actions drawn in the step kernel):")
+    for row in rows:
+        rate = f"{row['env_steps_per_s']:>16,.0f}" if "env_steps_per_s" in row else f"  {row['error']}"
+        print(f"  {row['launch'][0]:>5d} x {row['launch'][1]:<3d} {rate}{'  (default)' if row['default'] else ''}")
+    timed = [row for row in rows if "env_steps_per_s" in row]
+    best, default = max(timed, key=lambda row: row["env_steps_per_s"]), rows[0]
+    gain = best["env_steps_per_s"] / default["env_steps_per_s"] - 1 if "env_steps_per_s" in default else 0.0
+    print(f"fastest: env.launch=[{best['launch'][0]},{best['launch'][1]}] ({gain:+.0%} against the default)")
+    return 0
+
+
 def _envs(args: argparse.Namespace) -> int:
     from warpdrive.envs import UnknownEnvError, available
 
@@ -422,7 +471,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if str(Path.cwd()) not in sys.path:  # module:Class env names find modules here, as under python -m
         sys.path.insert(0, str(Path.cwd()))
-    commands = {"train": _train, "eval": _eval, "render": _render, "bench": _bench, "envs": _envs, "check": _check}
+    commands = {"train": _train, "eval": _eval, "render": _render, "bench": _bench, "envs": _envs, "check": _check,
+                "tune": _tune}
     notes = logging.StreamHandler(sys.stderr)
     notes.setFormatter(_NoteFormatter(args.command))
     library = logging.getLogger("warpdrive")
@@ -439,7 +489,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"warpdrive {args.command}: error: {_one_line(str(err.args[0]))}", file=sys.stderr)
         return 2
     except (MemoryError, torch.cuda.OutOfMemoryError) as err:  # too many env replicas, or too large models
-        print(f"warpdrive {args.command}: error: out of memory: {_one_line(str(err))}", file=sys.stderr)
+        hint = (" (warpdrive tune CONFIG prints how many env replicas fit)"
+                if isinstance(err, torch.cuda.OutOfMemoryError) and args.command != "tune" else "")
+        print(f"warpdrive {args.command}: error: out of memory: {_one_line(str(err))}{hint}", file=sys.stderr)
         return 2
     except TypingError as err:  # the env's code does not compile: where, in one line
         if debug:

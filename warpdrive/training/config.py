@@ -66,6 +66,9 @@ class EnvSpec:
     """The env's own parameters (fields of its ``Config``), e.g. ``{num_taggers: 2, grid_length: 5}``."""
     start: Literal["random", "identical"] = "random"
     """Each replica starts from its own random state, or all from the config's start state."""
+    launch: list[int] | None = None
+    """``[threads per env, envs per block]`` of the env's CUDA kernels, a speed knob that never changes results
+    (``warpdrive tune`` times the candidates); default: chosen from the agent count."""
 
     def __post_init__(self) -> None:
         # a relative file path must still name the same file when a run is evaluated from elsewhere

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 #: holds (the env and its replicas, the policies, their networks, optimiser states and buffers, the seed).
 #: The optimiser's settings are applied at each update (``--resume RUN policies.shared.optimizer.lr=1e-4``).
 RESUMABLE = ("total_env_steps", "logging.*", "checkpoint.*", "policies.*.optimizer.*", "torch_threads",
-             "guard_nonfinite", "cuda_graph", "mixed_precision")
+             "guard_nonfinite", "cuda_graph", "mixed_precision", "env.launch")
 #: Keys a resumed run ignores: it goes on in the checkpoint's run directory.
 _IGNORED_ON_RESUME = ("logging.root", "logging.run_dir")
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from warpdrive.core.compile import LaunchShape
 from warpdrive.core.device import cuda_available
 from warpdrive.core.env import Env, InvalidActionError
 from warpdrive.core.typed import ConfigError
@@ -61,9 +62,14 @@ def make_env(config: TrainConfig, device: torch.device, seed: int, validate: boo
     """The env of ``config.env``; its errors (unknown env, bad parameters, too many replicas for the memory)
     raised as :class:`ConfigError` naming the key path."""
     spec = config.env
+    launch = None
+    if spec.launch is not None:
+        if len(spec.launch) != 2 or min(spec.launch) < 1:
+            raise ConfigError("env.launch", f"expected [threads per env, envs per block], each >= 1, got {spec.launch}")
+        launch = LaunchShape(*spec.launch)
     try:
         return make(spec.name, num_envs=spec.num_envs, device=device, seed=seed, start=spec.start,
-                    validate=validate, **spec.kwargs)
+                    validate=validate, launch=launch, **spec.kwargs)
     except KeyError as err:
         raise ConfigError("env.name", str(err.args[0])) from None
     except ConfigError as err:  # a parameter of the env's Config: its key path under env.kwargs
