@@ -67,6 +67,8 @@ CASES = [
     (["bench", "--repeats", "0"], "--repeats: expected an integer >= 1, got 0"),
     (["bench", "--iterations", "-1"], "--iterations: expected an integer >= 0, got -1"),
     (["tune", "cartpole", "--margin", "0"], "--margin: expected a fraction in (0, 1], got 0.0"),
+    (["train", "cartpole", "--seeds", "0"], "--seeds: expected an integer >= 1, got 0"),
+    (["train", "cartpole", "--seeds", "2", "--resume", "run"], "--seeds: starts new runs: resume each seed's run"),
     (["tune", "cartpole", "--margin", "1.5"], "--margin: expected a fraction in (0, 1], got 1.5"),
     (["tune", "cartpole", "--steps", "0"], "--steps: expected an integer >= 1, got 0"),
     (["train", "cartpole", "env.launch=[0, 1]"], "env.launch: expected [threads per env, envs per block], each >= 1"),

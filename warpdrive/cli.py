@@ -2,7 +2,7 @@
 
 ::
 
-    warpdrive train CONFIG [key.path=value ...] [--resume RUN_DIR_OR_CHECKPOINT]
+    warpdrive train CONFIG [key.path=value ...] [--resume RUN_DIR_OR_CHECKPOINT] [--seeds N]
     warpdrive eval CHECKPOINT [--episodes N] [--deterministic]
     warpdrive render CHECKPOINT --out FILE.gif|FILE.mp4
     warpdrive bench [ENV] [--envs N ...]
@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides (YAML values)")
     train.add_argument("--resume", metavar="RUN_DIR_OR_CKPT",
                        help="continue a run from its newest checkpoint (or the one given)")
+    train.add_argument("--seeds", type=int, metavar="N",
+                       help="train N runs, with seeds seed .. seed+N-1, one after another, each in "
+                            "<run>/seed_<s>, and aggregate their returns (mean, 95%% bootstrap interval)")
 
     evaluate = commands.add_parser("eval", help="mean return per group of a checkpoint vs a random policy")
     evaluate.add_argument("checkpoint", help="run directory or checkpoint file")
@@ -148,6 +151,12 @@ def _train(args: argparse.Namespace) -> int:
     from warpdrive.training.run import train
 
     source, overrides = _split_config(args.config, args.overrides)
+    if args.seeds is not None:
+        _at_least("--seeds", args.seeds, 1)
+        if args.resume is not None:
+            raise ConfigError("--seeds", "starts new runs: resume each seed's run (<run>/seed_<s>) with --resume")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError("--seeds", "runs the seeds in one process: start it without torchrun")
     resume = None
     if args.resume is not None:
         # found once (a damaged newest checkpoint falls back to an older one, with a warning), then named
@@ -160,6 +169,8 @@ def _train(args: argparse.Namespace) -> int:
         config = load_config(state["config"], overrides)
     else:
         config = load_config(source, overrides)
+    if args.seeds is not None:
+        return _train_seeds(args, config)
     start = time.perf_counter()
     try:
         result = train(config, resume=resume)
@@ -187,6 +198,32 @@ def _train(args: argparse.Namespace) -> int:
         command = "warpdrive" if int(os.environ.get("WORLD_SIZE", "1")) == 1 else \
             "torchrun <the same flags> -m warpdrive"  # the checkpoint resumes with as many ranks
         print(f"  resume:         {command} train --resume {result.run_dir} total_env_steps=<more>")
+    return 0
+
+
+def _train_seeds(args: argparse.Namespace, config: Any) -> int:
+    from warpdrive.core.env import InvalidActionError
+    from warpdrive.training.guard import NonFiniteError
+    from warpdrive.training.seeds import train_seeds
+
+    start = time.perf_counter()
+    try:
+        result = train_seeds(config, args.seeds)
+    except (NonFiniteError, InvalidActionError) as err:  # a run diverged: status 1
+        print(f"warpdrive train: error: {err}", file=sys.stderr)
+        return 1
+    seeds = result.summary["seeds"]
+    print(f"Trained {len(seeds)} seeds ({seeds[0]}..{seeds[-1]}) of {config.env.name} in "
+          f"{time.perf_counter() - start:.1f} s.")
+    for group, final in result.summary["final_return"].items():
+        per_seed = ", ".join("-" if v is None else f"{v:.3f}" for v in final["per_seed"])
+        print(f"Final mean episodic return, {group}: {final['mean']:.3f} (95% bootstrap interval "
+              f"{final['ci_low']:.3f} .. {final['ci_high']:.3f}; per seed {per_seed})")
+    print(f"  runs:           {result.group_dir}/seed_<s>")
+    print(f"  aggregate:      {result.aggregate_path}")
+    print(f"  summary:        {result.summary_path}")
+    if result.curve is not None:
+        print(f"  learning curve: {result.curve}")
     return 0
 
 

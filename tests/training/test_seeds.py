@@ -1,0 +1,64 @@
+"""Several seeds of one config (``warpdrive train CONFIG --seeds N``): separate runs and their aggregate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from warpdrive.cli import main
+from warpdrive.training.logging import read_metrics
+from warpdrive.training.seeds import aggregate_runs, bootstrap_interval
+
+
+def test_the_bootstrap_interval_of_a_mean() -> None:
+    values = np.random.default_rng(3).normal(10.0, 2.0, size=30)
+    low, high = bootstrap_interval(values)
+    assert low < values.mean() < high
+    # about the normal interval of the mean: 1.96 standard errors either side
+    half = 1.96 * values.std() / np.sqrt(values.size)
+    assert abs((high - low) / 2 - half) < 0.15 * half
+    assert bootstrap_interval(values) == (low, high)  # deterministic
+    assert bootstrap_interval([4.0]) == (4.0, 4.0) and bootstrap_interval([2.0, 2.0, 2.0]) == (2.0, 2.0)
+
+
+def test_runs_are_aggregated_where_each_has_a_return() -> None:
+    key = "charts/episodic_return/agents"
+    runs = [
+        [{"env_steps": 10, key: 1.0}, {"env_steps": 20, key: 3.0}, {"env_steps": 30}],
+        [{"env_steps": 10, key: 2.0}, {"env_steps": 20}, {"env_steps": 30, key: 7.0}],
+        [{"env_steps": 10, key: 6.0}, {"env_steps": 20, key: 5.0}],  # stopped earlier
+    ]
+    rows, finals = aggregate_runs(runs)
+    assert [row["env_steps"] for row in rows] == [10, 20]  # logged by every run
+    assert rows[0]["agents"]["mean"] == 3.0 and rows[0]["agents"]["seeds"] == 3
+    assert rows[1]["agents"]["mean"] == 4.0 and rows[1]["agents"]["seeds"] == 2
+    assert rows[0]["agents"]["ci_low"] <= 3.0 <= rows[0]["agents"]["ci_high"]
+    assert finals["agents"]["per_seed"] == [3.0, 7.0, 5.0] and finals["agents"]["mean"] == 5.0
+
+
+def test_train_seeds_from_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "cartpole", "--seeds", "2", "seed=5", "total_env_steps=6144", "logging.progress=false",
+                 "env.num_envs=8", "rollout_length=128", "checkpoint.at_end=false"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Trained 2 seeds (5..6) of cartpole")
+    [group] = (tmp_path / "runs").iterdir()
+    runs = [read_metrics(group / f"seed_{seed}" / "metrics.jsonl") for seed in (5, 6)]
+    assert [yaml.safe_load((group / f"seed_{s}" / "config.yaml").read_text())["seed"] for s in (5, 6)] == [5, 6]
+    key = "charts/episodic_return/agents"
+    returns = [[row[key] for row in rows if key in row] for rows in runs]
+    assert returns[0] != returns[1]  # two seeds, two runs
+    aggregate = [json.loads(line) for line in (group / "aggregate.jsonl").read_text().splitlines()]
+    by_steps = [{row["env_steps"]: row for row in rows} for rows in runs]
+    for row in aggregate:
+        expected = [run[row["env_steps"]][key] for run in by_steps if key in run[row["env_steps"]]]
+        assert row["agents"]["mean"] == pytest.approx(np.mean(expected), rel=1e-12)
+    summary = json.loads((group / "summary.json").read_text())
+    assert summary["seeds"] == [5, 6] and summary["final_return"]["agents"]["per_seed"] == [r[-1] for r in returns]
+    assert (group / "aggregate.png").stat().st_size > 0
+    assert f"Final mean episodic return, agents: {np.mean([r[-1] for r in returns]):.3f}" in out

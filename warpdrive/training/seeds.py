@@ -1,0 +1,134 @@
+"""Several seeds of one config: independent runs in this process, one after another, and their aggregate.
+
+``warpdrive train CONFIG --seeds N`` trains the config with seeds ``seed, seed + 1, ..., seed + N - 1``, each a
+whole run of its own (networks, optimisers, env replicas, checkpoints) in ``<group>/seed_<s>``, then writes
+beside them what a paper reports (as rliable and marl-eval do, with the mean as the point estimate):
+
+- ``aggregate.jsonl``: per logged env-step count that every run logged, the mean over the seeds of each
+  group's mean episodic return and its 95% percentile-bootstrap interval (resampling the seeds);
+- ``summary.json``: each seed's final return per group (its last logged one) and their mean and interval;
+- ``aggregate.png``: the mean curves with their intervals as bands.
+
+The runs take turns on one device; nothing is batched across seeds yet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from warpdrive.training.config import TrainConfig
+from warpdrive.training.logging import RETURN_PREFIX, new_run_dir, read_metrics
+from warpdrive.training.run import RunResult, train
+
+__all__ = ["SeedsResult", "aggregate_runs", "bootstrap_interval", "train_seeds"]
+
+#: bootstrap resamples of the seeds per estimate
+RESAMPLES = 10_000
+
+
+@dataclasses.dataclass
+class SeedsResult:
+    """Where the runs of :func:`train_seeds` and their aggregate are."""
+
+    group_dir: Path
+    runs: list[RunResult]
+    aggregate_path: Path
+    summary_path: Path
+    curve: Path | None
+    summary: dict[str, Any]
+
+
+def bootstrap_interval(values: Sequence[float], confidence: float = 0.95, resamples: int = RESAMPLES,
+                       seed: int = 0) -> tuple[float, float]:
+    """The percentile-bootstrap interval of the mean of ``values`` (the seeds resampled with replacement);
+    ``(v, v)`` for a single value. Deterministic for a given ``seed``."""
+    data = np.asarray(values, dtype=np.float64)
+    if data.size == 1:
+        return float(data[0]), float(data[0])
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, data.size, size=(resamples, data.size))].mean(axis=1)
+    tail = (1.0 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def _estimate(values: list[float]) -> dict[str, float]:
+    low, high = bootstrap_interval(values)
+    return {"mean": float(np.mean(values)), "ci_low": low, "ci_high": high}
+
+
+def aggregate_runs(runs: list[list[dict[str, Any]]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``(rows, finals)`` of several runs' metrics rows: per env-step count logged by every run, each group's
+    return estimated over the runs that have one there; and per group, the estimate of the runs' last
+    returns with each run's own (``per_seed``)."""
+    by_steps = [{row["env_steps"]: row for row in rows} for rows in runs]
+    common = sorted(set.intersection(*(set(steps) for steps in by_steps))) if by_steps else []
+    keys = sorted({key for rows in runs for row in rows for key in row if key.startswith(RETURN_PREFIX)})
+    aggregate = []
+    for steps in common:
+        row: dict[str, Any] = {"env_steps": steps}
+        for key in keys:
+            values = [float(run[steps][key]) for run in by_steps if key in run[steps]]
+            if values:
+                row[key[len(RETURN_PREFIX):]] = {**_estimate(values), "seeds": len(values)}
+        aggregate.append(row)
+    finals: dict[str, Any] = {}
+    for key in keys:
+        last = [next((float(r[key]) for r in reversed(rows) if key in r), None) for rows in runs]
+        values = [v for v in last if v is not None]
+        if values:
+            finals[key[len(RETURN_PREFIX):]] = {**_estimate(values), "per_seed": last}
+    return aggregate, finals
+
+
+def _plot(rows: list[dict[str, Any]], out: Path, title: str) -> Path | None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    groups = sorted({key for row in rows for key in row if key != "env_steps"})
+    if not groups:
+        return None
+    figure = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    for group in groups:
+        points = [(row["env_steps"], row[group]) for row in rows if group in row]
+        steps = [p[0] for p in points]
+        axes.plot(steps, [p[1]["mean"] for p in points], label=group)
+        axes.fill_between(steps, [p[1]["ci_low"] for p in points], [p[1]["ci_high"] for p in points], alpha=0.25)
+    axes.set_xlabel("env-steps")
+    axes.set_ylabel("mean episodic return (95% bootstrap interval)")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(out)
+    return out
+
+
+def train_seeds(config: TrainConfig, count: int) -> SeedsResult:
+    """Train ``config`` with ``count`` seeds (``config.seed`` and the ``count - 1`` after it), each in
+    ``<group>/seed_<s>``, then aggregate their returns (see the module docstring)."""
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    group_dir = new_run_dir(config)
+    seeds = [config.seed + i for i in range(count)]
+    runs = []
+    for seed in seeds:
+        logging_spec = dataclasses.replace(config.logging, run_dir=str(group_dir / f"seed_{seed}"))
+        runs.append(train(dataclasses.replace(config, seed=seed, logging=logging_spec)))
+    rows, finals = aggregate_runs([read_metrics(run.metrics_path) for run in runs])
+    aggregate_path = group_dir / "aggregate.jsonl"
+    aggregate_path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    summary = {"env": config.env.name, "seeds": seeds, "env_steps": [run.env_steps for run in runs],
+               "final_return": finals, "confidence": 0.95, "bootstrap_resamples": RESAMPLES}
+    summary_path = group_dir / "summary.json"
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    curve = _plot(rows, group_dir / "aggregate.png", f"{config.env.name}, {count} seeds")
+    return SeedsResult(group_dir, runs, aggregate_path, summary_path, curve, summary)
