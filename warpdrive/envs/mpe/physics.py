@@ -266,16 +266,29 @@ def write_landmarks(env, agent, offset, p, s):
 
 
 @kernel_function
-def write_others(env, agent, offset, p, s):
-    """The other agents' positions relative to ``agent``, in id order, from ``offset`` (mpe2's full layout)."""
-    x = s.x[env, agent]
-    y = s.y[env, agent]
-    slot = offset
-    for j in range(p.num_agents):
-        if j != agent:
-            s.obs[env, agent, slot] = s.x[env, j] - x
-            s.obs[env, agent, slot + 1] = s.y[env, j] - y
-            slot += 2
+def _other_pair_count(p, s):
+    return p.num_agents * (p.num_agents - 1)
+
+
+def others_phase(offset: Any) -> Phase:
+    """mpe2's full layout's other agents, in id order, relative to each agent: a phase of (agent, other) pairs
+    writing the pair's two values at ``offset(env, agent, p, s) + 2 * slot`` of the agent's row.
+
+    One pair per thread, consecutive threads on consecutive slots of one agent: a warp writes a run of 64
+    consecutive floats of one row (one thread per agent writing its whole row would touch 32 rows per store).
+    """
+
+    @kernel_function
+    def write_pair(env, index, p, s):
+        others = p.num_agents - 1
+        agent = index // others
+        slot = index - agent * others
+        other = slot + 1 if slot >= agent else slot  # every agent but itself, in id order
+        column = offset(env, agent, p, s) + 2 * slot
+        s.obs[env, agent, column] = s.x[env, other] - s.x[env, agent]
+        s.obs[env, agent, column + 1] = s.y[env, other] - s.y[env, agent]
+
+    return per_index(write_pair, _other_pair_count)
 
 
 @kernel_function
@@ -303,15 +316,16 @@ def neighbour_grid(num_agents: int) -> NeighbourGrid:
     return NeighbourGrid(GRID_SIDE, side, adaptive=True, agents_per_cell=AGENTS_PER_CELL, origin=GRID_ORIGIN)
 
 
-def world_phases(observe: Phase, rewards: tuple[Phase, ...], visit: Any, k: int | None, *,
+def world_phases(observe: tuple[Phase, ...], rewards: tuple[Phase, ...], visit: Any, k: int | None, *,
                  step_start: tuple[Any, ...] = (), episode_start: tuple[Any, ...] = ()
                  ) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
     """``(step phases, reset phases)`` of an MPE env.
 
     Step: ``step_start`` (per-env functions), forces, integration (and counting into the neighbour grid);
     with ``k``, the grid's build and the k-nearest phases calling ``visit(env, agent, slot, other, p, s)``;
-    ``observe`` (per agent: the rest of the observation); then the env's ``rewards`` phases. Reset:
-    ``episode_start`` (per-env functions), agent and landmark starts, then the same observation phases.
+    the ``observe`` phases (the rest of the observation, e.g. :func:`others_phase`); then the env's ``rewards``
+    phases. Reset: ``episode_start`` (per-env functions), agent and landmark starts, then the same observation
+    phases.
     """
     if k is None:
         grid_start: tuple[Any, ...] = ()
@@ -325,8 +339,8 @@ def world_phases(observe: Phase, rewards: tuple[Phase, ...], visit: Any, k: int 
         neighbours = (*NeighbourGrid.build_phases(), *k_nearest_phases(k, visit))
     begin_step = (per_env(*step_start, *grid_start),) if step_start or grid_start else ()
     begin_episode = (per_env(*episode_start, *grid_start),) if episode_start or grid_start else ()
-    step = (*begin_step, per_agent(_force), move, *neighbours, observe, *rewards)
-    reset = (*begin_episode, place, per_index(_place_landmark, _landmark_count), *neighbours, observe)
+    step = (*begin_step, per_agent(_force), move, *neighbours, *observe, *rewards)
+    reset = (*begin_episode, place, per_index(_place_landmark, _landmark_count), *neighbours, *observe)
     return step, reset
 
 

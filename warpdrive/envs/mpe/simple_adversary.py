@@ -42,10 +42,10 @@ from warpdrive.envs.mpe.physics import (
     MPEConfig,
     MPEEnv,
     entity_draws,
+    others_phase,
     world_phases,
     write_landmarks,
     write_neighbour,
-    write_others,
     write_zeros,
 )
 
@@ -117,14 +117,14 @@ def _observe_own(env, agent, p, s):
 
 
 @kernel_function
-def _observe_all(env, agent, p, s):
-    _observe_own(env, agent, p, s)
-    write_others(env, agent, _start(env, agent, p, s) + p.landmark_values, p, s)
+def _others_offset(env, agent, p, s):
+    """Where the other agents start in ``agent``'s row: after its goal (good agents) and the landmarks."""
+    return _start(env, agent, p, s) + p.landmark_values
 
 
 @kernel_function
 def _visit_neighbour(env, agent, slot, other, p, s):
-    write_neighbour(env, agent, slot, other, _start(env, agent, p, s) + p.landmark_values, p, s)
+    write_neighbour(env, agent, slot, other, _others_offset(env, agent, p, s), p, s)
 
 
 _REWARDS = (per_env(_team_reward), per_agent(_reward))
@@ -132,7 +132,7 @@ _REWARDS = (per_env(_team_reward), per_agent(_reward))
 
 @cache
 def _phases(k: int | None) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
-    observe = per_agent(_observe_all if k is None else _observe_own)
+    observe = (per_agent(_observe_own), others_phase(_others_offset)) if k is None else (per_agent(_observe_own),)
     return world_phases(observe, _REWARDS, _visit_neighbour, k, episode_start=(_draw_goal,))
 
 

@@ -39,9 +39,9 @@ from warpdrive.envs.mpe.physics import (
     MPEConfig,
     MPEEnv,
     colliding,
+    others_phase,
     world_phases,
     write_neighbour,
-    write_others,
     write_own,
     write_zeros,
 )
@@ -96,15 +96,20 @@ def _reward(env, agent, p, s):
 
 
 @kernel_function
+def _others_offset(env, agent, p, s):
+    return p.others_offset
+
+
+@kernel_function
 def _observe_all(env, agent, p, s):
+    """Own state and landmarks, and the zeros of the communication; the others: :func:`others_phase`."""
     write_own(env, agent, p, s)
-    write_others(env, agent, p.others_offset, p, s)
     write_zeros(env, agent, p.comm_offset, s.obs.shape[2], p, s)
 
 
 @kernel_function
 def _visit_neighbour(env, agent, slot, other, p, s):
-    write_neighbour(env, agent, slot, other, p.others_offset, p, s)
+    write_neighbour(env, agent, slot, other, _others_offset(env, agent, p, s), p, s)
     start = p.comm_offset + 2 * slot
     write_zeros(env, agent, start, start + 2, p, s)
 
@@ -114,7 +119,8 @@ _REWARDS = (per_index(_nearest_agent, _landmark_count), per_env(_global_reward),
 
 @cache
 def _phases(k: int | None) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
-    return world_phases(per_agent(_observe_all if k is None else write_own), _REWARDS, _visit_neighbour, k)
+    observe = (per_agent(_observe_all), others_phase(_others_offset)) if k is None else (per_agent(write_own),)
+    return world_phases(observe, _REWARDS, _visit_neighbour, k)
 
 
 class SimpleSpread(MPEEnv):

@@ -45,9 +45,9 @@ from warpdrive.envs.mpe.physics import (
     MPEConfig,
     MPEEnv,
     colliding,
+    others_phase,
     world_phases,
     write_neighbour,
-    write_others,
     write_own,
     write_zeros,
 )
@@ -109,11 +109,15 @@ def _adversary_reward(env, agent, p, s):
 
 
 @kernel_function
+def _others_offset(env, agent, p, s):
+    return p.others_offset
+
+
+@kernel_function
 def _observe_all(env, agent, p, s):
-    """mpe2's full layout: every other agent, then the good others' velocities (a good agent's row ends in 2
-    zeros)."""
+    """mpe2's full layout: every other agent (:func:`others_phase`), then the good others' velocities (a good
+    agent's row ends in 2 zeros)."""
     write_own(env, agent, p, s)
-    write_others(env, agent, p.others_offset, p, s)
     slot = p.velocities_offset
     for j in range(p.num_adversaries, p.num_agents):
         if j != agent:
@@ -125,7 +129,7 @@ def _observe_all(env, agent, p, s):
 
 @kernel_function
 def _visit_neighbour(env, agent, slot, other, p, s):
-    write_neighbour(env, agent, slot, other, p.others_offset, p, s)
+    write_neighbour(env, agent, slot, other, _others_offset(env, agent, p, s), p, s)
     vx = vy = _ZERO
     if other >= 0 and not s.adversary[other]:
         vx = s.vx[env, other]
@@ -139,7 +143,7 @@ _REWARDS = (per_agent(_good_reward), per_agent(_adversary_reward))
 
 @cache
 def _phases(k: int | None) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
-    observe = per_agent(_observe_all if k is None else write_own)
+    observe = (per_agent(_observe_all), others_phase(_others_offset)) if k is None else (per_agent(write_own),)
     return world_phases(observe, _REWARDS, _visit_neighbour, k, step_start=(_clear_pairs,))
 
 
