@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numba
 import pytest
 import torch
 
@@ -14,6 +15,7 @@ from warpdrive.core.targets import (
     SimulatorTarget,
     kernel_target,
     resolve_backend,
+    run_in_chunks,
     tensor_target,
 )
 from warpdrive.envs import make
@@ -71,3 +73,30 @@ def test_an_env_holds_the_target_of_its_backend(gpu_backend: str) -> None:
     device = "cpu" if gpu_backend == "cudasim" else "cuda"
     env = make("tag_gridworld", num_envs=2, device=device, backend=gpu_backend)
     assert env.target is kernel_target(gpu_backend)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("num_envs", [1, 2, 7, 64])
+def test_cpu_programs_cover_every_replica_once_in_chunks(num_envs: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 3)
+    run_in_chunks(lambda p, s, start, stop: calls.append((start, stop)), None, None, num_envs)
+    covered = sorted(env for start, stop in calls for env in range(start, stop))
+    assert covered == list(range(num_envs)) and len(calls) == min(3, num_envs)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="one CPU: a single thread count to run")
+def test_cpu_results_do_not_depend_on_the_thread_count() -> None:
+    runs = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        numba.set_num_threads(threads)
+        try:
+            env = make("tag_gridworld", num_envs=7, device="cpu", seed=3, episode_length=6)
+            env.reset()
+            steps = []
+            for _ in range(9):  # past the autoresets
+                env.random_step()
+                steps.append(env.obs.clone())
+            runs.append(torch.stack(steps))
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert torch.equal(runs[0], runs[1])

@@ -8,8 +8,9 @@ env sees the others' results. That maps onto both targets without a second imple
 - GPU: an env is a group of ``lanes`` threads of one block (one env per block when agents are many,
   several envs per block when they are few); agents are visited with the strided loop
   ``for i in range(lane, num_agents, lanes)``; phases are separated by ``cuda.syncthreads()``.
-- CPU: ``njit(parallel=True)`` with ``prange`` over envs; each phase is a plain loop over the agents of
-  one env, so the barrier is implicit.
+- CPU: ``njit(nogil=True)`` over a range of envs, the ranges run on threads
+  (:func:`~warpdrive.core.targets.run_in_chunks`); each phase is a plain loop over the agents of one env, so the
+  barrier is implicit.
 
 Phase signatures (``p``: the env's parameters, a named tuple of scalars; ``s``: its arrays, a named tuple
 of arrays shaped ``[envs, agents, ...]``, ``[envs, ...]`` or, for constants, without the env axis)::

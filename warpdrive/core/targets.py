@@ -8,7 +8,8 @@ everything around it that differs between the targets is a method or an attribut
 ==================  ================================  ===================================  ==========================
 backend             compiled with                     arrays passed as                     a program of N stages
 ==================  ================================  ===================================  ==========================
-``cpu``             ``njit(parallel=True)``, prange   NumPy views of CPU tensors           one loop, stages in order
+``cpu``             ``njit(nogil)``, env chunks on    NumPy views of CPU tensors           one loop, stages in order
+                    threads (:func:`run_in_chunks`)
 ``cuda``            ``cuda.jit``, exact arithmetic    ``cuda.as_cuda_array`` (zero copy)   N kernels on torch's stream
 ``cudasim``         Numba's CUDA simulator            NumPy views of CPU tensors           N simulated kernels
 ==================  ================================  ===================================  ==========================
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from functools import cache
 from types import SimpleNamespace
@@ -137,17 +139,20 @@ class CpuTarget(KernelTarget):
 
             return [run_checked]
 
-        def launch(p, s, num_envs, lanes):
+        # Replicas [start, stop), without the GIL: run_program spreads the replicas over threads. (Numba's own
+        # parallel loop would compile every env program about twice over: its parfor lowering links and
+        # optimises the whole program again; measured on Tag-continuous, 502 s against 262 s.)
+        def launch(p, s, start, stop):
             version = fingerprint  # noqa: F841 - part of the cache key, see source_fingerprint
-            for env in prange(num_envs):
+            for env in range(start, stop):
                 program(env, 0, 1, True, p, s)
 
         launch.__qualname__ = cache_name(name)
-        return [njit(parallel=True, cache=True)(launch)]
+        return [njit(cache=True, nogil=True)(launch)]
 
     def run_program(self, launchers: Sequence[Dispatcher], p: Any, s: Any, num_envs: int, shape: LaunchShape,
                     exact: bool) -> None:
-        launchers[0](p, s, num_envs, 1)
+        run_in_chunks(launchers[0], p, s, num_envs)
 
     def loop_launcher(self, fn: Callable[..., Any], fingerprint: str, name: str) -> Dispatcher:
         _prefer_workqueue_threads()
@@ -394,6 +399,28 @@ def _numba_bounds_checks() -> Iterator[None]:
         yield
     finally:
         numba.config.BOUNDSCHECK = saved  # type: ignore[attr-defined]
+
+
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def run_in_chunks(launch: Dispatcher, p: Any, s: Any, num_envs: int) -> None:
+    """``launch(p, s, start, stop)`` over ``[0, num_envs)`` in contiguous chunks, one per thread of Numba's
+    thread count (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``); the calls release the GIL. Replicas are
+    independent, so the chunking never changes results."""
+    global _pool
+    import numba
+
+    chunks = min(numba.get_num_threads(), num_envs)
+    if chunks <= 1:
+        launch(p, s, 0, num_envs)
+        return
+    if _pool is None or _pool[0] != os.getpid():  # (a forked child has the parent's pool without its threads)
+        _pool = (os.getpid(), ThreadPoolExecutor(max_workers=numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
+    size = -(-num_envs // chunks)
+    calls = [_pool[1].submit(launch, p, s, start, min(start + size, num_envs)) for start in range(0, num_envs, size)]
+    for call in calls:
+        call.result()  # waits, and raises what a call raised
 
 
 def _prefer_workqueue_threads() -> None:
