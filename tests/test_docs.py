@@ -29,7 +29,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
-SUBCOMMANDS = {"train", "eval", "render", "check", "envs", "bench"}
+SUBCOMMANDS = {"train", "eval", "render", "check", "envs", "bench", "tune"}
 PLACEHOLDER = re.compile(r"runs/[\w.-]*<\w+>")
 
 
@@ -53,7 +53,7 @@ def test_the_docs_show_commands() -> None:
     """The parser finds what the files show (a broken pattern would let the test below pass on nothing)."""
     shown = {path.name: [words[0] for words in commands_in(path)] for path in DOCS}
     assert shown["README.md"] == ["train", "check", "envs", "train", "eval", "render"]
-    assert shown["training.md"] == ["train", "train", "eval", "render", "train", "bench"]
+    assert shown["training.md"] == ["train", "train", "eval", "render", "train", "bench", "tune", "train"]
 
 
 def on_a_budget(args: list[str], last_run: Path | None) -> list[str]:

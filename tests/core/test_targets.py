@@ -100,3 +100,14 @@ def test_cpu_results_do_not_depend_on_the_thread_count() -> None:
         finally:
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     assert torch.equal(runs[0], runs[1])
+
+
+def test_the_bounds_checked_cpu_program_steps_every_replica() -> None:
+    runs = []
+    for debug in (False, True):
+        env = make("cartpole", num_envs=5, device="cpu", seed=2, debug=debug)
+        env.reset()
+        for _ in range(3):
+            env.random_step()
+        runs.append(env.obs.clone())
+    assert torch.equal(runs[0], runs[1])

@@ -121,23 +121,22 @@ class CpuTarget(KernelTarget):
         program = sequence(*stages)  # launch boundaries matter only on CUDA: one loop runs the stages in order
 
         if bounds_checked:
-            # one thread: Numba's parallel loops lose the IndexError of a bounds check (a SystemError instead)
-            def checked(p, s, num_envs, lanes):
+            def checked(p, s, start, stop):
                 version = fingerprint  # noqa: F841 - part of the cache key, see source_fingerprint
-                for env in range(num_envs):
+                for env in range(start, stop):
                     program(env, 0, 1, True, p, s)
 
             checked.__qualname__ = cache_name(f"{name}.boundscheck")
             dispatcher = njit(cache=True, boundscheck=True)(checked)
 
-            def run_checked(p, s, num_envs, lanes):
+            def run_checked(p, s, start, stop):
                 # The kernel functions it calls are compiled on its first call, each on its own: Numba's global
                 # flag makes it check their indices too (those compiled unchecked earlier in the process are
                 # reused as they are: a process that checks should compile only bounds-checked programs).
                 with _numba_bounds_checks():
-                    dispatcher(p, s, num_envs, lanes)
+                    dispatcher(p, s, start, stop)
 
-            return [run_checked]
+            return [_OnOneThread(run_checked)]  # (the flag is global: not toggled from several threads)
 
         # Replicas [start, stop), without the GIL: run_program spreads the replicas over threads. (Numba's own
         # parallel loop would compile every env program about twice over: its parfor lowering links and
@@ -152,7 +151,10 @@ class CpuTarget(KernelTarget):
 
     def run_program(self, launchers: Sequence[Dispatcher], p: Any, s: Any, num_envs: int, shape: LaunchShape,
                     exact: bool) -> None:
-        run_in_chunks(launchers[0], p, s, num_envs)
+        if isinstance(launchers[0], _OnOneThread):
+            launchers[0](p, s, 0, num_envs)
+        else:
+            run_in_chunks(launchers[0], p, s, num_envs)
 
     def loop_launcher(self, fn: Callable[..., Any], fingerprint: str, name: str) -> Dispatcher:
         _prefer_workqueue_threads()
@@ -399,6 +401,16 @@ def _numba_bounds_checks() -> Iterator[None]:
         yield
     finally:
         numba.config.BOUNDSCHECK = saved  # type: ignore[attr-defined]
+
+
+class _OnOneThread:
+    """A CPU launcher ``(p, s, start, stop)`` that runs every replica on the calling thread."""
+
+    def __init__(self, launch: Callable[..., Any]) -> None:
+        self.launch = launch
+
+    def __call__(self, p: Any, s: Any, start: int, stop: int) -> None:
+        self.launch(p, s, start, stop)
 
 
 _pool: tuple[int, ThreadPoolExecutor] | None = None

@@ -50,7 +50,8 @@ def _tensor_bytes() -> int:
     with warnings.catch_warnings():  # isinstance on some of torch's deprecated module attributes warns
         warnings.simplefilter("ignore")
         for obj in gc.get_objects():
-            if isinstance(obj, torch.Tensor) and obj.device.type == "cpu" and not obj.is_meta:
+            # (type(), not isinstance: isinstance of a weak proxy whose object is gone raises)
+            if issubclass(type(obj), torch.Tensor) and obj.device.type == "cpu" and not obj.is_meta:
                 storage = obj.untyped_storage()
                 seen[storage.data_ptr()] = storage.nbytes()
     return sum(seen.values())
