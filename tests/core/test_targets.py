@@ -100,6 +100,8 @@ def test_cpu_results_do_not_depend_on_the_thread_count() -> None:
         finally:
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     assert torch.equal(runs[0], runs[1])
+    # the envs did step (a program that ran no replica would pass the comparison above)
+    assert all(not torch.equal(runs[0][t], runs[0][t + 1]) for t in range(8))
 
 
 def test_the_bounds_checked_cpu_program_steps_every_replica() -> None:
@@ -109,5 +111,6 @@ def test_the_bounds_checked_cpu_program_steps_every_replica() -> None:
         env.reset()
         for _ in range(3):
             env.random_step()
+        assert env.store["t"].tolist() == [3] * 5
         runs.append(env.obs.clone())
     assert torch.equal(runs[0], runs[1])
