@@ -22,7 +22,7 @@ import torch
 from warpdrive.core.compile import LaunchShape
 from warpdrive.core.targets import tensor_target
 from warpdrive.training.config import TrainConfig
-from warpdrive.training.trainer import Trainer
+from warpdrive.training.trainer import Trainer, make_env
 
 __all__ = ["MemoryFit", "fit_memory", "launch_candidates", "time_launch_shapes"]
 
@@ -112,8 +112,6 @@ def time_launch_shapes(config: TrainConfig, device: torch.device, num_envs: int,
                        repeats: int = 3) -> list[dict[str, Any]]:
     """Env-steps/s of ``random_step`` at each candidate shape (CUDA only), the default first; a shape the kernels
     cannot launch (too many threads for their registers) is reported with its error."""
-    from warpdrive.training.trainer import make_env
-
     config = dataclasses.replace(config, env=dataclasses.replace(config.env, num_envs=num_envs, launch=None))
     env = make_env(config, device, config.seed, validate=False)
     default = env.shape
