@@ -110,7 +110,7 @@ def test_ddpg_refuses_discrete_actions() -> None:
 
 
 def test_registry_declares_support() -> None:
-    assert set(ALGORITHMS) == {"ppo", "a2c", "ddpg", "random"}
+    assert set(ALGORITHMS) == {"ppo", "a2c", "ddpg", "random", "maddpg", "masac", "vdn", "qmix"}
     assert ALGORITHMS["ppo"].on_policy and ALGORITHMS["a2c"].on_policy and not ALGORITHMS["ddpg"].on_policy
     assert ALGORITHMS["ddpg"].continuous and not ALGORITHMS["ddpg"].discrete
     assert ALGORITHMS["ddpg"].supports_action_space(BOX) and not ALGORITHMS["ddpg"].supports_action_space(DISCRETE)

@@ -17,7 +17,9 @@ DISCRETE = {"env": {"name": "tag_gridworld", "num_envs": 4,
             "rollout_length": 8, "device": "cpu"}
 BOX = {"env": {"name": "pendulum", "num_envs": 4}, "rollout_length": 8, "device": "cpu"}
 # off-policy algorithms learn only once their buffer holds this much
-SETTINGS = {"ddpg": ["policies.shared.ddpg.learning_starts=16", "policies.shared.ddpg.batch_size=8"]}
+SETTINGS = {"ddpg": ["policies.shared.ddpg.learning_starts=16", "policies.shared.ddpg.batch_size=8"],
+            "maddpg": ["policies.shared.maddpg.learning_starts=16", "policies.shared.maddpg.batch_size=8"],
+            "masac": ["policies.shared.masac.learning_starts=16", "policies.shared.masac.batch_size=8"]}
 ITERATIONS = 4
 
 

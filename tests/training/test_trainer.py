@@ -127,7 +127,7 @@ def test_continuous_actions_with_ppo_and_ddpg() -> None:
          "policies.hunters: tag_gridworld has no agent group 'hunters'; its groups: taggers, runner"),
         (["policies.taggers.algorithm=ppo"], "policies: no policy for group(s) runner of tag_gridworld"),
         (["policies.shared.algorithm=ddpg"], "policies.shared.algorithm: ddpg supports only continuous (Box) actions, "
-                                              "and tag_gridworld has Discrete(5); use ppo or a2c"),
+                                              "and tag_gridworld has Discrete(5); use ppo, a2c, vdn or qmix"),
         # the env's own config errors keep their key path under env.kwargs
         (["env.kwargs.num_tagers=2"], "env.kwargs.num_tagers: unknown key; did you mean 'num_taggers'?"),
         (["env.kwargs.grid_length=1"], "env.kwargs.grid_length: expected an integer >= 2 and <= 32767, got 1"),

@@ -103,6 +103,10 @@ class _PolicyCommon:
                               f"expected one of {', '.join(repr(a) for a in ALGORITHMS)}, got {self.algorithm!r}")
         if self.model.critic_input == "global" and not cls.global_critic:
             raise ConfigError(f"{path}.model.critic_input", f"{cls.name} supports only a local critic")
+        if self.model.recurrent != "none" and not cls.recurrent:
+            recurrent = [name for name, other in ALGORITHMS.items() if other.recurrent]
+            raise ConfigError(f"{path}.model.recurrent", f"{cls.name} supports only feed-forward models (none), got "
+                              f"{self.model.recurrent!r}; recurrent policies: {', '.join(recurrent)}")
 
 
 if TYPE_CHECKING:  # the type checker sees the common fields; each algorithm's section is read through algorithm_config
@@ -168,7 +172,8 @@ class TrainConfig:
     significant bits, several times faster on recent GPUs); ``bf16`` also runs forward passes under bf16
     autocast."""
     cuda_graph: bool = True
-    """Capture one rollout step in a CUDA graph and replay it (CUDA only; eager on the CPU)."""
+    """Capture one rollout step in a CUDA graph and replay it, and each policy's update from the second on
+    where its algorithm allows (PPO without ``target_kl``, A2C); CUDA only, eager on the CPU."""
     torch_threads: int | None = bounded(None, ge=1)
     """Threads for PyTorch's CPU operations (``torch.set_num_threads``); ``null`` keeps PyTorch's default.
     With small models on few cores, 1 is often several times faster: the env's Numba threads and
@@ -193,10 +198,13 @@ class TrainConfig:
 
 
 def packaged_config(name: str) -> Path:
-    """The training config shipped with env ``name`` (``warpdrive/envs/<name>/train.yaml``)."""
-    path = Path(str(resources.files("warpdrive.envs").joinpath(name).joinpath("train.yaml")))
+    """The training config shipped with env ``name`` (``warpdrive/envs/<name>/train.yaml``); ``<env>/<variant>``
+    names another config shipped beside it (``simple_spread/qmix``: ``warpdrive/envs/simple_spread/qmix.yaml``)."""
+    env, _, variant = name.partition("/")
+    path = Path(str(resources.files("warpdrive.envs").joinpath(env).joinpath(f"{variant or 'train'}.yaml")))
     if not path.is_file():
-        shipped = sorted(p.parent.name for p in Path(str(resources.files("warpdrive.envs"))).glob("*/train.yaml"))
+        shipped = sorted(p.parent.name if p.stem == "train" else f"{p.parent.name}/{p.stem}"
+                         for p in Path(str(resources.files("warpdrive.envs"))).glob("*/*.yaml"))
         raise FileNotFoundError(f"no config file {name!r} and no packaged config of that name; "
                                 f"packaged: {', '.join(shipped)}")
     return path

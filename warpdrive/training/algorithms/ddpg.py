@@ -12,6 +12,7 @@ Polyak averaging.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ from warpdrive.training.algorithms.base import Act, Algorithm, register_algorith
 from warpdrive.training.models import DeterministicActorCritic
 from warpdrive.training.storage import ReplayBuffer, RolloutStorage
 
-__all__ = ["DDPG", "DDPGConfig", "soft_update"]
+__all__ = ["DDPG", "DDPGConfig", "noisy_act", "optimizer_step", "soft_update"]
 
 
 @dataclass
@@ -57,6 +58,34 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     with torch.no_grad():
         for t, s in zip(target.parameters(), source.parameters(), strict=True):
             t.lerp_(s, tau)
+
+
+def noisy_act(mu: torch.Tensor, noise_std: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
+              explore_randomly: torch.Tensor, deterministic: bool, explore: bool) -> Act:
+    """A deterministic policy's rollout actions from ``mu`` [E, A, H]: ``mu`` itself (``deterministic``), else
+    ``mu`` plus Gaussian noise of std ``noise_std`` [H] clipped to ``[low, high]``, or uniform actions while the
+    device flag ``explore_randomly`` is set and ``explore`` (warm-up of training rollouts)."""
+    if deterministic:
+        clipped = torch.maximum(torch.minimum(mu, high), low)
+        return Act(mu, clipped)
+    noisy = gaussian(mu, noise_std.expand_as(mu), low=low, high=high)
+    if not explore:
+        return Act(noisy, noisy)
+    uniform = low + (high - low) * torch.rand_like(mu)
+    actions = torch.where(explore_randomly, uniform, noisy)
+    return Act(actions, actions)
+
+
+def optimizer_step(algorithm: Algorithm, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+                   parameters: Iterable[torch.Tensor], max_grad_norm: float | None) -> None:
+    """Backpropagate ``loss`` (the gradients of ``parameters`` averaged across ranks by ``algorithm.backward``),
+    clip their norm to ``max_grad_norm`` if given, step ``optimizer``."""
+    parameters = list(parameters)
+    optimizer.zero_grad(set_to_none=True)
+    algorithm.backward(loss, parameters)
+    if max_grad_norm is not None:
+        nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+    optimizer.step()
 
 
 @register_algorithm
@@ -92,14 +121,7 @@ class DDPG(Algorithm):
     def act(self, obs: torch.Tensor, global_state: torch.Tensor | None, deterministic: bool = False,
             mask: torch.Tensor | None = None, explore: bool = True) -> Act:
         mu = self.acting_model.action(obs.to(self.acting_dtype))
-        if deterministic:
-            return Act(mu, self.to_env_actions(mu))
-        noisy = gaussian(mu, self.noise_std.expand_as(mu), low=self.low, high=self.high)
-        if not explore:
-            return Act(noisy, noisy)
-        uniform = self.low + (self.high - self.low) * torch.rand_like(mu)
-        actions = torch.where(self.explore_randomly, uniform, noisy)
-        return Act(actions, actions)
+        return noisy_act(mu, self.noise_std, self.low, self.high, self.explore_randomly, deterministic, explore)
 
     def update(self, storage: RolloutStorage, progress: float) -> dict[str, torch.Tensor | float]:
         c: DDPGConfig = self.config
@@ -120,12 +142,14 @@ class DDPG(Algorithm):
             with self.autocast():
                 q = self.model.q(b["obs"], b["actions"])
             step = {"loss_value": ((q - target_q) ** 2).mean(), "q_values": q.detach().mean()}
-            self._step(self.critic_optimizer, step["loss_value"], self.model.critic, c.max_grad_norm)
+            optimizer_step(self, self.critic_optimizer, step["loss_value"], self.model.critic.parameters(),
+                           c.max_grad_norm)
 
             if self.critic_steps % c.policy_frequency == 0:
                 with self.autocast():
                     step["loss_policy"] = -self.model.q(b["obs"], self.model.action(b["obs"])).mean()
-                self._step(self.actor_optimizer, step["loss_policy"], self.model.actor, c.max_grad_norm)
+                optimizer_step(self, self.actor_optimizer, step["loss_policy"], self.model.actor.parameters(),
+                               c.max_grad_norm)
                 soft_update(self.target, self.model, c.tau)
             self.critic_steps += 1
             stats.append({k: v.detach() for k, v in step.items()})
@@ -136,14 +160,6 @@ class DDPG(Algorithm):
         metrics["learning_rate"] = lr
         metrics["replay_size"] = float(self.replay.size)
         return metrics
-
-    def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, network: nn.Module,
-              max_grad_norm: float | None) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        self.backward(loss, network.parameters())
-        if max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(network.parameters(), max_grad_norm)
-        optimizer.step()
 
     def modules(self) -> dict[str, nn.Module]:
         return {"model": self.model, "target": self.target}

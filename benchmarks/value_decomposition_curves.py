@@ -1,0 +1,141 @@
+"""Learning curves on simple_spread (3 agents, Discrete(5) actions): VDN and QMIX against independent PPO
+and a uniformly random policy.
+
+Each algorithm trains from its packaged config (``simple_spread/vdn``, ``simple_spread/qmix``, and
+``simple_spread`` for PPO: one policy shared by the agents in every case) for the same number of env-steps.
+Every ``--eval-every`` iterations, and at the end, the current networks are evaluated on
+``--eval-episodes`` fresh episodes (one per replica of a separate env, the same seed each time):
+``eval_return`` is the mean per-agent episodic return with the policies as they act in evaluation (VDN
+and QMIX greedily, PPO sampling from its policy), ``eval_return_greedy`` with every policy's most likely
+action. ``train_return`` is the mean return of the training episodes that ended in the iteration (VDN and
+QMIX explore epsilon-greedily there).
+
+    python benchmarks/value_decomposition_curves.py --out benchmarks/results            # GPU, full budget
+    python benchmarks/value_decomposition_curves.py --device cpu --total-env-steps 20000 --seeds 0
+    python benchmarks/value_decomposition_curves.py --algorithms qmix -- policies.shared.qmix.gradient_steps=50
+
+Config overrides (``key.path=value``) apply to every run; after ``--`` when they follow ``--algorithms``.
+
+Prints one JSON line per evaluation and one summary line per algorithm; writes them to
+``<out>/value_decomposition_curves.jsonl`` and plots ``eval_return`` against env-steps (mean over seeds,
+min-max band) to ``<out>/value_decomposition_curves.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from warpdrive.training.config import load_config
+from warpdrive.training.evaluate import evaluate
+from warpdrive.training.trainer import Trainer
+
+#: algorithm -> its packaged config
+CONFIGS = {"vdn": "simple_spread/vdn", "qmix": "simple_spread/qmix", "ppo": "simple_spread", "random": "simple_spread"}
+RETURN = "return/agents"
+TRAIN_RETURN = "charts/episodic_return/agents"
+
+
+def curve(algorithm: str, seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Train ``algorithm`` with ``seed``; its evaluations as rows."""
+    overrides = [f"device={args.device}", f"seed={seed}", *args.overrides]
+    if algorithm == "random":
+        overrides.append("policies.shared.algorithm=random")
+    if args.total_env_steps is not None:
+        overrides.append(f"total_env_steps={args.total_env_steps}")
+    trainer = Trainer(load_config(CONFIGS[algorithm], overrides))
+    judge = Trainer(load_config(CONFIGS[algorithm], [*overrides, f"env.num_envs={args.eval_episodes}"]))
+    rows: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    train_returns: list[float] = []
+
+    def record() -> None:
+        judge.load_model_tensors(trainer.model_tensors())
+        if algorithm == "random":
+            sampled = greedy = evaluate(judge, random_actions=True, seed=10_000 + seed)[RETURN]
+        else:
+            sampled = evaluate(judge, seed=10_000 + seed)[RETURN]
+            greedy = evaluate(judge, deterministic=True, seed=10_000 + seed)[RETURN]
+        row = {"algorithm": algorithm, "seed": seed, "iteration": trainer.iteration, "env_steps": trainer.env_steps,
+               "eval_return": round(sampled, 4), "eval_return_greedy": round(greedy, 4),
+               "train_return": round(statistics.mean(train_returns), 4) if train_returns else None,
+               "wall_s": round(time.perf_counter() - start, 2)}
+        train_returns.clear()
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    record()
+    if algorithm == "random":  # nothing learns: the same evaluation holds at every budget
+        rows.append({**rows[0], "env_steps": trainer.num_iterations * trainer.batch_env_steps})
+        return rows
+    while not trainer.done:
+        metrics = trainer.train_iteration()
+        if TRAIN_RETURN in metrics:  # absent when no episode ended in the iteration
+            train_returns.append(metrics[TRAIN_RETURN])
+        if trainer.iteration % args.eval_every == 0 or trainer.done:
+            record()
+    return rows
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for algorithm in dict.fromkeys(r["algorithm"] for r in rows):
+        by_steps: dict[int, list[float]] = {}
+        for r in rows:
+            if r["algorithm"] == algorithm:
+                by_steps.setdefault(r["env_steps"], []).append(r["eval_return"])
+        steps = sorted(by_steps)
+        mean = [statistics.mean(by_steps[s]) for s in steps]
+        label = algorithm.upper() if algorithm != "random" else "uniformly random"
+        (line,) = ax.plot(steps, mean, label=label, linestyle="--" if algorithm == "random" else "-")
+        ax.fill_between(steps, [min(by_steps[s]) for s in steps], [max(by_steps[s]) for s in steps],
+                        color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("env-steps")
+    ax.set_ylabel("mean episodic return per agent (evaluation)")
+    ax.set_title("simple_spread, 3 agents, discrete actions")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--algorithms", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--total-env-steps", type=int, default=None, help="default: each packaged config's")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--eval-every", type=int, default=5, help="iterations between evaluations")
+    parser.add_argument("--eval-episodes", type=int, default=256)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for the JSON and PNG")
+    parser.add_argument("overrides", nargs="*", help="config overrides for every run (key.path=value)")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    rows = [row for algorithm in args.algorithms for seed in args.seeds for row in curve(algorithm, seed, args)]
+    summaries = []
+    for algorithm in args.algorithms:
+        last = [r for r in rows if r["algorithm"] == algorithm and r["env_steps"] == max(
+            q["env_steps"] for q in rows if q["algorithm"] == algorithm)]
+        summary = {"summary": algorithm, "env_steps": last[0]["env_steps"], "seeds": len(last),
+                   "final_eval_return": round(statistics.mean(r["eval_return"] for r in last), 3),
+                   "final_eval_return_greedy": round(statistics.mean(r["eval_return_greedy"] for r in last), 3),
+                   "wall_s": round(statistics.mean(r["wall_s"] for r in last), 1)}
+        summaries.append(summary)
+        print(json.dumps(summary), flush=True)
+    with open(args.out / "value_decomposition_curves.jsonl", "w") as handle:
+        for row in rows + summaries:
+            handle.write(json.dumps(row) + "\n")
+    plot(rows, args.out / "value_decomposition_curves.png")
+
+
+if __name__ == "__main__":
+    main()
