@@ -71,7 +71,7 @@ def train_config(name: str, algorithm: str, mixed_precision: str) -> dict:
     }
 
 
-def measure(name: str, algorithm: str, mixed_precision: str, iterations: int) -> dict:
+def measure(name: str, algorithm: str, mixed_precision: str, iterations: int, update_graph: bool = True) -> dict:
     import torch
 
     from warpdrive.training.config import load_config
@@ -83,7 +83,12 @@ def measure(name: str, algorithm: str, mixed_precision: str, iterations: int) ->
         torch.zeros(1, device="cuda")
     t0 = time.perf_counter()
     trainer = Trainer(load_config(train_config(name, algorithm, mixed_precision)))
-    trainer.train_iteration()  # warm-up: compilation from cache, lazy init, graph capture
+    for policy in trainer.policies:
+        policy.algorithm.cuda_graph = policy.algorithm.cuda_graph and update_graph
+    # warm-up: compilation from cache, lazy init, the rollout's graph capture (first iteration) and the
+    # updates' (second)
+    for _ in range(2):
+        trainer.train_iteration()
     sync()
     setup_s = time.perf_counter() - t0
     steps_per_iteration = trainer.config.env.num_envs * trainer.config.rollout_length
@@ -103,7 +108,10 @@ def measure(name: str, algorithm: str, mixed_precision: str, iterations: int) ->
         "batch_agent_rows": steps_per_iteration * env.num_agents,
         "setup_s": round(setup_s, 2), "train_env_steps_per_s": round(statistics.median(rates)),
         "rollout_s": round(statistics.median(rollout_s), 4), "update_s": round(statistics.median(update_s), 4),
-        "cuda_graph": trainer.uses_cuda_graph, "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "cuda_graph": trainer.uses_cuda_graph,
+        "update_graph": all(getattr(p.algorithm, "update_captured", False) for p in trainer.policies
+                            if p.storage is not None),
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
     }
 
 
@@ -113,13 +121,15 @@ def main() -> None:
     parser.add_argument("--algorithms", nargs="+", default=["a2c", "ppo"], choices=["a2c", "ppo"])
     parser.add_argument("--precision", nargs="+", default=["none", "tf32", "bf16"], choices=["none", "tf32", "bf16"])
     parser.add_argument("--iterations", type=int, default=4)
-    parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--update-graph", nargs="+", default=["on"], choices=["on", "off"],
+                        help="capture the updates in CUDA graphs (both: an A/B in one call)")
+    parser.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=os.environ.get("OUT"), help="folder for train_throughput.jsonl")
     args = parser.parse_args()
     if args.one:
-        name, algorithm, precision = args.one
+        name, algorithm, precision, update_graph = args.one
         try:
-            result = measure(name, algorithm, precision, args.iterations)
+            result = measure(name, algorithm, precision, args.iterations, update_graph == "on")
         except Exception as error:  # report and go on with the other configurations
             result = {"name": name, "algorithm": algorithm, "mixed_precision": precision, "error": repr(error)[:400]}
         print(json.dumps(result), flush=True)
@@ -128,25 +138,28 @@ def main() -> None:
     for name in args.names or list(CONFIGS):
         for algorithm in args.algorithms:
             for precision in args.precision:
-                command = [sys.executable, __file__, "--one", name, algorithm, precision,
-                           f"--iterations={args.iterations}"]
-                proc = subprocess.run(command, capture_output=True, text=True)
-                lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-                result = json.loads(lines[-1]) if lines else {"name": name, "algorithm": algorithm,
-                                                               "error": proc.stderr[-400:]}
-                print(json.dumps(result), flush=True)
-                results.append(result)
+                for update_graph in args.update_graph:
+                    command = [sys.executable, __file__, "--one", name, algorithm, precision, update_graph,
+                               f"--iterations={args.iterations}"]
+                    proc = subprocess.run(command, capture_output=True, text=True)
+                    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+                    result = json.loads(lines[-1]) if lines else {"name": name, "algorithm": algorithm,
+                                                                   "error": proc.stderr[-400:]}
+                    print(json.dumps(result), flush=True)
+                    results.append(result)
     if args.out:
         with open(os.path.join(args.out, "train_throughput.jsonl"), "a") as handle:
             for result in results:
                 handle.write(json.dumps(result) + "\n")
-    print(f"\n{'config':14s} {'algo':5s} {'prec':5s} {'env-steps/s':>12s} {'rollout s':>9s} {'update s':>9s} "
-          f"{'setup s':>8s}")
+    print(f"\n{'config':14s} {'algo':5s} {'prec':5s} {'graph':5s} {'env-steps/s':>12s} {'rollout s':>9s} "
+          f"{'update s':>9s} {'setup s':>8s}")
     for r in results:
         if "error" in r:
             print(f"{r['name']:14s} {r['algorithm']:5s} ERROR {r['error'][:90]}")
         else:
-            print(f"{r['name']:14s} {r['algorithm']:5s} {r['mixed_precision']:5s} {r['train_env_steps_per_s']:>12,d} "
+            graph = "yes" if r["update_graph"] else "no"
+            print(f"{r['name']:14s} {r['algorithm']:5s} {r['mixed_precision']:5s} {graph:5s} "
+                  f"{r['train_env_steps_per_s']:>12,d} "
                   f"{r['rollout_s']:>9.3f} {r['update_s']:>9.3f} {r['setup_s']:>8.2f}")
 
 

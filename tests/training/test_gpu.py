@@ -6,6 +6,7 @@ Skipped without a GPU (and under Numba's CUDA simulator, which cannot be capture
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -55,6 +56,46 @@ def test_graph_and_eager_both_learn_gridworld() -> None:
         assert lengths[graph] < 0.6 * random, (graph, lengths[graph], random)
 
 
+@pytest.mark.parametrize("algorithm", ["ppo", "a2c"])
+def test_captured_updates_take_the_eager_steps(algorithm: str) -> None:
+    """From the second update on, the update replays a captured CUDA graph (lr and entropy schedules
+    included); after four iterations the weights equal those of a run whose updates stay eager."""
+    overrides = [f"policies.taggers.algorithm={algorithm}", "policies.taggers.optimizer.lr_schedule.kind=linear",
+                 f"policies.taggers.{algorithm}.ent_coef_schedule.kind=linear"]
+    weights = {}
+    for captured in (True, False):
+        trainer = Trainer(load_config(GRID, overrides))
+        learner = trainer.policies[0].algorithm
+        learner.cuda_graph = captured
+        for _ in range(4):
+            metrics = trainer.train_iteration()
+        assert learner.update_captured == captured
+        assert metrics["losses/taggers/learning_rate"] < trainer.config.policies["taggers"].optimizer.lr
+        weights[captured] = [p.detach().clone() for p in learner.model.parameters()]
+    for with_graph, eager in zip(weights[True], weights[False], strict=True):
+        assert torch.equal(with_graph, eager)
+
+
+def test_resume_with_captured_updates_is_bit_exact() -> None:
+    """A run saved after two iterations and resumed in a fresh trainer (its optimiser's options and state
+    loaded, then made capturable again) ends with the weights of a run that went straight on."""
+    overrides = ["policies.taggers.optimizer.lr_schedule.kind=linear"]
+    straight = Trainer(load_config(GRID, overrides))
+    for _ in range(2):
+        straight.train_iteration()
+    saved = copy.deepcopy((straight.state_dict(), straight.model_tensors()))
+    for _ in range(2):
+        straight.train_iteration()
+    resumed = Trainer(load_config(GRID, overrides))
+    resumed.load_state_dict(saved[0])
+    resumed.load_model_tensors(saved[1])
+    for _ in range(2):
+        resumed.train_iteration()
+    assert straight.policies[0].algorithm.update_captured and resumed.policies[0].algorithm.update_captured
+    for name, tensor in straight.model_tensors().items():
+        assert torch.equal(tensor, resumed.model_tensors()[name]), name
+
+
 @pytest.mark.parametrize("precision", ["tf32", "bf16"])
 def test_mixed_precision_and_global_critic(precision: str) -> None:
     trainer = Trainer(load_config(GRID, [f"mixed_precision={precision}", "policies.taggers.model.critic_input=global",
@@ -74,6 +115,20 @@ def test_ddpg_switches_from_random_to_learned_actions_inside_the_graph() -> None
     assert trainer.uses_cuda_graph and not bool(trainer.policies[0].algorithm.explore_randomly)
     trained = evaluate(trainer, deterministic=True, seed=1)["return/agents"]
     assert trained > -400, trained
+
+
+@pytest.mark.parametrize("variant", ["maddpg", "masac", "vdn", "qmix"])
+def test_off_policy_team_algorithms_act_inside_the_graph(variant: str) -> None:
+    """Each packaged simple_spread variant acts inside the captured rollout step (exploration counters and
+    random draws on the device) and learns past its warm-up with finite losses."""
+    config = load_config(f"simple_spread/{variant}", ["device=cuda", "env.num_envs=64", "total_env_steps=16000",
+                                                      f"policies.shared.{variant}.learning_starts=1600"])
+    trainer = Trainer(config)
+    while not trainer.done:
+        metrics = trainer.train_iteration()
+    assert trainer.uses_cuda_graph
+    losses = {k: v for k, v in metrics.items() if k.endswith("_loss")}
+    assert losses and all(math.isfinite(v) for v in losses.values()), metrics
 
 
 def test_tag_continuous_per_group_a2c() -> None:

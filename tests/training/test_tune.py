@@ -70,6 +70,7 @@ def test_launch_candidates_surround_the_default() -> None:
     assert all(32 <= s.lanes * s.envs_per_block <= 1024 for s in shapes)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs of the env's CUDA kernels need a GPU")
 def test_launch_shapes_are_timed_on_the_gpu() -> None:
     config = load_config("cartpole", ["device=cuda"])

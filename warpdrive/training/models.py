@@ -77,6 +77,12 @@ class ModelSpec:
     ``global_state``."""
     log_std_init: float = bounded(0.0, ge=-20.0, le=2.0)
     """Initial log standard deviation of Gaussian policies (within SAC's customary clamp, [-20, 2])."""
+    recurrent: Literal["none", "gru", "lstm"] = "none"
+    """``gru`` or ``lstm``: a recurrent core of that kind after the actor's and the critic's hidden layers, for
+    tasks whose observations do not tell everything (``recurrent_actor_critic``, see
+    :mod:`warpdrive.training.recurrent`); for algorithms that declare ``recurrent`` support (PPO, A2C)."""
+    recurrent_size: int = bounded(64, ge=1)
+    """Width of the recurrent core's state (an LSTM's state is twice that: h and c)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra arguments for custom models (read from ``spec.kwargs``)."""
 

@@ -55,6 +55,12 @@ class Policy:
         else:
             env_actions.index_copy_(1, self.agents, actions.to(env_actions.dtype))
 
+    def begin_rollout(self, env: Env) -> None:
+        """Before a rollout (no CUDA graph involved): a recurrent policy stores the state its agents enter it
+        with, from which its update unrolls the rollout again."""
+        if self.algorithm.memory is not None and self.storage is not None:
+            self.algorithm.memory.store_initial_state(self.storage, env.store["t"] == 0)
+
     def act(self, env: Env, obs: torch.Tensor, global_state: torch.Tensor | None, deterministic: bool = False,
             explore: bool = True) -> Act:
         """Act for this policy's agents from ``obs`` [E, A, D] (``global_state`` [E, G] for a global critic),
@@ -70,6 +76,8 @@ class Policy:
             choices = discrete_choices(self.algorithm.action_space)
             assert choices is not None  # the env checked at construction that a masked action space is discrete
             check_mask_allows_some(mask, choices, self.agent_ids)
+        if self.algorithm.memory is not None:  # a recurrent policy forgets its state where an episode starts
+            self.algorithm.memory.reset(env.store["t"] == 0)
         act = self.algorithm.act(self.own_rows(obs), global_state if self.global_critic else None,
                                  deterministic, mask, explore)
         self.put_actions(env.actions, act.env_actions)
@@ -108,6 +116,8 @@ def build_policies(config: TrainConfig, env: Env, global_state_size: int) -> lis
     spaces = {name: _shared_spaces(f"policies.{name}", groups, group_spaces) for name, groups in assignment.items()}
     for name in assignment:
         samples = config.rollout_length * config.env.num_envs * len(agent_ids[name])
+        if specs[name].model.recurrent != "none":  # a recurrent policy learns from whole (env, agent) sequences
+            samples //= config.rollout_length
         _check_algorithm(f"policies.{name}", specs[name], spaces[name][1], config.env.name, samples)
 
     policies = []
@@ -117,7 +127,8 @@ def build_policies(config: TrainConfig, env: Env, global_state_size: int) -> lis
         try:
             algorithm = algorithm_class(spec.algorithm)(
                 spec, int(np.prod(obs_space.shape)), action_space, global_state_size if global_critic else 0,
-                env.device, config.mixed_precision == "bf16")
+                env.device, config.mixed_precision == "bf16", num_agents=len(agent_ids[name]),
+                cuda_graph=config.cuda_graph)
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"policies.{name}", str(err.args[0] if err.args else err)) from None
         ids = agent_ids[name]

@@ -79,6 +79,8 @@ class RolloutCollector:
         """Collect ``num_steps`` steps of every env into the policies' storage."""
         self.step_index.zero_()
         with torch.no_grad():
+            for policy in self.policies:
+                policy.begin_rollout(self.env)
             remaining = self.num_steps
             if self._use_graph and self._graph is None:
                 remaining -= self._capture_graph()

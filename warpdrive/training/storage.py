@@ -104,6 +104,9 @@ class RolloutStorage:
                                               float32   as sampled)
     ``logprobs``              [T, E, A_p]     float32   on-policy: log-probability of the action
     ``values``                [T, E, A_p]     float32   on-policy: ``V(obs)``
+    ``initial_state``         [E, A_p, S]     float32   recurrent policies: the state the agents entered the
+                                                        rollout with (``None`` otherwise; see
+                                                        :mod:`~warpdrive.training.recurrent`)
     ========================  ==============  ========  ===============================================
     """
 
@@ -120,6 +123,7 @@ class RolloutStorage:
         if on_policy:
             self.logprobs = torch.zeros(t, e, a, device=device)
             self.values = torch.zeros(t, e, a, device=device)
+        self.initial_state: torch.Tensor | None = None
 
     def write(self, step: torch.Tensor, **fields: torch.Tensor) -> None:
         """Store the policy's fields for one step (as :meth:`EnvRollout.write`)."""
@@ -182,6 +186,16 @@ class RolloutStorage:
         following = torch.cat([obs[1:], self.last_obs.unsqueeze(0)], dim=0)
         return torch.where(self.dones[:, :, None, None], self.final_obs, following)
 
+    @property
+    def next_global_state(self) -> torch.Tensor | None:
+        """[T, E, G] the global state each step reached, as :attr:`next_obs` (``final_global_state`` where the
+        episode ended); ``None`` when the rollout stores no global state."""
+        state, final, last = self.global_state, self.final_global_state, self.last_global_state
+        if state is None or final is None or last is None:
+            return None
+        following = torch.cat([state[1:], last.unsqueeze(0)], dim=0)
+        return torch.where(self.dones[:, :, None], final, following)
+
 
 class FlatBatch:
     """One policy's rollout as a batch of ``B = T * E * A_p`` samples, for an on-policy update (the storage
@@ -232,33 +246,54 @@ class ReplayBuffer:
     (float, 1.0 where the transition ended the episode by the env's rules: no bootstrap). The write
     position and fill level are host integers: how many transitions arrive is known on the host, so no
     sync is needed to track them.
+
+    With ``num_agents = A``, a row is one env-step of ``A`` agents (joint transitions, for centralised
+    critics): ``obs`` [N, A, D], ``actions`` [N, A, H], ``rewards`` [N, A], ``next_obs`` [N, A, D] and
+    ``terminated`` [N].
+
+    With ``global_state_size = G > 0``, rows also hold ``global_state`` [N, G] and ``next_global_state``
+    [N, G]: the env's state before and after the step (for critics or mixers conditioned on it).
     """
 
-    def __init__(self, capacity: int, obs_size: int, action_size: int, device: torch.device) -> None:
+    def __init__(self, capacity: int, obs_size: int, action_size: int, device: torch.device, *,
+                 num_agents: int | None = None, global_state_size: int = 0) -> None:
         if capacity < 1:
             raise ValueError(f"replay capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self.device = device
-        self.obs = torch.zeros(capacity, obs_size, device=device)
-        self.actions = torch.zeros(capacity, action_size, device=device)
-        self.rewards = torch.zeros(capacity, device=device)
-        self.next_obs = torch.zeros(capacity, obs_size, device=device)
+        agents = () if num_agents is None else (num_agents,)
+        self.obs = torch.zeros(capacity, *agents, obs_size, device=device)
+        self.actions = torch.zeros(capacity, *agents, action_size, device=device)
+        self.rewards = torch.zeros(capacity, *agents, device=device)
+        self.next_obs = torch.zeros(capacity, *agents, obs_size, device=device)
         self.terminated = torch.zeros(capacity, device=device)
+        self.fields: tuple[str, ...] = self._FIELDS
+        """The fields a row holds, in :meth:`add`'s order."""
+        if global_state_size:
+            self.global_state = torch.zeros(capacity, global_state_size, device=device)
+            self.next_global_state = torch.zeros(capacity, global_state_size, device=device)
+            self.fields += ("global_state", "next_global_state")
         self.pos = 0
         self.size = 0
 
     _FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated")
 
     def add(self, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, next_obs: torch.Tensor,
-            terminated: torch.Tensor) -> None:
-        """Append N transitions (flat: ``obs`` [N, D], ``actions`` [N, H], ...), overwriting the oldest."""
+            terminated: torch.Tensor, global_state: torch.Tensor | None = None,
+            next_global_state: torch.Tensor | None = None) -> None:
+        """Append N transitions (``obs`` [N, D] or [N, A, D], ``actions`` [N, H] or [N, A, H], ...), overwriting
+        the oldest."""
         n = obs.shape[0]
-        values = [obs, actions, rewards, next_obs, terminated.float()]
+        states = [s for s in (global_state, next_global_state) if s is not None]
+        if len(states) != len(self.fields) - len(self._FIELDS):
+            raise ValueError(f"this replay holds {', '.join(self.fields)}: give global_state and next_global_state "
+                             "exactly when it was built with a global_state_size")
+        values = [obs, actions, rewards, next_obs, terminated.float(), *states]
         if n > self.capacity:  # only the newest ``capacity`` transitions would survive anyway
             values = [v[n - self.capacity:] for v in values]
             n = self.capacity
         index = (torch.arange(n, device=self.device) + self.pos) % self.capacity
-        for name, value in zip(self._FIELDS, values, strict=True):
+        for name, value in zip(self.fields, values, strict=True):
             getattr(self, name).index_copy_(0, index, value.to(getattr(self, name).dtype))
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
@@ -268,12 +303,12 @@ class ReplayBuffer:
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
         index = torch.randint(0, self.size, (batch_size,), device=self.device)
-        return {name: getattr(self, name)[index] for name in self._FIELDS}
+        return {name: getattr(self, name)[index] for name in self.fields}
 
     def state_dict(self) -> dict[str, object]:
-        return {"pos": self.pos, "size": self.size, **{n: getattr(self, n) for n in self._FIELDS}}
+        return {"pos": self.pos, "size": self.size, **{n: getattr(self, n) for n in self.fields}}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         self.pos, self.size = int(state["pos"]), int(state["size"])  # type: ignore[call-overload]
-        for name in self._FIELDS:
+        for name in self.fields:
             getattr(self, name).copy_(state[name])

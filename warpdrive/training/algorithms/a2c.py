@@ -15,9 +15,10 @@ import torch
 from warpdrive.core.typed import bounded
 from warpdrive.training.algorithms.base import ActorCriticAlgorithm, register_algorithm
 from warpdrive.training.algorithms.ppo import explained_variance
+from warpdrive.training.recurrent import batch_outputs
 from warpdrive.training.returns import discounted_returns, gae
 from warpdrive.training.schedules import Schedule
-from warpdrive.training.storage import FlatBatch, RolloutStorage
+from warpdrive.training.storage import RolloutStorage
 
 __all__ = ["A2C", "A2CConfig"]
 
@@ -51,12 +52,10 @@ class A2C(ActorCriticAlgorithm):
     discrete = True
     continuous = True
     global_critic = True
+    recurrent = True
 
-    def update(self, storage: RolloutStorage, progress: float) -> dict[str, torch.Tensor | float]:
+    def learn(self, storage: RolloutStorage) -> dict[str, torch.Tensor | float]:
         c: A2CConfig = self.config
-        lr = self.set_learning_rate(progress, self.optimizer)
-        ent_coef = c.ent_coef_schedule.value(c.ent_coef, progress)
-
         with torch.no_grad():
             next_values = self.next_values(storage)
             if c.gae_lambda == 1.0:
@@ -66,20 +65,20 @@ class A2C(ActorCriticAlgorithm):
                 advantages, returns = gae(storage.rewards, storage.values, next_values, storage.dones,
                                           c.gamma, c.gae_lambda)
 
-        # one step on the whole flattened batch [T * E * A, ...]
-        b = FlatBatch(storage, advantages=advantages, returns=returns).samples()
+        # one step on the whole batch: flattened [T * E * A, ...], or whole sequences [T, E * A, ...] (recurrent)
+        b = self.batch(storage, advantages=advantages, returns=returns).samples()
         advantages, returns = b["advantages"], b["returns"]
         if c.norm_adv:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
         with self.autocast():
-            dist, newvalue = self.model.distribution_and_value(b["obs"], b["critic_obs"], b.get("action_mask"))
+            dist, newvalue = batch_outputs(self.model, b)
             logprob = dist.log_prob(b["actions"])
             entropy = dist.entropy().mean()
         losses: dict[str, torch.Tensor] = {
             "loss_policy": -(advantages * logprob).mean(),
             "loss_value": c.vf_coef * 0.5 * ((newvalue - returns) ** 2).mean(),
-            "loss_entropy": -ent_coef * entropy,
+            "loss_entropy": -self.ent_coef * entropy,
             "entropy": entropy.detach(),
         }
         loss = cast(torch.Tensor, sum(v for k, v in losses.items() if k.startswith("loss_")))
@@ -87,6 +86,4 @@ class A2C(ActorCriticAlgorithm):
 
         metrics: dict[str, torch.Tensor | float] = {k: v.detach() for k, v in losses.items()}
         metrics["explained_variance"] = explained_variance(b["values"], returns)
-        metrics["learning_rate"] = lr
-        metrics["ent_coef"] = ent_coef
         return metrics

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, cast
 
 import gymnasium as gym
 import numpy as np
@@ -25,9 +25,12 @@ import torch
 from torch import nn
 
 from warpdrive.core.typed import bounded
+from warpdrive.training.graphs import GraphedCall
 from warpdrive.training.models import ActorCritic, ModelSpec, build_model, critic_input
+from warpdrive.training.recurrent import RECURRENT_MODEL, RecurrentMemory, SequenceBatch, recurrent_next_values
 from warpdrive.training.returns import next_state_values
 from warpdrive.training.schedules import Schedule
+from warpdrive.training.storage import FlatBatch
 
 if TYPE_CHECKING:
     from warpdrive.training.distributed import Ranks
@@ -94,6 +97,8 @@ class Algorithm:
         global_state_size: G when the critic is global, else 0.
         device: where the model lives.
         mixed_precision: run forward passes under bf16 autocast (CUDA only).
+        num_agents: A_p, the agents this policy acts for (a centralised critic over them sizes its input by it).
+        cuda_graph: capture the update in a CUDA graph where the algorithm's update is graph-safe (CUDA only).
     """
 
     name: ClassVar[str]
@@ -111,6 +116,8 @@ class Algorithm:
     """Supports ``model.critic_input: global`` (a centralised critic)."""
     trainable: ClassVar[bool] = True
     """False for fixed policies: no rollout storage, no update."""
+    recurrent: ClassVar[bool] = False
+    """Supports recurrent models (``model.recurrent: gru`` or ``lstm``; :mod:`~warpdrive.training.recurrent`)."""
     default_model: ClassVar[str | None] = None
 
     @classmethod
@@ -124,13 +131,18 @@ class Algorithm:
         key path) if an update from ``samples`` samples (T * E * the policy's agents) does not suit ``config``."""
 
     def __init__(self, spec: PolicySettings, obs_size: int, action_space: gym.spaces.Space, global_state_size: int,
-                 device: torch.device, mixed_precision: bool = False) -> None:
+                 device: torch.device, mixed_precision: bool = False, num_agents: int = 1,
+                 cuda_graph: bool = False) -> None:
         if spec.algorithm != self.name:
             raise ValueError(f"{type(self).__name__} was given the config of a {spec.algorithm!r} policy")
         self.spec = spec
         self.config: Any = spec.algorithm_config
         self.action_space = action_space
         self.obs_size = obs_size
+        self.num_agents = num_agents
+        self.cuda_graph = cuda_graph and device.type == "cuda"
+        """Capture the update in a CUDA graph where the algorithm allows it (read at each update until one
+        is captured)."""
         self.device = device
         self.mixed_precision = mixed_precision and device.type == "cuda"
         self.continuous_actions = isinstance(action_space, gym.spaces.Box)
@@ -146,7 +158,8 @@ class Algorithm:
         self.model: nn.Module | None = None
         if self.default_model is not None:
             critic_size = global_state_size + obs_size
-            self.model = build_model(spec.model.name or self.default_model, obs_size, action_space, spec.model,
+            default = RECURRENT_MODEL if spec.model.recurrent != "none" else self.default_model
+            self.model = build_model(spec.model.name or default, obs_size, action_space, spec.model,
                                      critic_size).to(device)
         # Rollouts act through `acting_model`: the model itself, or with bf16 mixed precision a bf16 copy of
         # it, refreshed after every update (sync_acting_model). Autocast would instead cast every weight
@@ -156,6 +169,15 @@ class Algorithm:
         if self.mixed_precision and self.model is not None:
             self.acting_model = copy.deepcopy(self.model).to(torch.bfloat16).requires_grad_(False)
             self.acting_dtype = torch.bfloat16
+        self.memory: RecurrentMemory | None = None
+        """A recurrent model's state while acting, [E, A_p, S] (``None`` for feed-forward models)."""
+        if getattr(self.model, "recurrent", False):
+            self.memory = RecurrentMemory(cast(Any, self.model).state_size, device)
+            if self.acting_model is not self.model:
+                cast(Any, self.acting_model).float32_cores()
+        elif spec.model.recurrent != "none":
+            raise ValueError(f"model {spec.model.name or self.default_model!r} has no recurrent core, which "
+                             f"model.recurrent: {spec.model.recurrent} asks for")
         self.ranks: Ranks | None = None
         """Set by the trainer in a multi-process run (torchrun): :meth:`backward` then averages gradients
         across the ranks."""
@@ -211,10 +233,15 @@ class Algorithm:
             return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
         return contextlib.nullcontext()
 
-    def make_optimizer(self, parameters: Any) -> torch.optim.Optimizer:
-        # fused: one kernel for every parameter's update on CUDA (the default launches several per tensor)
-        return torch.optim.Adam(parameters, lr=self.spec.optimizer.lr, eps=self.spec.optimizer.eps,
-                                fused=self.device.type == "cuda")
+    def make_optimizer(self, parameters: Any, capturable: bool = False) -> torch.optim.Optimizer:
+        """Adam as the policy's config sets it. ``capturable`` (CUDA only): the learning rate and Adam's step
+        counts live in device tensors, so that an update captured in a CUDA graph follows the schedule."""
+        cuda = self.device.type == "cuda"
+        optimizer = torch.optim.Adam(parameters, lr=self.spec.optimizer.lr, eps=self.spec.optimizer.eps,
+                                     fused=cuda)  # fused: one kernel for all parameters (the default: several each)
+        if capturable and cuda:
+            _make_capturable(optimizer, self.device)
+        return optimizer
 
     def set_learning_rate(self, progress: float, *optimizers: torch.optim.Optimizer) -> float:
         """Apply the learning-rate schedule at ``progress``; returns the rate."""
@@ -222,7 +249,10 @@ class Algorithm:
         lr = opt.lr_schedule.value(opt.lr, progress)
         for optimizer in optimizers:
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                if isinstance(group["lr"], torch.Tensor):
+                    group["lr"].fill_(lr)  # in place: a captured update reads this tensor
+                else:
+                    group["lr"] = lr
         return lr
 
     def modules(self) -> dict[str, nn.Module]:
@@ -264,7 +294,13 @@ def algorithm_class(name: str) -> type[Algorithm]:
 
 
 class ActorCriticAlgorithm(Algorithm):
-    """A stochastic actor with a state-value critic and one optimiser (PPO, A2C)."""
+    """A stochastic actor with a state-value critic and one optimiser (PPO, A2C).
+
+    Subclasses implement :meth:`learn`, graph-safe (:mod:`~warpdrive.training.graphs`). :meth:`update`
+    does what needs the host (the schedules' values, the bootstrap values of truncated steps), then runs
+    ``learn`` eagerly or, with ``cuda_graph`` on CUDA, as a replayed CUDA graph from the second update on.
+    Both take the same steps: on CUDA the optimiser is capturable either way.
+    """
 
     default_model = "mlp_actor_critic"
     # Built from a registered model, which offers ActorCritic's methods (custom models need not subclass it).
@@ -274,14 +310,65 @@ class ActorCriticAlgorithm(Algorithm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         assert self.model is not None
-        self.optimizer = self.make_optimizer(self.model.parameters())
+        self.optimizer = self.make_optimizer(self.model.parameters(), capturable=True)
+        self.ent_coef = torch.zeros((), device=self.device)
+        """The entropy coefficient of the coming update (set from its schedule; read by ``learn``)."""
+        self.final_values: torch.Tensor | None = None
+        """[T, E, A] ``V(final_obs)`` where the rollout's episode was truncated, 0 elsewhere; refilled in
+        place before each update."""
+        self._storage: RolloutStorage | None = None
+        self._learn = GraphedCall(self._learn_stored, self.device, enabled=self.graph_safe,
+                                  what=f"the {self.name} update")
+
+    @property
+    def graph_safe(self) -> bool:
+        """Whether :meth:`learn` may be captured with this config (no host decision inside it)."""
+        return True
+
+    @property
+    def update_captured(self) -> bool:
+        """True once updates replay a captured CUDA graph."""
+        return self._learn.captured
+
+    def update(self, storage: RolloutStorage, progress: float) -> dict[str, torch.Tensor | float]:
+        c = self.config
+        lr = self.set_learning_rate(progress, self.optimizer)
+        ent_coef = c.ent_coef_schedule.value(c.ent_coef, progress)
+        self.ent_coef.fill_(ent_coef)
+        if self.memory is None:  # (a recurrent critic values final_obs from its state: next_values does it)
+            with torch.no_grad():
+                self.final_values = self.truncation_values(storage, out=self.final_values)
+        if self._storage is None:
+            self._storage = storage
+        elif storage is not self._storage and self._learn.captured:
+            raise ValueError("a captured update learns from the storage it was captured with; got another one")
+        if not self.cuda_graph or self.ranks is not None:
+            # (multi-process runs stay eager: gradients all-reduced inside a captured graph are not validated)
+            self._learn.enabled = False
+        metrics = dict(self._learn())
+        metrics["learning_rate"] = lr
+        metrics["ent_coef"] = ent_coef
+        return metrics
+
+    def _learn_stored(self) -> dict[str, torch.Tensor | float]:
+        assert self._storage is not None  # set by update before the first call
+        return self.learn(self._storage)
+
+    def learn(self, storage: RolloutStorage) -> dict[str, torch.Tensor | float]:
+        """The update proper: learn from ``storage``, with :attr:`final_values` and :attr:`ent_coef` set,
+        returning logged values (``loss_*`` entries are the optimised losses). Graph-safe where
+        :attr:`graph_safe`: no host sync, no Python decision on a device value."""
+        raise NotImplementedError
 
     def act(self, obs: torch.Tensor, global_state: torch.Tensor | None, deterministic: bool = False,
             mask: torch.Tensor | None = None, explore: bool = True) -> Act:
         obs = obs.to(self.acting_dtype)
         if global_state is not None:
             global_state = global_state.to(self.acting_dtype)
-        dist, values = self.acting_model.distribution_and_value(obs, critic_input(obs, global_state), mask)
+        if self.memory is not None:  # a recurrent model steps from its state, which then holds the step's result
+            dist, values = self.memory.step(self.acting_model, obs, critic_input(obs, global_state), mask)
+        else:
+            dist, values = self.acting_model.distribution_and_value(obs, critic_input(obs, global_state), mask)
         actions = dist.mode() if deterministic else dist.sample()
         return Act(actions, self.to_env_actions(actions), dist.log_prob(actions), values)
 
@@ -291,25 +378,30 @@ class ActorCriticAlgorithm(Algorithm):
             return self.model.value(critic_input(obs, global_state))
 
     def next_values(self, storage: RolloutStorage) -> torch.Tensor:
-        """Value of the state after each stored step [T, E, A]: V(final_obs) where an episode was truncated,
-        0 where it terminated, else the next step's value (the last step's from ``storage.last_obs``)."""
+        """Value of the state after each stored step [T, E, A]: V(final_obs) where an episode was truncated
+        (:attr:`final_values`), 0 where it terminated, else the next step's value (the last step's from
+        ``storage.last_obs``); for a recurrent critic, from the states of the rollout unrolled again."""
+        if self.memory is not None:
+            with self.autocast():
+                return recurrent_next_values(cast(Any, self.model), storage)
+        assert self.final_values is not None  # filled by update() before learn()
         last_values = self.value(storage.last_obs, storage.last_global_state)
-        return next_state_values(storage.values, last_values, self.truncation_values(storage),
-                                 storage.terminated, storage.truncated)
+        return next_state_values(storage.values, last_values, self.final_values, storage.terminated,
+                                 storage.truncated)
 
-    def truncation_values(self, storage: RolloutStorage) -> torch.Tensor:
-        """``V(final_obs)`` [T, E, A] where the episode was truncated, 0 elsewhere.
+    def truncation_values(self, storage: RolloutStorage, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``V(final_obs)`` [T, E, A] where the episode was truncated, 0 elsewhere (into ``out`` if given).
 
-        Computed here, once per update, for the truncated (step, env) pairs only rather than for every
-        env at every rollout step: a small fraction of the rows, at the price of one host sync to learn
-        how many there are.
+        Computed once per update, for the truncated (step, env) pairs only rather than for every env at
+        every rollout step: a small fraction of the rows, at the price of one host sync to learn how many
+        there are (which is why it runs before, not inside, a captured update).
         """
-        values = torch.zeros_like(storage.values)
+        values = torch.zeros_like(storage.values) if out is None else out.zero_()
         steps, envs = storage.truncated.nonzero(as_tuple=True)
         if steps.numel() > 0:
             final_global = storage.final_global_state
             global_state = final_global[steps, envs] if final_global is not None else None
-            values[steps, envs] = self.value(storage.final_obs[steps, envs], global_state)
+            values[steps, envs] = self.value(storage.final_obs[steps, envs], global_state).to(values.dtype)
         return values
 
     def clip_and_step(self, loss: torch.Tensor, max_grad_norm: float | None) -> torch.Tensor:
@@ -321,8 +413,34 @@ class ActorCriticAlgorithm(Algorithm):
         self.optimizer.step()
         return norm.detach()
 
+    def batch(self, storage: RolloutStorage, **per_step: torch.Tensor) -> FlatBatch | SequenceBatch:
+        """The rollout as an update reads it: samples [T * E * A_p] (:class:`FlatBatch`), or for a recurrent
+        model whole sequences [T, E * A_p] (:class:`~warpdrive.training.recurrent.SequenceBatch`)."""
+        return FlatBatch(storage, **per_step) if self.memory is None else SequenceBatch(storage, **per_step)
+
     def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict()}
+        state: dict[str, Any] = {"optimizer": self.optimizer.state_dict()}
+        if self.memory is not None:  # the state the next rollout starts from: part of an exact resume
+            state["memory"] = self.memory.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.memory is not None:
+            self.memory.load_state_dict(state.get("memory"))
+        if self.device.type == "cuda":  # the saved options (from a CPU run, say) replace the device's
+            _make_capturable(self.optimizer, self.device)
+
+
+def _make_capturable(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Make ``optimizer`` (Adam on ``device``, CUDA) capturable in place: its learning rate a float32 device
+    tensor and its step counts on the device, as a CUDA graph that replays its steps needs them."""
+    for group in optimizer.param_groups:
+        group["capturable"] = True
+        group["fused"] = True
+        group["foreach"] = None
+        group["lr"] = torch.as_tensor(group["lr"], dtype=torch.float32, device=device).clone()
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            if "step" in state:
+                state["step"] = state["step"].to(device=device, dtype=torch.float32)

@@ -14,9 +14,10 @@ import torch
 
 from warpdrive.core.typed import ConfigError, bounded
 from warpdrive.training.algorithms.base import ActorCriticAlgorithm, register_algorithm
+from warpdrive.training.recurrent import batch_outputs
 from warpdrive.training.returns import gae
 from warpdrive.training.schedules import Schedule
-from warpdrive.training.storage import FlatBatch, RolloutStorage
+from warpdrive.training.storage import RolloutStorage
 
 __all__ = ["PPO", "PPOConfig", "clipped_surrogate", "explained_variance", "ppo_loss"]
 
@@ -68,16 +69,18 @@ def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> torch.T
     return torch.where(var > 0, 1.0 - (target - predicted).var() / var, torch.full_like(var, float("nan")))
 
 
-def ppo_loss(model: Any, mb: dict[str, torch.Tensor], config: PPOConfig, ent_coef: float) -> dict[str, torch.Tensor]:
+def ppo_loss(model: Any, mb: dict[str, torch.Tensor], config: PPOConfig,
+             ent_coef: float | torch.Tensor) -> dict[str, torch.Tensor]:
     """Losses of one minibatch; ``loss_*`` entries are summed and minimised, the rest are logged.
 
     Args:
         model: an :class:`~warpdrive.training.models.ActorCritic`.
         mb: [B, ...] tensors: ``obs``, ``critic_obs``, ``actions``, ``logprobs`` (at rollout time),
             ``advantages``, ``returns``, ``values`` (at rollout time), and ``action_mask`` where the env
-            masks actions.
+            masks actions; for a recurrent model, [T, n, ...] whole sequences with ``initial_state`` and
+            ``starts`` (a :class:`~warpdrive.training.recurrent.SequenceBatch`'s).
     """
-    dist, newvalue = model.distribution_and_value(mb["obs"], mb["critic_obs"], mb.get("action_mask"))
+    dist, newvalue = batch_outputs(model, mb)
     newlogprob = dist.log_prob(mb["actions"])
     entropy = dist.entropy().mean()
     logratio = newlogprob - mb["logprobs"]
@@ -119,25 +122,29 @@ class PPO(ActorCriticAlgorithm):
     discrete = True
     continuous = True
     global_critic = True
+    recurrent = True
 
     @classmethod
     def check_batch(cls, config: PPOConfig, samples: int, path: str) -> None:
         if config.num_minibatches > samples:
             raise ConfigError(f"{path}.num_minibatches",
-                              f"{config.num_minibatches} minibatches do not fit a batch of {samples} samples")
+                              f"{config.num_minibatches} minibatches do not fit a batch of {samples} samples "
+                              "(with a recurrent model, a sample is one env and agent's whole rollout)")
 
-    def update(self, storage: RolloutStorage, progress: float) -> dict[str, torch.Tensor | float]:
+    @property
+    def graph_safe(self) -> bool:
+        return self.config.target_kl is None  # stopping early on the KL is a host decision
+
+    def learn(self, storage: RolloutStorage) -> dict[str, torch.Tensor | float]:
         c: PPOConfig = self.config
-        lr = self.set_learning_rate(progress, self.optimizer)
-        ent_coef = c.ent_coef_schedule.value(c.ent_coef, progress)
 
         # advantages over the whole rollout [T, E, A]
         with torch.no_grad():
-            next_values = self.next_values(storage)
-            advantages, returns = gae(storage.rewards, storage.values, next_values, storage.dones,
+            advantages, returns = gae(storage.rewards, storage.values, self.next_values(storage), storage.dones,
                                       c.gamma, c.gae_lambda)
 
-        b = FlatBatch(storage, advantages=advantages, returns=returns)
+        # samples [T * E * A]; for a recurrent model whole sequences [T, E * A], minibatches of sequences
+        b = self.batch(storage, advantages=advantages, returns=returns)
         minibatch_size = max(b.size // c.num_minibatches, 1)
 
         stats: list[dict[str, torch.Tensor]] = []
@@ -147,7 +154,7 @@ class PPO(ActorCriticAlgorithm):
             for start in range(0, minibatch_size * c.num_minibatches, minibatch_size):
                 mb = b.samples(b_inds[start:start + minibatch_size])
                 with self.autocast():
-                    losses = ppo_loss(self.model, mb, c, ent_coef)
+                    losses = ppo_loss(self.model, mb, c, self.ent_coef)
                 loss = cast(torch.Tensor, sum(v for k, v in losses.items() if k.startswith("loss_")))
                 losses["grad_norm"] = self.clip_and_step(loss, c.max_grad_norm)
                 stats.append({k: v.detach() for k, v in losses.items()})
@@ -163,7 +170,5 @@ class PPO(ActorCriticAlgorithm):
             k: torch.stack([s[k] for s in stats]).float().mean() for k in stats[0]
         }
         metrics["explained_variance"] = explained_variance(b["values"], b["returns"])
-        metrics["learning_rate"] = lr
-        metrics["ent_coef"] = ent_coef
         metrics["epochs"] = float(epochs)
         return metrics

@@ -1,0 +1,86 @@
+"""CUDA-graph capture of a repeated piece of training work (a policy's update).
+
+A small network's update is a few hundred kernel launches, each microseconds of arithmetic: the host's
+launch overhead, not the GPU, sets its pace (PPO on Tag-gridworld: 16 minibatch steps of a 32x32 network,
+4.8 ms each, against ~0.1 ms of arithmetic). Replaying a captured graph launches them all at once.
+
+The captured function must be *graph-safe*: no host sync, no Python decision on a device value, the same
+tensor shapes and the same input tensors (updated in place) at every call, and every value that changes
+between calls (learning rate, entropy coefficient) read from a device tensor rather than baked in as a
+Python number.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import torch
+
+__all__ = ["GraphedCall"]
+
+log = logging.getLogger(__name__)
+
+Output = TypeVar("Output")
+
+
+class GraphedCall(Generic[Output]):
+    """Call ``fn`` eagerly ``warmup`` times, capture it in a CUDA graph at the next call, then replay.
+
+    The warm-up calls are real calls (lazy initialisation, such as the optimiser's state or cuBLAS's
+    workspace, must happen before a capture) and run on a side stream, as PyTorch's capture rules ask.
+    Capturing records without running, so the capturing call replays the graph once to do its work. What
+    ``fn`` returned at capture is returned by every replay, holding that replay's values until the next one.
+    If the capture fails, a warning is logged and ``fn`` runs eagerly from then on.
+
+    Args:
+        fn: the graph-safe function (see the module docstring).
+        device: the CUDA device it runs on; ``enabled=False`` or a CPU device: always eager.
+        what: named in the warning if the capture fails.
+    """
+
+    def __init__(self, fn: Callable[[], Output], device: torch.device, *, enabled: bool = True, warmup: int = 1,
+                 what: str = "the update") -> None:
+        self.fn = fn
+        self.device = device
+        self.enabled = enabled and device.type == "cuda"
+        self.warmup = warmup
+        self.what = what
+        self.calls = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.outputs: Output | None = None
+
+    @property
+    def captured(self) -> bool:
+        """True once calls replay a captured graph."""
+        return self.graph is not None
+
+    def __call__(self) -> Output:
+        if self.graph is not None:
+            self.graph.replay()
+            return self.outputs  # type: ignore[return-value]  # set with the graph
+        self.calls += 1
+        if not self.enabled:
+            return self.fn()
+        if self.calls <= self.warmup:
+            side = torch.cuda.Stream(device=self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                outputs = self.fn()
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            return outputs
+        # The warm-up's freed blocks go back to the driver: the graph's private pool allocates its own.
+        torch.cuda.synchronize(self.device)
+        torch.cuda.empty_cache()
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                outputs = self.fn()
+        except RuntimeError as err:
+            log.warning("CUDA graph capture of %s failed (%s); continuing eagerly", self.what, err)
+            self.enabled = False
+            return self.fn()
+        self.graph, self.outputs = graph, outputs
+        graph.replay()
+        return outputs
