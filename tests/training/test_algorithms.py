@@ -195,13 +195,17 @@ def test_the_readme_table_of_algorithms_says_what_each_declares() -> None:
 
     rows = _readme_algorithm_rows()
     assert sorted(rows) == sorted(ALGORITHMS)
-    for name, (_, actions, learns, critic, example) in rows.items():
+    for name, (_, actions, learns, recurrent, centralised, example) in rows.items():
         cls = ALGORITHMS[name]
         kinds = [kind for kind, yes in (("discrete", cls.discrete), ("continuous", cls.continuous)) if yes]
         assert actions == " and ".join(kinds), name
         assert learns == ("(not trained)" if not cls.trainable else
                           "on-policy rollouts" if cls.on_policy else "off-policy replay"), name
-        assert critic == ("-" if not cls.trainable else "yes" if cls.global_critic else "no"), name
+        assert recurrent == ("-" if not cls.trainable else "yes" if cls.recurrent else "no"), name
+        assert centralised == ("-" if not cls.trainable else cls.centralised), name
+        # "optional" and "mixer" read the env's global state through model.critic_input: global
+        if cls.trainable:
+            assert cls.global_critic == (cls.centralised in ("optional", "mixer")), name
         words = shlex.split(example.strip("`"))
         assert words[:2] == ["warpdrive", "train"], example
         config = load_config(words[2], words[3:])

@@ -174,6 +174,13 @@ def test_discrete_actions_are_refused_in_one_line_naming_what_to_use() -> None:
         MADDPG(from_dict(PolicySpec, {"algorithm": "maddpg"}), 4, gym.spaces.Discrete(5), 0, CPU, num_agents=2)
 
 
+@pytest.mark.parametrize("algorithm", ["maddpg", "masac"])
+def test_a_global_critic_input_is_refused_as_already_centralised(algorithm: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^policies\.shared\.model\.critic_input: {algorithm}'s critic is "
+                                          r"centralised already .*leave critic_input local$"):
+        load_config(f"simple_spread/{algorithm}", ["policies.shared.model.critic_input=global"])
+
+
 def train_and_evaluate(path: str, overrides: list[str], episodes: int = 200) -> tuple[float, float, float]:
     """Train with the config at ``path``; the trained policy's and random actions' mean agent return over
     ``episodes`` fresh episodes, and the training time in seconds."""

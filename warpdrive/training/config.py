@@ -102,7 +102,12 @@ class _PolicyCommon:
             raise ConfigError(f"{path}.algorithm",
                               f"expected one of {', '.join(repr(a) for a in ALGORITHMS)}, got {self.algorithm!r}")
         if self.model.critic_input == "global" and not cls.global_critic:
-            raise ConfigError(f"{path}.model.critic_input", f"{cls.name} supports only a local critic")
+            if cls.centralised == "joint":
+                reason = (f"{cls.name}'s critic is centralised already (it reads every agent of the policy, their "
+                          "observations and actions) and takes no global state; leave critic_input local")
+            else:
+                reason = f"{cls.name} supports only a local critic"
+            raise ConfigError(f"{path}.model.critic_input", reason)
         if self.model.recurrent != "none" and not cls.recurrent:
             recurrent = [name for name, other in ALGORITHMS.items() if other.recurrent]
             raise ConfigError(f"{path}.model.recurrent", f"{cls.name} supports only feed-forward models (none), got "

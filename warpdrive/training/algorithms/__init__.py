@@ -1,20 +1,10 @@
 """Algorithms, one module each (config dataclass + update rule + what it supports), registered by name.
 
-=========  ===========  ========  ==========  ==============  =========================================
-name       kind         discrete  continuous  global critic   model
-=========  ===========  ========  ==========  ==============  =========================================
-``ppo``    on-policy    yes       yes         yes             ``mlp_actor_critic``
-``a2c``    on-policy    yes       yes         yes             ``mlp_actor_critic``
-``ddpg``   off-policy   no        yes         no              ``mlp_ddpg``
-``maddpg`` off-policy   no        yes         no (built in)   its own (shared actor, centralised critic)
-``masac``  off-policy   no        yes         no (built in)   its own (shared actor, twin centralised critics)
-``vdn``    off-policy   yes       no          no              its own (shared agent Q network)
-``qmix``   off-policy   yes       no          yes (mixer)     its own (agent Q network, mixing network)
-``random`` fixed        yes       yes         (no model)      none (uniform actions; never learns)
-=========  ===========  ========  ==========  ==============  =========================================
-
-MADDPG's and MASAC's critics are centralised by construction (every agent of the policy in the env); they do
-not take the env's global state (``model.critic_input: global``).
+Built in: ``ppo``, ``a2c`` (on-policy; recurrent models; MAPPO with ``model.critic_input: global``), ``ddpg``,
+``maddpg``, ``masac`` (off-policy, continuous actions; the last two with critics over every agent of the policy),
+``vdn``, ``qmix`` (off-policy value decomposition, discrete actions) and ``random``. What each supports is
+declared on its class (``discrete``, ``continuous``, ``on_policy``, ``recurrent``, ``centralised``,
+``global_critic``); the README's table of algorithms shows these declarations (a test compares them).
 
 A new algorithm is a new module here: its ``Config`` dataclass and its :class:`Algorithm` subclass
 decorated with :func:`register_algorithm` (see :mod:`~warpdrive.training.algorithms.base`). Importing this

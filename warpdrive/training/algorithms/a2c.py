@@ -52,6 +52,7 @@ class A2C(ActorCriticAlgorithm):
     discrete = True
     continuous = True
     global_critic = True
+    centralised = "optional"
     recurrent = True
 
     def learn(self, storage: RolloutStorage) -> dict[str, torch.Tensor | float]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar, cast
 
 import gymnasium as gym
 import numpy as np
@@ -118,6 +118,11 @@ class Algorithm:
     """False for fixed policies: no rollout storage, no update."""
     recurrent: ClassVar[bool] = False
     """Supports recurrent models (``model.recurrent: gru`` or ``lstm``; :mod:`~warpdrive.training.recurrent`)."""
+    centralised: ClassVar[Literal["no", "optional", "joint", "mixer"]] = "no"
+    """What its learning sees beyond one agent: ``no``; ``optional`` (with ``model.critic_input: global`` the
+    critic also reads the env's global state: MAPPO); ``joint`` (always: each agent's critic reads every agent
+    of the policy, observations and actions); ``mixer`` (the agents' values are mixed by a network of the
+    global state, the env's with ``model.critic_input: global``, else the agents' observations joined)."""
     default_model: ClassVar[str | None] = None
 
     @classmethod

@@ -109,6 +109,7 @@ class MADDPG(Algorithm):
     discrete = False
     continuous = True
     global_critic = False
+    centralised = "joint"
     model: MADDPGNetworks
     acting_model: MADDPGNetworks
 

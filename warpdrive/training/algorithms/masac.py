@@ -165,6 +165,7 @@ class MASAC(Algorithm):
     discrete = False
     continuous = True
     global_critic = False
+    centralised = "joint"
     model: MASACNetworks
     acting_model: MASACNetworks
 

@@ -122,6 +122,7 @@ class PPO(ActorCriticAlgorithm):
     discrete = True
     continuous = True
     global_critic = True
+    centralised = "optional"
     recurrent = True
 
     @classmethod

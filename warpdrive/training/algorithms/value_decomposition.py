@@ -414,6 +414,7 @@ class QMIX(ValueDecomposition):
     name = "qmix"
     Config = QMIXConfig
     global_critic = True
+    centralised = "mixer"
     config: QMIXConfig
 
     def build_mixer(self, state_size: int) -> nn.Module | None:
