@@ -27,11 +27,14 @@ arguments, so changing the number of envs or agents never recompiles.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import sys
+import sysconfig
+import types
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, Literal
+
+import numpy as np
 
 from warpdrive.core.device import barrier, kernel_function, set_numba_cache_dir
 from warpdrive.core.targets import Dispatcher, KernelTarget, tensor_target
@@ -212,23 +215,113 @@ def split_at_launches(parts: Sequence[Phase | LaunchBoundary | Callable[..., Any
 
 
 def source_fingerprint(objects: Sequence[Any]) -> str:
-    """A hash of the source files that define ``objects`` and of this package's core.
+    """A hash of the code Numba compiles from ``objects`` (kernel functions, classes), as this process holds it.
 
-    Numba's disk cache does not notice edits to functions a kernel calls from other files; this
-    fingerprint is baked into every compiled program so that such an edit compiles afresh.
+    Numba's disk cache does not notice edits to functions a kernel calls from other files; this fingerprint
+    is baked into every compiled program so that such an edit compiles afresh. It hashes the code in memory,
+    not the files on disk: a process that imported a module before the file was edited still holds (and
+    compiles) the old code, and must not save it under the new code's name. Covered: each function's bytecode
+    and constants, every function it reaches through its globals and closures, the simple values it reads
+    (numbers, strings, tuples, arrays), the whole of any project module it reads attributes from, and
+    this package's core (where the overloads behind ``barrier``, atomics and the launchers live).
     """
     digest = hashlib.sha256()
-    files = {inspect.getsourcefile(sys.modules[__name__])}
-    files |= {inspect.getsourcefile(sys.modules[m]) for m in ("warpdrive.core.device", "warpdrive.core.targets")}
-    for obj in objects:
-        try:
-            files.add(inspect.getsourcefile(obj))
-        except TypeError:
-            continue
-    for path in sorted(f for f in files if f):
-        with open(path, "rb") as handle:
-            digest.update(handle.read())
+    seen: set[int] = set()
+    core = [sys.modules[__name__], sys.modules["warpdrive.core.device"], sys.modules["warpdrive.core.targets"]]
+    for item in [*core, *objects]:
+        _hash_object(item, digest, seen)
     return digest.hexdigest()[:16]
+
+
+_LIBRARY_PATHS = tuple(sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib"))
+
+
+def _hash_object(obj: Any, digest: Any, seen: set[int]) -> None:
+    """Add what Numba would compile of ``obj`` to ``digest`` (see :func:`source_fingerprint`)."""
+    obj = getattr(obj, "py_func", obj)  # a Numba dispatcher: its Python function
+    if id(obj) in seen:
+        return
+    if isinstance(obj, types.FunctionType):
+        seen.add(id(obj))
+        digest.update(f"function {obj.__module__}.{obj.__qualname__}".encode())
+        _hash_code(obj.__code__, obj.__globals__, digest, seen)
+        for cell in obj.__closure__ or ():
+            try:
+                _hash_value(cell.cell_contents, digest, seen)
+            except ValueError:  # an empty cell
+                continue
+    elif isinstance(obj, type):
+        seen.add(id(obj))
+        digest.update(f"class {obj.__module__}.{obj.__qualname__}".encode())
+        for name, member in sorted(vars(obj).items()):
+            if isinstance(member, (staticmethod, classmethod)):
+                member = member.__func__
+            if isinstance(member, (types.FunctionType, type)):
+                digest.update(name.encode())
+                _hash_object(member, digest, seen)
+    elif isinstance(obj, types.ModuleType):
+        seen.add(id(obj))
+        digest.update(f"module {obj.__name__}".encode())
+        for name, member in sorted(vars(obj).items()):
+            if name.startswith("__"):
+                continue
+            if getattr(member, "__module__", None) == obj.__name__ or _simple(member):
+                digest.update(name.encode())
+                _hash_value(member, digest, seen)
+
+
+def _hash_code(code: types.CodeType, globals_: dict[str, Any], digest: Any, seen: set[int]) -> None:
+    digest.update(code.co_code)
+    digest.update(repr(code.co_names).encode())
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _hash_code(const, globals_, digest, seen)
+        elif isinstance(const, frozenset):  # its order follows string hashing, which differs between processes
+            digest.update(repr(sorted(map(repr, const))).encode())
+        else:
+            digest.update(repr(const).encode())
+    for name in code.co_names:
+        if name in globals_:
+            digest.update(name.encode())
+            _hash_value(globals_[name], digest, seen)
+
+
+def _simple(value: Any) -> bool:
+    if isinstance(value, tuple):
+        return all(_simple(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, complex, str, bytes, np.generic, np.ndarray))
+
+
+def _hash_value(value: Any, digest: Any, seen: set[int]) -> None:
+    """A global or closure value a kernel reads: code is followed, simple values hashed, the rest named."""
+    if isinstance(value, np.ndarray):
+        digest.update(f"array {value.dtype} {value.shape}".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    elif _simple(value):
+        digest.update(repr(value).encode())
+    elif isinstance(value, types.ModuleType):
+        path = getattr(value, "__file__", None) or ""
+        if value.__name__.startswith("warpdrive") or (path and not path.startswith(_LIBRARY_PATHS)):
+            _hash_object(value, digest, seen)  # a project module: what the kernel reads of it may be anything
+        else:
+            digest.update(f"library {value.__name__}".encode())
+    elif isinstance(value, (types.FunctionType, type)) or hasattr(value, "py_func"):
+        _hash_object(value, digest, seen)
+    elif isinstance(value, (tuple, list, dict)) or (is_dataclass(value) and not isinstance(value, type)):
+        if id(value) in seen:
+            return
+        seen.add(id(value))
+        digest.update(type(value).__qualname__.encode())
+        if isinstance(value, dict):
+            items: Any = [v for pair in value.items() for v in pair]
+        elif isinstance(value, (tuple, list)):
+            items = value
+        else:
+            items = [getattr(value, f.name) for f in fields(value)]
+        for item in items:
+            _hash_value(item, digest, seen)
+    else:
+        digest.update(type(value).__qualname__.encode())
 
 
 @dataclass(frozen=True)
