@@ -27,6 +27,7 @@ arguments, so changing the number of envs or agents never recompiles.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import sysconfig
 import types
@@ -228,18 +229,51 @@ def source_fingerprint(objects: Sequence[Any]) -> str:
     digest = hashlib.sha256()
     seen: set[int] = set()
     core = [sys.modules[__name__], sys.modules["warpdrive.core.device"], sys.modules["warpdrive.core.targets"]]
+    # the packages of the objects given (an env installed from a package, say) are followed wherever they live
+    _PROJECT_PACKAGES.update(str(getattr(_dispatcher_function(o), "__module__", "")).partition(".")[0]
+                             for o in objects if isinstance(_dispatcher_function(o), (types.FunctionType, type)))
     for item in [*core, *objects]:
         _hash_object(item, digest, seen)
     return digest.hexdigest()[:16]
 
 
-_LIBRARY_PATHS = tuple(sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib"))
+_STDLIB_PATHS = tuple(sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib"))
+_PROJECT_PACKAGES = {"warpdrive"}
+"""Top-level packages whose code fingerprints follow: this one and those of the kernels fingerprinted so far."""
+
+
+def _project_module(name: str | None) -> bool:
+    """Whether module ``name`` is this package's or the user's code (not the standard library's or an installed
+    library's): only such code is followed into; a library is named by its module, as its version is fixed."""
+    if not name:
+        return False
+    if name.partition(".")[0] in _PROJECT_PACKAGES:
+        return True
+    path = str(getattr(sys.modules.get(name), "__file__", None) or "")
+    installed = f"{os.sep}site-packages{os.sep}" in path or f"{os.sep}dist-packages{os.sep}" in path
+    return bool(path) and not installed and not path.startswith(_STDLIB_PATHS)  # a user's loose module
+
+
+def _defined_in(value: Any) -> str | None:
+    """``value.__module__`` for functions and classes (other objects' attribute lookups may run library code)."""
+    value = _dispatcher_function(value)
+    return value.__module__ if isinstance(value, (types.FunctionType, type)) else None
+
+
+def _dispatcher_function(value: Any) -> Any:
+    """The Python function of a Numba dispatcher, else ``value`` itself."""
+    if type(value).__module__.startswith("numba"):
+        return getattr(value, "py_func", value)
+    return value
 
 
 def _hash_object(obj: Any, digest: Any, seen: set[int]) -> None:
     """Add what Numba would compile of ``obj`` to ``digest`` (see :func:`source_fingerprint`)."""
-    obj = getattr(obj, "py_func", obj)  # a Numba dispatcher: its Python function
+    obj = _dispatcher_function(obj)
     if id(obj) in seen:
+        return
+    if isinstance(obj, (types.FunctionType, type)) and not _project_module(obj.__module__):
+        digest.update(f"library {obj.__module__}.{obj.__qualname__}".encode())
         return
     if isinstance(obj, types.FunctionType):
         seen.add(id(obj))
@@ -265,7 +299,7 @@ def _hash_object(obj: Any, digest: Any, seen: set[int]) -> None:
         for name, member in sorted(vars(obj).items()):
             if name.startswith("__"):
                 continue
-            if getattr(member, "__module__", None) == obj.__name__ or _simple(member):
+            if _defined_in(member) == obj.__name__ or _simple(member):
                 digest.update(name.encode())
                 _hash_value(member, digest, seen)
 
@@ -300,14 +334,14 @@ def _hash_value(value: Any, digest: Any, seen: set[int]) -> None:
     elif _simple(value):
         digest.update(repr(value).encode())
     elif isinstance(value, types.ModuleType):
-        path = getattr(value, "__file__", None) or ""
-        if value.__name__.startswith("warpdrive") or (path and not path.startswith(_LIBRARY_PATHS)):
+        if _project_module(value.__name__):
             _hash_object(value, digest, seen)  # a project module: what the kernel reads of it may be anything
         else:
             digest.update(f"library {value.__name__}".encode())
-    elif isinstance(value, (types.FunctionType, type)) or hasattr(value, "py_func"):
+    elif isinstance(_dispatcher_function(value), (types.FunctionType, type)):
         _hash_object(value, digest, seen)
-    elif isinstance(value, (tuple, list, dict)) or (is_dataclass(value) and not isinstance(value, type)):
+    elif type(value) in (tuple, list, dict) or (is_dataclass(value) and not isinstance(value, type)
+                                                  and _project_module(type(value).__module__)):
         if id(value) in seen:
             return
         seen.add(id(value))
