@@ -26,7 +26,8 @@ from warpdrive.training.algorithms.base import Act, Algorithm, register_algorith
 from warpdrive.training.models import DeterministicActorCritic
 from warpdrive.training.storage import ReplayBuffer, RolloutStorage
 
-__all__ = ["DDPG", "DDPGConfig", "noisy_act", "optimizer_step", "soft_update"]
+__all__ = ["DDPG", "DDPGConfig", "load_replay_learner_state", "noisy_act", "optimizer_step", "replay_learner_state",
+           "soft_update"]
 
 
 @dataclass
@@ -165,18 +166,32 @@ class DDPG(Algorithm):
         return {"model": self.model, "target": self.target}
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "actor_optimizer": self.actor_optimizer.state_dict(),
-            "critic_optimizer": self.critic_optimizer.state_dict(),
-            "replay": self.replay.state_dict(),
-            "explore_randomly": self.explore_randomly.clone(),
-            "critic_steps": self.critic_steps,
-        }
+        return replay_learner_state(self, self.actor_optimizer, self.critic_optimizer)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
-        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
-        if "replay" in state:
-            self.replay.load_state_dict(state["replay"])
-        self.explore_randomly.copy_(state["explore_randomly"])
-        self.critic_steps = int(state["critic_steps"])
+        load_replay_learner_state(self, state, self.actor_optimizer, self.critic_optimizer)
+
+
+def replay_learner_state(learner: Any, actor_optimizer: torch.optim.Optimizer,
+                         critic_optimizer: torch.optim.Optimizer, **more: torch.optim.Optimizer) -> dict[str, Any]:
+    """What DDPG, MADDPG and MASAC need for an exact resume: their optimisers (``more`` by name, such as MASAC's
+    ``alpha_optimizer``), replay buffer, exploration flag and critic step count."""
+    optimizers = {"actor_optimizer": actor_optimizer, "critic_optimizer": critic_optimizer, **more}
+    return {
+        **{name: optimizer.state_dict() for name, optimizer in optimizers.items()},
+        "replay": learner.replay.state_dict(),
+        "explore_randomly": learner.explore_randomly.clone(),
+        "critic_steps": learner.critic_steps,
+    }
+
+
+def load_replay_learner_state(learner: Any, state: dict[str, Any], actor_optimizer: torch.optim.Optimizer,
+                              critic_optimizer: torch.optim.Optimizer, **more: torch.optim.Optimizer) -> None:
+    """Restore what :func:`replay_learner_state` returned (the replay only where it was saved)."""
+    optimizers = {"actor_optimizer": actor_optimizer, "critic_optimizer": critic_optimizer, **more}
+    for name, optimizer in optimizers.items():
+        optimizer.load_state_dict(state[name])
+    if "replay" in state:
+        learner.replay.load_state_dict(state["replay"])
+    learner.explore_randomly.copy_(state["explore_randomly"])
+    learner.critic_steps = int(state["critic_steps"])

@@ -32,7 +32,12 @@ from torch.nn import functional as F
 from warpdrive.core.sampling import gaussian
 from warpdrive.core.typed import bounded
 from warpdrive.training.algorithms.base import Act, Algorithm, register_algorithm
-from warpdrive.training.algorithms.ddpg import optimizer_step, soft_update
+from warpdrive.training.algorithms.ddpg import (
+    load_replay_learner_state,
+    optimizer_step,
+    replay_learner_state,
+    soft_update,
+)
 from warpdrive.training.models import ModelSpec, layer_init, mlp
 from warpdrive.training.offpolicy_models import (
     CentralisedQ,
@@ -275,20 +280,9 @@ class MASAC(Algorithm):
         return {"model": self.model, "target": self.target}
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "actor_optimizer": self.actor_optimizer.state_dict(),
-            "critic_optimizer": self.critic_optimizer.state_dict(),
-            "alpha_optimizer": self.alpha_optimizer.state_dict(),
-            "replay": self.replay.state_dict(),
-            "explore_randomly": self.explore_randomly.clone(),
-            "critic_steps": self.critic_steps,
-        }
+        return replay_learner_state(self, self.actor_optimizer, self.critic_optimizer,
+                                    alpha_optimizer=self.alpha_optimizer)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
-        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
-        self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
-        if "replay" in state:
-            self.replay.load_state_dict(state["replay"])
-        self.explore_randomly.copy_(state["explore_randomly"])
-        self.critic_steps = int(state["critic_steps"])
+        load_replay_learner_state(self, state, self.actor_optimizer, self.critic_optimizer,
+                                  alpha_optimizer=self.alpha_optimizer)
