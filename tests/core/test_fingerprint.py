@@ -10,9 +10,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numba
 import pytest
 
-from warpdrive.core.compile import source_fingerprint
+from warpdrive.core.compile import sequence, source_fingerprint
+from warpdrive.core.device import kernel_function
+from warpdrive.core.targets import run_in_chunks
+from warpdrive.envs import make
 
 KERNEL = """
 from warpdrive.core.device import kernel_function
@@ -89,10 +93,56 @@ def test_fingerprints_agree_between_processes_with_other_string_hashing(tmp_path
     script = ("import sys; sys.path.insert(0, sys.argv[1]); import fp_kernel_proc as m; "
               "from warpdrive.core.compile import source_fingerprint; from warpdrive.envs import make; "
               "env = make('tag_gridworld', num_envs=1, device='cpu', seed=0, validate=False); "
-              "print(source_fingerprint([m.kernel, m.named]), env._fingerprint())")
+              "print(source_fingerprint([m.kernel, m.named]), env._fingerprint(), env._runner('step')[0].__qualname__)")
     prints = set()
     for seed in ("1", "2", "3"):
         done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
                               env={**os.environ, "PYTHONHASHSEED": seed}, check=True)
         prints.add(done.stdout.strip())
     assert len(prints) == 1, prints
+
+
+def _scaled(scale: float):
+    @kernel_function
+    def scaled(x):
+        return x * scale
+
+    return scaled
+
+
+def test_closures_are_named_after_their_content() -> None:
+    """Numba names compiled callees by qualified name and a per-process counter: two different closures under
+    one name, cached by two processes, once made a third process's step program run its reset's code."""
+    assert _scaled(2.0).__qualname__ == _scaled(2.0).__qualname__
+    assert _scaled(2.0).__qualname__ != _scaled(3.0).__qualname__
+    double, triple = _scaled(2.0), _scaled(3.0)
+    # a closure of closures differs where a closure it calls does
+    assert sequence(double, triple).__qualname__ != sequence(double, double).__qualname__
+    assert sequence(double, triple).__qualname__ == sequence(_scaled(2.0), _scaled(3.0)).__qualname__
+
+
+def test_a_closure_reading_an_unassigned_variable_is_refused() -> None:
+    def factory():
+        @kernel_function
+        def early(x):
+            return later(x)
+
+        def later(x):
+            return x
+
+        return early
+
+    with pytest.raises(ValueError, match="reads 'later' from its enclosing function before 'later' is assigned"):
+        factory()
+
+
+def test_running_a_program_leaves_fingerprints_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU's thread pool, made on the first program run, once changed a core module's globals and with them
+    every fingerprint: a process then compiled a program again under a second name."""
+    env = make("tag_gridworld", num_envs=1, device="cpu", seed=0, validate=False)
+    before = env._fingerprint()
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    ranges: list[tuple[int, int]] = []
+    run_in_chunks(lambda p, s, start, stop: ranges.append((start, stop)), None, None, 4)
+    assert sorted(ranges) == [(0, 2), (2, 4)]
+    assert env._fingerprint() == before

@@ -304,12 +304,15 @@ def _hash_object(obj: Any, digest: Any, seen: set[int]) -> None:
                 _hash_value(member, digest, seen)
 
 
-def _hash_code(code: types.CodeType, globals_: dict[str, Any], digest: Any, seen: set[int]) -> None:
+def _hash_code(code: types.CodeType, globals_: dict[str, Any], digest: Any, seen: set[int],
+               hash_global: Callable[[Any], None] | None = None) -> None:
+    """The code object's bytecode, names and constants, and the globals it reads (by ``hash_global``; by
+    default followed as :func:`_hash_value` does)."""
     digest.update(code.co_code)
     digest.update(repr(code.co_names).encode())
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            _hash_code(const, globals_, digest, seen)
+            _hash_code(const, globals_, digest, seen, hash_global)
         elif isinstance(const, frozenset):  # its order follows string hashing, which differs between processes
             digest.update(repr(sorted(map(repr, const))).encode())
         else:
@@ -317,7 +320,40 @@ def _hash_code(code: types.CodeType, globals_: dict[str, Any], digest: Any, seen
     for name in code.co_names:
         if name in globals_:
             digest.update(name.encode())
-            _hash_value(globals_[name], digest, seen)
+            if hash_global is None:
+                _hash_value(globals_[name], digest, seen)
+            else:
+                hash_global(globals_[name])
+
+
+def closure_digest(fn: types.FunctionType) -> str:
+    """A short hash of what closure ``fn`` compiles to, the same in every process: its code and the values it
+    reads from its closure and its globals. Functions among them count by their qualified names only: a
+    module's function has one code per process, and a closure made by :func:`kernel_function` carries its own
+    digest in its name (so that nesting closures costs one level of hashing each)."""
+    digest = hashlib.sha256()
+
+    def add(value: Any) -> None:
+        function = _dispatcher_function(value)
+        if isinstance(function, (types.FunctionType, type)):
+            digest.update(f"function {function.__module__}.{function.__qualname__}".encode())
+        elif isinstance(value, types.ModuleType):
+            digest.update(f"module {value.__name__}".encode())
+        elif type(value) in (tuple, list):
+            digest.update(f"{type(value).__name__} {len(value)}".encode())
+            for item in value:
+                add(item)
+        else:
+            _hash_value(value, digest, set())
+
+    _hash_code(fn.__code__, fn.__globals__, digest, set(), add)
+    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=True):
+        try:
+            add(cell.cell_contents)
+        except ValueError:  # its value would be unknown to the digest
+            raise ValueError(f"kernel function {fn.__qualname__} reads {name!r} from its enclosing function "
+                             f"before {name!r} is assigned; assign it before the kernel function's def") from None
+    return digest.hexdigest()[:12]
 
 
 def _simple(value: Any) -> bool:

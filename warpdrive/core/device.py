@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import FunctionType
+from typing import Any, TypeVar
 
 import numpy as np
 from llvmlite import ir
@@ -56,8 +58,25 @@ __all__ = [
     "simulator_enabled",
 ]
 
-#: Decorator for env logic: compiled for whichever target calls it (CPU ``njit`` or ``cuda.jit``).
-kernel_function = register_jitable
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def kernel_function(fn: _F) -> _F:
+    """Decorator for env logic: ``fn`` is compiled for whichever target calls it (CPU ``njit`` or ``cuda.jit``).
+
+    A closure (one made by a factory: a phase per ``k``, a runner joining two others) is first renamed after
+    its content. Numba names a compiled function by its qualified name and a per-process counter, and a
+    program loaded from the disk cache brings its callees under those names: two programs compiled in two
+    processes could each hold a *different* ``_then.<locals>.run`` under one name, and once both were loaded
+    into a third process, one program called the other's code (seen in CI: Tag-gridworld's cached step
+    program running its reset's runners, so that no episode ever ended). With the content in the name, one
+    name means one code.
+    """
+    if isinstance(fn, FunctionType) and fn.__closure__ is not None:
+        from warpdrive.core.compile import closure_digest
+
+        fn.__qualname__ = f"{fn.__qualname__}_{closure_digest(fn)}"
+    return register_jitable(fn)
 
 _sim_lock = threading.Lock()
 

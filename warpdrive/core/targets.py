@@ -413,24 +413,29 @@ class _OnOneThread:
         self.launch(p, s, start, stop)
 
 
-_pool: tuple[int, ThreadPoolExecutor] | None = None
+@cache
+def _thread_pool(pid: int) -> ThreadPoolExecutor:
+    """The threads of :func:`run_in_chunks` in process ``pid`` (a forked child inherits its parent's pool without
+    the threads). Kept out of this module's globals, which program fingerprints hash: a fingerprint must not
+    change once a program ran."""
+    import numba
+
+    return ThreadPoolExecutor(max_workers=numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
 
 
 def run_in_chunks(launch: Dispatcher, p: Any, s: Any, num_envs: int) -> None:
     """``launch(p, s, start, stop)`` over ``[0, num_envs)`` in contiguous chunks, one per thread of Numba's
     thread count (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``); the calls release the GIL. Replicas are
     independent, so the chunking never changes results."""
-    global _pool
     import numba
 
     chunks = min(numba.get_num_threads(), num_envs)
     if chunks <= 1:
         launch(p, s, 0, num_envs)
         return
-    if _pool is None or _pool[0] != os.getpid():  # (a forked child has the parent's pool without its threads)
-        _pool = (os.getpid(), ThreadPoolExecutor(max_workers=numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     size = -(-num_envs // chunks)
-    calls = [_pool[1].submit(launch, p, s, start, min(start + size, num_envs)) for start in range(0, num_envs, size)]
+    pool = _thread_pool(os.getpid())
+    calls = [pool.submit(launch, p, s, start, min(start + size, num_envs)) for start in range(0, num_envs, size)]
     for call in calls:
         call.result()  # waits, and raises what a call raised
 
