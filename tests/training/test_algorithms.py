@@ -17,11 +17,11 @@ DISCRETE = gym.spaces.MultiDiscrete([3, 4])
 BOX = gym.spaces.Box(-2.0, 2.0, (2,))
 
 
-def make_algorithm(name: str, space: gym.spaces.Space, global_size: int = 0, **section):
+def make_algorithm(name: str, space: gym.spaces.Space, global_size: int = 0, num_agents: int = 1, **section):
     spec = from_dict(PolicySpec, {"algorithm": name, name: section} if section else {"algorithm": name})
     if global_size:
         spec.model.critic_input = "global"
-    return algorithm_class(name)(spec, 5, space, global_size, CPU)
+    return algorithm_class(name)(spec, 5, space, global_size, CPU, num_agents=num_agents)
 
 
 def filled_storage(algorithm, steps: int = 8, envs: int = 3, agents: int = 2, global_size: int = 0):
@@ -89,6 +89,18 @@ def test_ddpg_waits_for_learning_starts_then_updates_targets() -> None:
     with torch.no_grad():
         act = algorithm.act(torch.randn(3, 2, 5), None)
     assert (act.env_actions.abs() <= 2.0).all()
+
+
+@pytest.mark.parametrize("name", ["ddpg", "maddpg", "masac"])
+def test_delayed_actor_steps_are_logged_whenever_an_iteration_takes_one(name: str) -> None:
+    """With an actor step every 2 of 3 gradient steps per iteration, the second iteration's first step has none:
+    its actor loss was once dropped from the metrics (only the first step's names were kept)."""
+    algorithm = make_algorithm(name, BOX, num_agents=2, learning_starts=0, gradient_steps=3, batch_size=8,
+                               policy_frequency=2)
+    storage = filled_storage(algorithm, steps=4, agents=2)
+    first, second = algorithm.update(storage, 0.0), algorithm.update(storage, 0.0)
+    assert algorithm.gradient_steps == 6
+    assert "loss_policy" in first and "loss_policy" in second and set(first) == set(second)
 
 
 def test_ddpg_warm_up_exploration_is_for_training_rollouts_only() -> None:

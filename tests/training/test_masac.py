@@ -181,7 +181,7 @@ def test_resume_from_saved_state_is_exact() -> None:
     for name, module in resumed.modules().items():
         module.load_state_dict(saved["modules"][name])
     resumed.load_state_dict(saved["state"])
-    assert resumed.critic_steps == 3 and not bool(resumed.explore_randomly)
+    assert resumed.gradient_steps == 3 and not bool(resumed.explore_randomly)
 
     for algorithm in (original, resumed):
         torch.manual_seed(7)

@@ -21,7 +21,7 @@ from torch import nn
 from warpdrive.training.models import ModelSpec, mlp
 from warpdrive.training.storage import ReplayBuffer, RolloutStorage
 
-__all__ = ["CentralisedQ", "box_bounds", "mean_metrics", "store_joint_rollout", "with_own_actions"]
+__all__ = ["CentralisedQ", "box_bounds", "store_joint_rollout", "with_own_actions"]
 
 
 def box_bounds(action_space: gym.spaces.Space, algorithm: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,11 +104,3 @@ def store_joint_rollout(replay: ReplayBuffer, storage: RolloutStorage) -> None:
     [T*E]. Truncated steps keep ``terminated = 0`` and their final observation as ``next_obs`` (bootstrap)."""
     replay.add(storage.obs.flatten(0, 1), storage.actions.flatten(0, 1), storage.rewards.flatten(0, 1),
                storage.next_obs.flatten(0, 1), storage.terminated.flatten())
-
-
-def mean_metrics(steps: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor | float]:
-    """Each metric's mean over the gradient steps that report it (the actor's only every few steps): device
-    scalars, no host sync. Every metric that any step reports is kept, so the names stay stable across
-    iterations."""
-    names = dict.fromkeys(name for step in steps for name in step)
-    return {name: torch.stack([s[name] for s in steps if name in s]).float().mean() for name in names}

@@ -8,7 +8,10 @@ declared on its class (``discrete``, ``continuous``, ``on_policy``, ``recurrent`
 
 A new algorithm is a new module here: its ``Config`` dataclass and its :class:`Algorithm` subclass
 decorated with :func:`register_algorithm` (see :mod:`~warpdrive.training.algorithms.base`). Importing this
-package imports every module in it, so the algorithm is then known to configs and the trainer by name.
+package imports every module in it, so the algorithm is then known to configs and the trainer by name. One that
+learns from a replay buffer subclasses :class:`~warpdrive.training.algorithms.replay.ReplayLearner`, which runs
+the iteration (store, warm up, gradient steps, metrics, resume state): it gives what is stored, one gradient
+step and its optimisers.
 """
 
 from __future__ import annotations

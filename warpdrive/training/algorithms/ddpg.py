@@ -12,7 +12,6 @@ Polyak averaging.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,12 +21,12 @@ from torch import nn
 
 from warpdrive.core.sampling import gaussian
 from warpdrive.core.typed import bounded
-from warpdrive.training.algorithms.base import Act, Algorithm, register_algorithm
+from warpdrive.training.algorithms.base import Act, register_algorithm
+from warpdrive.training.algorithms.replay import BoxReplayLearner, soft_update
 from warpdrive.training.models import DeterministicActorCritic
 from warpdrive.training.storage import ReplayBuffer, RolloutStorage
 
-__all__ = ["DDPG", "DDPGConfig", "load_replay_learner_state", "noisy_act", "optimizer_step", "replay_learner_state",
-           "soft_update"]
+__all__ = ["DDPG", "DDPGConfig", "noisy_act"]
 
 
 @dataclass
@@ -54,13 +53,6 @@ class DDPGConfig:
     """Clip each network's gradient norm to this; ``null``: no clipping."""
 
 
-def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """``target = tau * source + (1 - tau) * target``, parameter by parameter, in place."""
-    with torch.no_grad():
-        for t, s in zip(target.parameters(), source.parameters(), strict=True):
-            t.lerp_(s, tau)
-
-
 def noisy_act(mu: torch.Tensor, noise_std: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
               explore_randomly: torch.Tensor, deterministic: bool, explore: bool) -> Act:
     """A deterministic policy's rollout actions from ``mu`` [E, A, H]: ``mu`` itself (``deterministic``), else
@@ -77,28 +69,12 @@ def noisy_act(mu: torch.Tensor, noise_std: torch.Tensor, low: torch.Tensor, high
     return Act(actions, actions)
 
 
-def optimizer_step(algorithm: Algorithm, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
-                   parameters: Iterable[torch.Tensor], max_grad_norm: float | None) -> None:
-    """Backpropagate ``loss`` (the gradients of ``parameters`` averaged across ranks by ``algorithm.backward``),
-    clip their norm to ``max_grad_norm`` if given, step ``optimizer``."""
-    parameters = list(parameters)
-    optimizer.zero_grad(set_to_none=True)
-    algorithm.backward(loss, parameters)
-    if max_grad_norm is not None:
-        nn.utils.clip_grad_norm_(parameters, max_grad_norm)
-    optimizer.step()
-
-
 @register_algorithm
-class DDPG(Algorithm):
+class DDPG(BoxReplayLearner):
     """DDPG for one policy (Box actions); agents of the policy share the networks and the replay."""
 
     name = "ddpg"
     Config = DDPGConfig
-    on_policy = False
-    discrete = False
-    continuous = True
-    global_critic = False
     default_model = "mlp_ddpg"
     # Built from a registered model, which offers DeterministicActorCritic's methods (custom ones need not subclass it).
     model: DeterministicActorCritic
@@ -113,85 +89,37 @@ class DDPG(Algorithm):
         self.actor_optimizer = self.make_optimizer(self.model.actor.parameters())
         self.critic_optimizer = self.make_optimizer(self.model.critic.parameters())
         self.replay = ReplayBuffer(c.buffer_size, self.obs_size, self.action_size, self.device)
-        # A device flag rather than a Python branch, so that a captured rollout switches from random to
-        # learned actions without being captured again.
-        self.explore_randomly = torch.ones((), dtype=torch.bool, device=self.device)
         self.noise_std = c.exploration_noise * self.model.action_scale
-        self.critic_steps = 0
 
     def act(self, obs: torch.Tensor, global_state: torch.Tensor | None, deterministic: bool = False,
             mask: torch.Tensor | None = None, explore: bool = True) -> Act:
         mu = self.acting_model.action(obs.to(self.acting_dtype))
         return noisy_act(mu, self.noise_std, self.low, self.high, self.explore_randomly, deterministic, explore)
 
-    def update(self, storage: RolloutStorage, progress: float) -> dict[str, torch.Tensor | float]:
-        c: DDPGConfig = self.config
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"actor_optimizer": self.actor_optimizer, "critic_optimizer": self.critic_optimizer}
+
+    def store_rollout(self, storage: RolloutStorage) -> None:
         terminated = storage.terminated.unsqueeze(-1).expand_as(storage.rewards)
         self.replay.add(storage.obs.flatten(0, 2), storage.actions.flatten(0, 2), storage.rewards.flatten(),
                         storage.next_obs.flatten(0, 2), terminated.flatten())
-        if self.replay.size < c.learning_starts:
-            return {"replay_size": float(self.replay.size)}
-        self.explore_randomly.fill_(False)
-        lr = self.set_learning_rate(progress, self.actor_optimizer, self.critic_optimizer)
 
-        stats: list[dict[str, torch.Tensor]] = []
-        for _ in range(c.gradient_steps or storage.num_steps):
-            b = self.replay.sample(c.batch_size)
-            with torch.no_grad(), self.autocast():
-                next_q = self.target.q(b["next_obs"], self.target.action(b["next_obs"]))
-                target_q = b["rewards"] + c.gamma * (1.0 - b["terminated"]) * next_q
+    def gradient_step(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        c: DDPGConfig = self.config
+        with torch.no_grad(), self.autocast():
+            next_q = self.target.q(b["next_obs"], self.target.action(b["next_obs"]))
+            target_q = b["rewards"] + c.gamma * (1.0 - b["terminated"]) * next_q
+        with self.autocast():
+            q = self.model.q(b["obs"], b["actions"])
+        step = {"loss_value": ((q - target_q) ** 2).mean(), "q_values": q.detach().mean()}
+        self.optimizer_step(self.critic_optimizer, step["loss_value"], self.model.critic.parameters(), c.max_grad_norm)
+        if self.gradient_steps % c.policy_frequency == 0:
             with self.autocast():
-                q = self.model.q(b["obs"], b["actions"])
-            step = {"loss_value": ((q - target_q) ** 2).mean(), "q_values": q.detach().mean()}
-            optimizer_step(self, self.critic_optimizer, step["loss_value"], self.model.critic.parameters(),
-                           c.max_grad_norm)
-
-            if self.critic_steps % c.policy_frequency == 0:
-                with self.autocast():
-                    step["loss_policy"] = -self.model.q(b["obs"], self.model.action(b["obs"])).mean()
-                optimizer_step(self, self.actor_optimizer, step["loss_policy"], self.model.actor.parameters(),
-                               c.max_grad_norm)
-                soft_update(self.target, self.model, c.tau)
-            self.critic_steps += 1
-            stats.append({k: v.detach() for k, v in step.items()})
-
-        metrics: dict[str, torch.Tensor | float] = {
-            k: torch.stack([s[k] for s in stats if k in s]).float().mean() for k in stats[0]
-        }
-        metrics["learning_rate"] = lr
-        metrics["replay_size"] = float(self.replay.size)
-        return metrics
+                step["loss_policy"] = -self.model.q(b["obs"], self.model.action(b["obs"])).mean()
+            self.optimizer_step(self.actor_optimizer, step["loss_policy"], self.model.actor.parameters(),
+                                c.max_grad_norm)
+            soft_update(self.target, self.model, c.tau)
+        return step
 
     def modules(self) -> dict[str, nn.Module]:
         return {"model": self.model, "target": self.target}
-
-    def state_dict(self) -> dict[str, Any]:
-        return replay_learner_state(self, self.actor_optimizer, self.critic_optimizer)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_replay_learner_state(self, state, self.actor_optimizer, self.critic_optimizer)
-
-
-def replay_learner_state(learner: Any, actor_optimizer: torch.optim.Optimizer,
-                         critic_optimizer: torch.optim.Optimizer, **more: torch.optim.Optimizer) -> dict[str, Any]:
-    """What DDPG, MADDPG and MASAC need for an exact resume: their optimisers (``more`` by name, such as MASAC's
-    ``alpha_optimizer``), replay buffer, exploration flag and critic step count."""
-    optimizers = {"actor_optimizer": actor_optimizer, "critic_optimizer": critic_optimizer, **more}
-    return {
-        **{name: optimizer.state_dict() for name, optimizer in optimizers.items()},
-        "replay": learner.replay.state_dict(),
-        "explore_randomly": learner.explore_randomly.clone(),
-        "critic_steps": learner.critic_steps,
-    }
-
-
-def load_replay_learner_state(learner: Any, state: dict[str, Any], actor_optimizer: torch.optim.Optimizer,
-                              critic_optimizer: torch.optim.Optimizer, **more: torch.optim.Optimizer) -> None:
-    """Restore what :func:`replay_learner_state` returned (the replay only where it was saved)."""
-    optimizers = {"actor_optimizer": actor_optimizer, "critic_optimizer": critic_optimizer, **more}
-    for name, optimizer in optimizers.items():
-        optimizer.load_state_dict(state[name])
-    if "replay" in state:
-        learner.replay.load_state_dict(state["replay"])
-    learner.explore_randomly.copy_(state["explore_randomly"])
-    learner.critic_steps = int(state["critic_steps"])

@@ -26,22 +26,11 @@ import torch
 from torch import nn
 
 from warpdrive.core.typed import bounded
-from warpdrive.training.algorithms.base import Act, Algorithm, register_algorithm
-from warpdrive.training.algorithms.ddpg import (
-    load_replay_learner_state,
-    noisy_act,
-    optimizer_step,
-    replay_learner_state,
-    soft_update,
-)
+from warpdrive.training.algorithms.base import Act, register_algorithm
+from warpdrive.training.algorithms.ddpg import noisy_act
+from warpdrive.training.algorithms.replay import BoxReplayLearner, soft_update
 from warpdrive.training.models import ModelSpec, mlp
-from warpdrive.training.offpolicy_models import (
-    CentralisedQ,
-    box_bounds,
-    mean_metrics,
-    store_joint_rollout,
-    with_own_actions,
-)
+from warpdrive.training.offpolicy_models import CentralisedQ, box_bounds, store_joint_rollout, with_own_actions
 from warpdrive.training.storage import ReplayBuffer, RolloutStorage
 
 __all__ = ["MADDPG", "MADDPGConfig", "MADDPGNetworks"]
@@ -102,7 +91,7 @@ class MADDPGNetworks(nn.Module):
 
 
 @register_algorithm
-class MADDPG(Algorithm):
+class MADDPG(BoxReplayLearner):
     """MADDPG for one policy (Box actions): its agents share the actor, the centralised critic and the replay.
 
     ``global_critic`` is False: the critic is centralised by construction over the policy's agents (their
@@ -111,10 +100,6 @@ class MADDPG(Algorithm):
 
     name = "maddpg"
     Config = MADDPGConfig
-    on_policy = False
-    discrete = False
-    continuous = True
-    global_critic = False
     centralised = "joint"
     model: MADDPGNetworks
     acting_model: MADDPGNetworks
@@ -122,29 +107,25 @@ class MADDPG(Algorithm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         c: MADDPGConfig = self.config
-        if self.spec.model.name is not None:
-            raise ValueError(f"maddpg builds its own networks (a shared actor, a centralised critic); remove "
-                             f"model.name ({self.spec.model.name!r})")
-        self.model = MADDPGNetworks(self.num_agents, self.obs_size, self.action_space, self.spec.model).to(self.device)
-        self.acting_model = self.model
-        if self.mixed_precision:  # as Algorithm.__init__ does for the models it builds
-            self.acting_model = copy.deepcopy(self.model).to(torch.bfloat16).requires_grad_(False)
-            self.acting_dtype = torch.bfloat16
+        self.own_networks(MADDPGNetworks(self.num_agents, self.obs_size, self.action_space, self.spec.model),
+                          "a shared actor, a centralised critic")
         self.target = copy.deepcopy(self.model).requires_grad_(False)
         self.actor_optimizer = self.make_optimizer(self.model.actor.parameters())
         self.critic_optimizer = self.make_optimizer(self.model.critic.parameters())
         self.replay = ReplayBuffer(c.buffer_size, self.obs_size, self.action_size, self.device,
                                    num_agents=self.num_agents)
-        # A device flag rather than a Python branch, so that a captured rollout switches from random to
-        # learned actions without being captured again.
-        self.explore_randomly = torch.ones((), dtype=torch.bool, device=self.device)
         self.noise_std = c.exploration_noise * self.model.action_scale
-        self.critic_steps = 0
 
     def act(self, obs: torch.Tensor, global_state: torch.Tensor | None, deterministic: bool = False,
             mask: torch.Tensor | None = None, explore: bool = True) -> Act:
         mu = self.acting_model.action(obs.to(self.acting_dtype))
         return noisy_act(mu, self.noise_std, self.low, self.high, self.explore_randomly, deterministic, explore)
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"actor_optimizer": self.actor_optimizer, "critic_optimizer": self.critic_optimizer}
+
+    def store_rollout(self, storage: RolloutStorage) -> None:
+        store_joint_rollout(self.replay, storage)
 
     def critic_targets(self, b: dict[str, torch.Tensor]) -> torch.Tensor:
         """``r_i + gamma (1 - terminated) Q'_i(x', mu'(o'))`` [B, A] for a batch of rows ``b`` (``obs``,
@@ -154,44 +135,21 @@ class MADDPG(Algorithm):
             next_q = self.target.critic(b["next_obs"], self.target.action(b["next_obs"]))
         return b["rewards"] + c.gamma * (1.0 - b["terminated"]).unsqueeze(-1) * next_q
 
-    def update(self, storage: RolloutStorage, progress: float) -> dict[str, torch.Tensor | float]:
+    def gradient_step(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         c: MADDPGConfig = self.config
-        store_joint_rollout(self.replay, storage)
-        if self.replay.size < c.learning_starts:
-            return {"replay_size": float(self.replay.size)}
-        self.explore_randomly.fill_(False)
-        lr = self.set_learning_rate(progress, self.actor_optimizer, self.critic_optimizer)
-
-        stats: list[dict[str, torch.Tensor]] = []
-        for _ in range(c.gradient_steps or storage.num_steps):
-            b = self.replay.sample(c.batch_size)
-            target_q = self.critic_targets(b)
+        target_q = self.critic_targets(b)
+        with self.autocast():
+            q = self.model.critic(b["obs"], b["actions"])
+        step = {"loss_value": ((q - target_q) ** 2).mean(), "q_values": q.detach().mean()}
+        self.optimizer_step(self.critic_optimizer, step["loss_value"], self.model.critic.parameters(), c.max_grad_norm)
+        if self.gradient_steps % c.policy_frequency == 0:
             with self.autocast():
-                q = self.model.critic(b["obs"], b["actions"])
-            step = {"loss_value": ((q - target_q) ** 2).mean(), "q_values": q.detach().mean()}
-            optimizer_step(self, self.critic_optimizer, step["loss_value"], self.model.critic.parameters(),
-                           c.max_grad_norm)
-
-            if self.critic_steps % c.policy_frequency == 0:
-                with self.autocast():
-                    own = self.model.action(b["obs"])
-                    step["loss_policy"] = -self.model.critic(b["obs"], with_own_actions(b["actions"], own)).mean()
-                optimizer_step(self, self.actor_optimizer, step["loss_policy"], self.model.actor.parameters(),
-                               c.max_grad_norm)
-                soft_update(self.target, self.model, c.tau)
-            self.critic_steps += 1
-            stats.append({k: v.detach() for k, v in step.items()})
-
-        metrics = mean_metrics(stats)
-        metrics["learning_rate"] = lr
-        metrics["replay_size"] = float(self.replay.size)
-        return metrics
+                own = self.model.action(b["obs"])
+                step["loss_policy"] = -self.model.critic(b["obs"], with_own_actions(b["actions"], own)).mean()
+            self.optimizer_step(self.actor_optimizer, step["loss_policy"], self.model.actor.parameters(),
+                                c.max_grad_norm)
+            soft_update(self.target, self.model, c.tau)
+        return step
 
     def modules(self) -> dict[str, nn.Module]:
         return {"model": self.model, "target": self.target}
-
-    def state_dict(self) -> dict[str, Any]:
-        return replay_learner_state(self, self.actor_optimizer, self.critic_optimizer)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_replay_learner_state(self, state, self.actor_optimizer, self.critic_optimizer)

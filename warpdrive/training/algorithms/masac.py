@@ -31,21 +31,10 @@ from torch.nn import functional as F
 
 from warpdrive.core.sampling import gaussian
 from warpdrive.core.typed import bounded
-from warpdrive.training.algorithms.base import Act, Algorithm, register_algorithm
-from warpdrive.training.algorithms.ddpg import (
-    load_replay_learner_state,
-    optimizer_step,
-    replay_learner_state,
-    soft_update,
-)
+from warpdrive.training.algorithms.base import Act, register_algorithm
+from warpdrive.training.algorithms.replay import BoxReplayLearner, soft_update
 from warpdrive.training.models import ModelSpec, layer_init, mlp
-from warpdrive.training.offpolicy_models import (
-    CentralisedQ,
-    box_bounds,
-    mean_metrics,
-    store_joint_rollout,
-    with_own_actions,
-)
+from warpdrive.training.offpolicy_models import CentralisedQ, box_bounds, store_joint_rollout, with_own_actions
 from warpdrive.training.storage import ReplayBuffer, RolloutStorage
 
 __all__ = ["MASAC", "MASACConfig", "MASACNetworks", "SquashedGaussianActor"]
@@ -157,7 +146,7 @@ class MASACNetworks(nn.Module):
 
 
 @register_algorithm
-class MASAC(Algorithm):
+class MASAC(BoxReplayLearner):
     """MASAC for one policy (Box actions): its agents share the actor, the twin critics and the replay.
 
     ``global_critic`` is False: the critics are centralised by construction over the policy's agents (their
@@ -166,10 +155,6 @@ class MASAC(Algorithm):
 
     name = "masac"
     Config = MASACConfig
-    on_policy = False
-    discrete = False
-    continuous = True
-    global_critic = False
     centralised = "joint"
     model: MASACNetworks
     acting_model: MASACNetworks
@@ -177,15 +162,8 @@ class MASAC(Algorithm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         c: MASACConfig = self.config
-        if self.spec.model.name is not None:
-            raise ValueError(f"masac builds its own networks (a shared actor, twin centralised critics); remove "
-                             f"model.name ({self.spec.model.name!r})")
-        self.model = MASACNetworks(self.num_agents, self.obs_size, self.action_space, self.spec.model,
-                                   c.alpha).to(self.device)
-        self.acting_model = self.model
-        if self.mixed_precision:  # as Algorithm.__init__ does for the models it builds
-            self.acting_model = copy.deepcopy(self.model).to(torch.bfloat16).requires_grad_(False)
-            self.acting_dtype = torch.bfloat16
+        self.own_networks(MASACNetworks(self.num_agents, self.obs_size, self.action_space, self.spec.model, c.alpha),
+                          "a shared actor, twin centralised critics")
         self.target = copy.deepcopy(self.model.critic).requires_grad_(False)
         self.target_entropy = -float(self.action_size) if c.target_entropy is None else c.target_entropy
         self.actor_optimizer = self.make_optimizer(self.model.actor.parameters())
@@ -193,10 +171,6 @@ class MASAC(Algorithm):
         self.alpha_optimizer = self.make_optimizer([self.model.log_alpha])
         self.replay = ReplayBuffer(c.buffer_size, self.obs_size, self.action_size, self.device,
                                    num_agents=self.num_agents)
-        # A device flag rather than a Python branch, so that a captured rollout switches from random to
-        # learned actions without being captured again.
-        self.explore_randomly = torch.ones((), dtype=torch.bool, device=self.device)
-        self.critic_steps = 0
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -213,9 +187,15 @@ class MASAC(Algorithm):
         # (tanh can round to exactly +-1 in float32: the clip is then exact and keeps the env's kernel happy)
         actions = self.to_env_actions(actions)
         if explore:
-            uniform = self.low + (self.high - self.low) * torch.rand_like(actions)
-            actions = torch.where(self.explore_randomly, uniform, actions)
+            actions = torch.where(self.explore_randomly, self.random_actions(actions), actions)
         return Act(actions, actions)
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"actor_optimizer": self.actor_optimizer, "critic_optimizer": self.critic_optimizer,
+                "alpha_optimizer": self.alpha_optimizer}
+
+    def store_rollout(self, storage: RolloutStorage) -> None:
+        store_joint_rollout(self.replay, storage)
 
     def critic_targets(self, b: dict[str, torch.Tensor]) -> torch.Tensor:
         """``r_i + gamma (1 - terminated) (min_k Q'_k,i(x', a') - alpha log pi(a'_i | o'_i))`` [B, A] for a
@@ -227,36 +207,19 @@ class MASAC(Algorithm):
             soft_q = self.model.min_q(b["next_obs"], next_actions, self.target) - self.alpha * next_logp
         return b["rewards"] + c.gamma * (1.0 - b["terminated"]).unsqueeze(-1) * soft_q
 
-    def update(self, storage: RolloutStorage, progress: float) -> dict[str, torch.Tensor | float]:
+    def gradient_step(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         c: MASACConfig = self.config
-        store_joint_rollout(self.replay, storage)
-        if self.replay.size < c.learning_starts:
-            return {"replay_size": float(self.replay.size)}
-        self.explore_randomly.fill_(False)
-        lr = self.set_learning_rate(progress, self.actor_optimizer, self.critic_optimizer, self.alpha_optimizer)
-
-        stats: list[dict[str, torch.Tensor]] = []
-        for _ in range(c.gradient_steps or storage.num_steps):
-            b = self.replay.sample(c.batch_size)
-            target_q = self.critic_targets(b)
-            with self.autocast():
-                q1, q2 = (critic(b["obs"], b["actions"]) for critic in self.model.critic)
-            step = {"loss_value": ((q1 - target_q) ** 2).mean() + ((q2 - target_q) ** 2).mean(),
-                    "q_values": q1.detach().mean()}
-            optimizer_step(self, self.critic_optimizer, step["loss_value"], self.model.critic.parameters(),
-                           c.max_grad_norm)
-
-            if self.critic_steps % c.policy_frequency == 0:
-                for _ in range(c.policy_frequency):
-                    step.update(self._actor_step(b, c))
-            soft_update(self.target, self.model.critic, c.tau)
-            self.critic_steps += 1
-            stats.append({k: v.detach() for k, v in step.items()})
-
-        metrics = mean_metrics(stats)
-        metrics["learning_rate"] = lr
-        metrics["replay_size"] = float(self.replay.size)
-        return metrics
+        target_q = self.critic_targets(b)
+        with self.autocast():
+            q1, q2 = (critic(b["obs"], b["actions"]) for critic in self.model.critic)
+        step = {"loss_value": ((q1 - target_q) ** 2).mean() + ((q2 - target_q) ** 2).mean(),
+                "q_values": q1.detach().mean()}
+        self.optimizer_step(self.critic_optimizer, step["loss_value"], self.model.critic.parameters(), c.max_grad_norm)
+        if self.gradient_steps % c.policy_frequency == 0:
+            for _ in range(c.policy_frequency):
+                step.update(self._actor_step(b, c))
+        soft_update(self.target, self.model.critic, c.tau)
+        return step
 
     def _actor_step(self, b: dict[str, torch.Tensor], c: MASACConfig) -> dict[str, torch.Tensor]:
         """One actor step on rows ``b`` and, with ``autotune``, one step of ``log alpha``; returns their losses,
@@ -265,24 +228,16 @@ class MASAC(Algorithm):
             own, logp = self.model.actor.sample(b["obs"])
             q = self.model.min_q(b["obs"], with_own_actions(b["actions"], own))
             loss_policy = (self.alpha * logp - q).mean()
-        optimizer_step(self, self.actor_optimizer, loss_policy, self.model.actor.parameters(), c.max_grad_norm)
+        self.optimizer_step(self.actor_optimizer, loss_policy, self.model.actor.parameters(), c.max_grad_norm)
         out = {"loss_policy": loss_policy.detach(), "entropy": -logp.detach().mean()}
         if c.autotune:
             # -alpha * (log pi + target): its gradient in log alpha raises alpha while the entropy (-log pi)
             # is below the target and lowers it above
             loss_alpha = (-self.model.log_alpha.exp() * (logp.detach() + self.target_entropy)).mean()
-            optimizer_step(self, self.alpha_optimizer, loss_alpha, [self.model.log_alpha], None)
+            self.optimizer_step(self.alpha_optimizer, loss_alpha, [self.model.log_alpha], None)
             out["loss_alpha"] = loss_alpha.detach()
         out["alpha"] = self.alpha
         return out
 
     def modules(self) -> dict[str, nn.Module]:
         return {"model": self.model, "target": self.target}
-
-    def state_dict(self) -> dict[str, Any]:
-        return replay_learner_state(self, self.actor_optimizer, self.critic_optimizer,
-                                    alpha_optimizer=self.alpha_optimizer)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_replay_learner_state(self, state, self.actor_optimizer, self.critic_optimizer,
-                                  alpha_optimizer=self.alpha_optimizer)

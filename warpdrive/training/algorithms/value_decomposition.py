@@ -51,8 +51,8 @@ from torch import nn
 
 from warpdrive.core.sampling import categorical_from_probs, discrete_choices
 from warpdrive.core.typed import ConfigError, bounded
-from warpdrive.training.algorithms.base import ALGORITHMS, Act, Algorithm, PolicySettings, register_algorithm
-from warpdrive.training.algorithms.ddpg import soft_update
+from warpdrive.training.algorithms.base import ALGORITHMS, Act, PolicySettings, register_algorithm
+from warpdrive.training.algorithms.replay import ReplayLearner, soft_update
 from warpdrive.training.models import ACTIVATIONS, mlp
 from warpdrive.training.storage import ReplayBuffer, RolloutStorage
 
@@ -185,13 +185,12 @@ class QMixer(nn.Module):
         return ((hidden * w2).sum(-1) + self.state_value(state).squeeze(-1)).float()
 
 
-class ValueDecomposition(Algorithm):
+class ValueDecomposition(ReplayLearner):
     """What VDN and QMIX share: agent networks, epsilon-greedy acting, replay, double-Q targets, target updates.
 
     Subclasses build their mixer in :meth:`build_mixer` (``None``: the sum).
     """
 
-    on_policy = False
     discrete = True
     continuous = False
     default_model = None
@@ -241,7 +240,6 @@ class ValueDecomposition(Algorithm):
                                    global_state_size=self.global_state_size)
         self.env_steps = torch.zeros((), dtype=torch.int64, device=self.device)
         """Env-steps taken by training rollouts (drives epsilon): a device counter, advanced without a sync."""
-        self.gradient_steps = 0
 
     # -- what a subclass gives ---------------------------------------------------------------------
 
@@ -349,31 +347,25 @@ class ValueDecomposition(Algorithm):
         return {"loss_td": ((total - target) ** 2).mean(), "q_total": total.detach().mean(),
                 "td_target": target.mean()}
 
-    def update(self, storage: RolloutStorage, progress: float) -> dict[str, torch.Tensor | float]:
-        c = self.config
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"optimizer": self.optimizer}
+
+    def store_rollout(self, storage: RolloutStorage) -> None:
         self.replay.add(**self.transitions(storage))
-        if self.replay.size < c.learning_starts:
-            return {"replay_size": float(self.replay.size), "epsilon": self.epsilon()}
-        lr = self.set_learning_rate(progress, self.optimizer)
-        params = self.online_parameters()
-        limit = float("inf") if c.max_grad_norm is None else c.max_grad_norm
-        stats: list[dict[str, torch.Tensor]] = []
-        for _ in range(c.gradient_steps or storage.num_steps):
-            step = self.loss(self.replay.sample(c.batch_size))
-            self.optimizer.zero_grad(set_to_none=True)
-            self.backward(step["loss_td"], params)
-            step["grad_norm"] = nn.utils.clip_grad_norm_(params, limit)
-            self.optimizer.step()
-            self.gradient_steps += 1
-            if self.gradient_steps % c.target_update_interval == 0:
-                soft_update(self.target_q_network, self.q_network, c.tau)
-                if self.mixer is not None and self.target_mixer is not None:
-                    soft_update(self.target_mixer, self.mixer, c.tau)
-            stats.append({k: v.detach() for k, v in step.items()})
-        metrics: dict[str, torch.Tensor | float] = {k: torch.stack([s[k] for s in stats]).float().mean()
-                                                    for k in stats[0]}
-        metrics.update(learning_rate=lr, replay_size=float(self.replay.size), epsilon=self.epsilon())
-        return metrics
+
+    def gradient_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        c = self.config
+        step = self.loss(batch)
+        step["grad_norm"] = self.optimizer_step(self.optimizer, step["loss_td"], self.online_parameters(),
+                                                c.max_grad_norm)
+        if (self.gradient_steps + 1) % c.target_update_interval == 0:
+            soft_update(self.target_q_network, self.q_network, c.tau)
+            if self.mixer is not None and self.target_mixer is not None:
+                soft_update(self.target_mixer, self.mixer, c.tau)
+        return step
+
+    def iteration_metrics(self) -> dict[str, torch.Tensor | float]:
+        return {**super().iteration_metrics(), "epsilon": self.epsilon()}
 
     # -- checkpoints --------------------------------------------------------------------------------
 
@@ -384,15 +376,11 @@ class ValueDecomposition(Algorithm):
         return modules
 
     def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "replay": self.replay.state_dict(),
-                "env_steps": self.env_steps.clone(), "gradient_steps": self.gradient_steps}
+        return {**super().state_dict(), "env_steps": self.env_steps.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        if "replay" in state:  # checkpoints may leave the replay out (checkpoint.replay_buffer: false)
-            self.replay.load_state_dict(state["replay"])
+        super().load_state_dict(state)
         self.env_steps.copy_(state["env_steps"])
-        self.gradient_steps = int(state["gradient_steps"])
 
 
 @register_algorithm
