@@ -144,7 +144,7 @@ def _split_config(config: str | None, overrides: list[str]) -> tuple[str | None,
 
 
 def _train(args: argparse.Namespace) -> int:
-    from warpdrive.core.env import InvalidActionError
+    from warpdrive.core.actions import InvalidActionError
     from warpdrive.training.checkpoint import load_checkpoint
     from warpdrive.training.config import ConfigError, load_config
     from warpdrive.training.guard import NonFiniteError
@@ -202,7 +202,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _train_seeds(args: argparse.Namespace, config: Any) -> int:
-    from warpdrive.core.env import InvalidActionError
+    from warpdrive.core.actions import InvalidActionError
     from warpdrive.training.guard import NonFiniteError
     from warpdrive.training.seeds import train_seeds
 

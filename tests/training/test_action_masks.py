@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from warpdrive import ArraySpec, Env, kernel_function
+from warpdrive.core.actions import InvalidActionError
 from warpdrive.core.compile import per_agent
 from warpdrive.core.device import cuda_available
-from warpdrive.core.env import InvalidActionError
 from warpdrive.core.sampling import check_mask_allows_some
 from warpdrive.envs import REGISTRY, register
 from warpdrive.training.config import load_config

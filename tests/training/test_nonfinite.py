@@ -14,8 +14,8 @@ import torch
 
 from warpdrive import Env, kernel_function
 from warpdrive.cli import main
+from warpdrive.core.actions import InvalidActionError
 from warpdrive.core.compile import per_agent
-from warpdrive.core.env import InvalidActionError
 from warpdrive.envs import REGISTRY, register
 from warpdrive.training import NonFiniteError, load_config, train
 from warpdrive.training.checkpoint import load_checkpoint

@@ -38,9 +38,10 @@ import numpy as np
 import torch
 from numba.core.errors import TypingError
 
+from warpdrive.core.actions import InvalidActionError
 from warpdrive.core.checker import check_consistency
 from warpdrive.core.device import FMA_PTX_MARKER, cuda_available, simulator_enabled
-from warpdrive.core.env import Env, InvalidActionError
+from warpdrive.core.env import Env
 from warpdrive.core.errors import typing_error_summary
 from warpdrive.core.sampling import discrete_choices
 

@@ -34,6 +34,15 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from warpdrive.core.actions import (
+    INT32_LIMIT,
+    action_fault_error,
+    action_heads,
+    action_tables,
+    check_action_range,
+    check_tensor,
+    checked_actions,
+)
 from warpdrive.core.compile import (
     LaunchBoundary,
     LaunchShape,
@@ -51,7 +60,6 @@ from warpdrive.core.typed import ConfigError, from_dict
 
 StartMode = Literal["random", "identical"]
 
-_INT32_LIMIT = 2**31
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -95,24 +103,6 @@ def _check_seed(seed: Any) -> int:
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, (bool, np.bool_)) or not 0 <= seed < SEED_LIMIT:
         raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
     return int(seed)
-
-
-def _check_tensor(name: str, value: Any, shape: tuple[int, ...], dtypes: tuple[torch.dtype, ...],
-                  device: torch.device) -> torch.Tensor:
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape {shape}, got {type(value).__name__}")
-    if tuple(value.shape) != shape:
-        raise ValueError(f"{name} has shape {tuple(value.shape)}, expected {shape} ([envs, agents, ...])")
-    if value.dtype not in dtypes:
-        names = ", ".join(str(d) for d in dtypes)
-        raise TypeError(f"{name} has dtype {value.dtype}, expected one of: {names}")
-    if value.device.type != device.type:
-        raise ValueError(f"{name} is on {value.device}, expected it on {device} (the env's device)")
-    return value
-
-
-class InvalidActionError(ValueError):
-    """An action outside the env's action space reached a step (see ``Env.check_actions``)."""
 
 
 class Env:
@@ -326,14 +316,8 @@ class Env:
     # standard arrays
 
     def action_heads(self) -> int:
-        space = self.single_action_space()
-        if isinstance(space, gym.spaces.Discrete):
-            return 1
-        if isinstance(space, gym.spaces.MultiDiscrete):
-            return int(np.prod(space.shape))
-        if isinstance(space, gym.spaces.Box):
-            return int(np.prod(space.shape))
-        raise TypeError(f"unsupported action space {space}")
+        """H, the values one agent's action holds (1 for Discrete, one per dimension otherwise)."""
+        return action_heads(self.single_action_space())
 
     def action_dtype(self) -> torch.dtype:
         return torch.float32 if isinstance(self.single_action_space(), gym.spaces.Box) else torch.int32
@@ -454,7 +438,7 @@ class Env:
             if seed is not None:
                 raise ValueError(f"reset got seed={seed!r} and a mask; a seed restarts every replica: "
                                  "call reset(seed=...) without a mask")
-            self.store["reset_mask"].copy_(_check_tensor("mask", mask, (self.num_envs,), (torch.bool,), self.device))
+            self.store["reset_mask"].copy_(check_tensor("mask", mask, (self.num_envs,), (torch.bool,), self.device))
         self._run_program("reset", self._p)
         return self.obs
 
@@ -482,15 +466,15 @@ class Env:
             you keep.
         """
         if actions is not None and actions is not self.actions:
-            checked = self._checked_actions(actions)
+            checked = checked_actions(actions, self.actions)
             if self.validate:  # before the copy, which narrows wider integers to the int32 buffer (2**32 -> 0)
-                self._check_action_range(checked)
+                check_action_range(checked, self.single_action_space(), self.action_mask)
             elif checked.dtype == torch.int64:
                 # saturate, not wrap, into int32: out-of-range values stay out of range for the kernel's check
-                checked = checked.clamp(-_INT32_LIMIT, _INT32_LIMIT - 1)
+                checked = checked.clamp(-INT32_LIMIT, INT32_LIMIT - 1)
             self.actions.copy_(checked)
         elif self.validate:
-            self._check_action_range(self.actions)
+            check_action_range(self.actions, self.single_action_space(), self.action_mask)
         self._run_step(self._p)
         return self.step_outputs()
 
@@ -524,23 +508,7 @@ class Env:
         env = int(found[0, 0])
         code = int(faults[env])
         faults.zero_()
-        heads = self.action_heads()
-        agent, head = divmod(self.num_agents * heads - (code >> 32), heads)
-        bits = np.uint32(code & 0xFFFFFFFF)
-        space = self.single_action_space()
-        if isinstance(space, gym.spaces.Box):
-            value: float | int = float(bits.view(np.float32))
-            expected = "a finite value"
-        else:
-            value = int(bits.view(np.int32))
-            expected = f"0 <= index < {discrete_choices(space)[head]}"  # type: ignore[index]
-            if self.action_mask is not None:
-                expected += " and allowed by env.action_mask"
-            if value in (-_INT32_LIMIT, _INT32_LIMIT - 1):
-                value = f"{value} (or beyond int32)"  # type: ignore[assignment]
-        raise InvalidActionError(f"invalid action: actions[{env}, {agent}, {head}] = {value}, expected {expected} "
-                                 f"(action space {space}); found by the step kernel, which took a safe action "
-                                 f"instead; a sampler must produce valid actions")
+        raise action_fault_error(env, code, self.single_action_space(), self.num_agents, self.action_mask is not None)
 
     def episode_totals(self, clear: bool = True) -> dict[str, torch.Tensor]:
         """Sums over the episodes finished since the last clear, over all replicas (device tensors).
@@ -565,7 +533,7 @@ class Env:
     def step_without_reset(self) -> None:
         """One step from the actions in :attr:`actions`, leaving ended episodes as they are (for renders)."""
         if self.validate:
-            self._check_action_range(self.actions)
+            check_action_range(self.actions, self.single_action_space(), self.action_mask)
         self._run_step(self._p_without_autoreset)
 
     def step_outputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
@@ -608,7 +576,7 @@ class Env:
         config = from_dict(cls, {**values, **overrides})
         _check_float32_fields(config)
         length = getattr(config, "episode_length", None)  # the base class truncates there: every env has one
-        if not isinstance(length, int) or isinstance(length, bool) or not 1 <= length < _INT32_LIMIT:
+        if not isinstance(length, int) or isinstance(length, bool) or not 1 <= length < INT32_LIMIT:
             raise ConfigError("episode_length", f"expected an integer in [1, 2**31) (steps are counted in int32), "
                                                 f"got {length!r}")
         return config
@@ -652,19 +620,8 @@ class Env:
                 f"each env needs {per_env / 2**20:.2f} MiB, so at most {int(free // per_env)} envs fit"
             )
 
-    def _action_space_constants(self) -> dict[str, np.ndarray]:
-        space, heads = self.single_action_space(), self.action_heads()
-        choices = discrete_choices(space)
-        zeros = np.zeros(heads, np.float32)
-        if choices is not None:  # (the other kind's arrays are zero, explicitly)
-            return {"action_choices": np.asarray(choices, np.int32), "action_low": zeros, "action_high": zeros}
-        assert isinstance(space, gym.spaces.Box)  # discrete_choices raises for other spaces
-        return {"action_choices": np.zeros(heads, np.int32),
-                "action_low": np.asarray(space.low, np.float32).reshape(heads),
-                "action_high": np.asarray(space.high, np.float32).reshape(heads)}
-
     def _load_start_state(self) -> None:
-        values = {**self._action_space_constants(), **self.start_state()}
+        values = {**action_tables(self.single_action_space()), **self.start_state()}
         # a constant left at zero would pass every check and silently mean "all zeros"
         missing = [name for name in self.store.names("constant") if name not in values]
         if missing:
@@ -793,50 +750,3 @@ class Env:
             step_phases = tuple(ph for ph in step_phases if not isinstance(ph, LaunchBoundary))
             reset_phases = tuple(ph for ph in reset_phases if not isinstance(ph, LaunchBoundary))
         return program_stages(name, step_phases, reset_phases, self._action_kind())
-
-    def _checked_actions(self, actions: torch.Tensor) -> torch.Tensor:
-        shape = tuple(self.actions.shape)
-        if self.action_dtype() == torch.float32:
-            dtypes: tuple[torch.dtype, ...] = (torch.float32,)
-        else:
-            dtypes = (torch.int32, torch.int64, torch.int16, torch.int8, torch.uint8)
-        one_head = isinstance(actions, torch.Tensor) and shape[2] == 1 and tuple(actions.shape) == shape[:2]
-        if one_head:  # [envs, agents] is accepted for single-head action spaces
-            return _check_tensor("actions", actions, shape[:2], dtypes, self.device).unsqueeze(-1)
-        return _check_tensor("actions", actions, shape, dtypes, self.device)
-
-    def _check_action_range(self, actions: torch.Tensor) -> None:
-        space = self.single_action_space()
-        if isinstance(space, gym.spaces.Box):
-            low = torch.as_tensor(space.low.reshape(-1), device=actions.device)
-            high = torch.as_tensor(space.high.reshape(-1), device=actions.device)
-            bad = ~((actions >= low) & (actions <= high))  # NaN fails both comparisons
-            expected = "a value in [{low}, {high}]"
-        else:
-            high = torch.as_tensor(discrete_choices(space), device=actions.device)
-            low = torch.zeros_like(high)
-            bad = (actions < 0) | (actions >= high)
-            expected = "0 <= index < {high}"
-        if bool(bad.any()):
-            env, agent, head = (int(i) for i in bad.nonzero()[0])
-            value = actions[env, agent, head].item()
-            bounds = expected.format(low=low[head].item(), high=high[head].item())
-            raise ValueError(
-                f"action out of range: actions[{env}, {agent}, {head}] = {value}, expected {bounds} "
-                f"(action space {space}); a sampler must produce valid actions: nothing is clipped"
-            )
-        if self.action_mask is not None:
-            self._check_allowed(actions, self.action_mask)
-
-    def _check_allowed(self, actions: torch.Tensor, mask: torch.Tensor) -> None:
-        """Every (in-range) action index must be allowed by ``mask``."""
-        choices = discrete_choices(self.single_action_space())
-        assert choices is not None  # _check_action_mask_spec: a masked action space is discrete
-        offsets = torch.as_tensor(np.cumsum([0, *choices[:-1]]), device=actions.device)
-        allowed = mask.gather(2, actions.long() + offsets)
-        if not bool(allowed.all()):
-            env, agent, head = (int(i) for i in (~allowed).nonzero()[0])
-            raise ValueError(
-                f"action not allowed: actions[{env}, {agent}, {head}] = {actions[env, agent, head].item()} is "
-                f"masked out (env.action_mask[{env}, {agent}] is False there); sample from the allowed actions"
-            )

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from warpdrive.core.actions import InvalidActionError
 from warpdrive.core.compile import LaunchShape
 from warpdrive.core.device import cuda_available
-from warpdrive.core.env import Env, InvalidActionError
+from warpdrive.core.env import Env
 from warpdrive.core.typed import ConfigError
 from warpdrive.envs import make
 from warpdrive.training.checkpoint import restore_rng_state, rng_state

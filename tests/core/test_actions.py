@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from warpdrive.core.env import InvalidActionError
+from warpdrive.core.actions import InvalidActionError
 from warpdrive.envs.pendulum import Pendulum
 from warpdrive.envs.tag_gridworld import TagGridWorld
 
