@@ -6,28 +6,15 @@ policies on fresh envs, one episode per replica, against uniformly random action
 
 from __future__ import annotations
 
-import time
-
 import pytest
+from training_helpers import train_and_judge
 
 from warpdrive.training.config import load_config
-from warpdrive.training.evaluate import evaluate
-from warpdrive.training.trainer import Trainer
 
 
 def train_and_evaluate(name: str, overrides: list[str], episodes: int, deterministic: bool = False):
-    config = load_config(name, ["device=cpu", *overrides])
-    trainer = Trainer(config)
-    start = time.perf_counter()
-    while not trainer.done:
-        trainer.train_iteration()
-    seconds = time.perf_counter() - start
-    judge = Trainer(load_config(name, ["device=cpu", *overrides, f"env.num_envs={episodes}"]))
-    judge.load_model_tensors(trainer.model_tensors())
-    trained = evaluate(judge, deterministic=deterministic, seed=999)
-    random = evaluate(judge, random_actions=True, seed=999)
-    print(f"{name}: {trainer.env_steps} env-steps in {seconds:.1f} s; trained {trained}; random {random}")
-    return trained, random
+    judged = train_and_judge(load_config(name, ["device=cpu", *overrides]), episodes, deterministic)
+    return judged.trained, judged.random
 
 
 def test_taggers_learn_to_catch_the_runner() -> None:

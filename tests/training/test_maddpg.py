@@ -6,22 +6,20 @@ from __future__ import annotations
 import copy
 import io
 import re
-import time
 from pathlib import Path
 
 import gymnasium as gym
 import pytest
 import torch
+from training_helpers import joint_rollout, train_and_judge
 
 import warpdrive
 from warpdrive.core.typed import ConfigError, from_dict
 from warpdrive.training.algorithms import ALGORITHMS
 from warpdrive.training.algorithms.maddpg import MADDPG
 from warpdrive.training.config import PolicySpec, load_config
-from warpdrive.training.evaluate import evaluate
 from warpdrive.training.models import ModelSpec
 from warpdrive.training.offpolicy_models import CentralisedQ, with_own_actions
-from warpdrive.training.storage import EnvRollout, RolloutStorage
 from warpdrive.training.trainer import Trainer
 
 pytestmark = pytest.mark.xdist_group("mpe")  # simple_spread's programs: compiled by one worker
@@ -34,27 +32,6 @@ CONFIG = str(Path(warpdrive.__file__).parent / "envs" / "simple_spread" / "maddp
 def make_maddpg(agents: int = 3, obs_size: int = 4, **section) -> MADDPG:
     spec = from_dict(PolicySpec, {"algorithm": "maddpg", "model": {"hidden_sizes": [16, 16]}, "maddpg": section})
     return MADDPG(spec, obs_size, BOX, 0, CPU, num_agents=agents)
-
-
-def joint_rollout(algorithm, steps: int = 6, envs: int = 4, seed: int = 1) -> RolloutStorage:
-    """A rollout of random observations and rewards, acted in by the algorithm (some episodes truncated)."""
-    generator = torch.Generator().manual_seed(seed)
-    agents, obs_size = algorithm.num_agents, algorithm.obs_size
-    env_rollout = EnvRollout(steps, envs, agents, obs_size, CPU)
-    storage = RolloutStorage(env_rollout, slice(0, agents), algorithm.action_size, algorithm.stored_action_dtype,
-                             on_policy=False)
-    for t in range(steps):
-        obs = torch.randn(envs, agents, obs_size, generator=generator)
-        with torch.no_grad():
-            act = algorithm.act(obs, None)
-        index = torch.tensor([t])
-        env_rollout.write(index, obs=obs, rewards=torch.randn(envs, agents, generator=generator),
-                          terminated=torch.rand(envs, generator=generator) < 0.2,
-                          truncated=torch.rand(envs, generator=generator) < 0.2,
-                          final_obs=torch.randn(envs, agents, obs_size, generator=generator))
-        storage.write(index, actions=act.actions)
-    env_rollout.last_obs.normal_(generator=generator)
-    return storage
 
 
 def test_declares_continuous_off_policy_without_the_env_global_state() -> None:
@@ -181,26 +158,11 @@ def test_a_global_critic_input_is_refused_as_already_centralised(algorithm: str)
         load_config(f"simple_spread/{algorithm}", ["policies.shared.model.critic_input=global"])
 
 
-def train_and_evaluate(path: str, overrides: list[str], episodes: int = 200) -> tuple[float, float, float]:
-    """Train with the config at ``path``; the trained policy's and random actions' mean agent return over
-    ``episodes`` fresh episodes, and the training time in seconds."""
-    config = load_config(path, ["device=cpu", *overrides])
-    trainer = Trainer(config)
-    start = time.perf_counter()
-    while not trainer.done:
-        trainer.train_iteration()
-    seconds = time.perf_counter() - start
-    judge = Trainer(load_config(path, ["device=cpu", *overrides, f"env.num_envs={episodes}"]))
-    judge.load_model_tensors(trainer.model_tensors())
-    trained = evaluate(judge, deterministic=True, seed=999)["return/agents"]
-    random = evaluate(judge, random_actions=True, seed=999)["return/agents"]
-    print(f"{path}: trained {trained:.2f}, random {random:.2f}, {seconds:.1f} s")
-    return trained, random, seconds
-
-
 def test_maddpg_spreads_out_on_simple_spread() -> None:
     """3 agents, continuous actions, 40k env-steps: the mean agent return beats random actions' by more than 3
     (measured: -20.4 against -25.0, after 15 s of training on one busy core)."""
-    trained, random, _ = train_and_evaluate(CONFIG, ["total_env_steps=40000"])
+    judged = train_and_judge(load_config(CONFIG, ["device=cpu", "total_env_steps=40000"]), episodes=200,
+                             deterministic=True)
+    trained, random = judged.trained["return/agents"], judged.random["return/agents"]
     assert -27 < random < -23
     assert trained > random + 3

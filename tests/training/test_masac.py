@@ -7,21 +7,19 @@ import copy
 import io
 import math
 import re
-import time
 from pathlib import Path
 
 import gymnasium as gym
 import pytest
 import torch
 from torch import distributions as D
+from training_helpers import joint_rollout, train_and_judge
 
 import warpdrive
 from warpdrive.core.typed import ConfigError, from_dict
 from warpdrive.training.algorithms import ALGORITHMS
 from warpdrive.training.algorithms.masac import LOG_STD_MAX, LOG_STD_MIN, MASAC
 from warpdrive.training.config import PolicySpec, load_config
-from warpdrive.training.evaluate import evaluate
-from warpdrive.training.storage import EnvRollout, RolloutStorage
 from warpdrive.training.trainer import Trainer
 
 pytestmark = pytest.mark.xdist_group("mpe")  # simple_spread's programs: compiled by one worker
@@ -35,27 +33,6 @@ def make_masac(agents: int = 3, obs_size: int = 4, lr: float = 3e-4, **section) 
     spec = from_dict(PolicySpec, {"algorithm": "masac", "model": {"hidden_sizes": [16, 16]},
                                   "optimizer": {"lr": lr}, "masac": section})
     return MASAC(spec, obs_size, BOX, 0, CPU, num_agents=agents)
-
-
-def joint_rollout(algorithm, steps: int = 6, envs: int = 4, seed: int = 1) -> RolloutStorage:
-    """A rollout of random observations and rewards, acted in by the algorithm (some episodes truncated)."""
-    generator = torch.Generator().manual_seed(seed)
-    agents, obs_size = algorithm.num_agents, algorithm.obs_size
-    env_rollout = EnvRollout(steps, envs, agents, obs_size, CPU)
-    storage = RolloutStorage(env_rollout, slice(0, agents), algorithm.action_size, algorithm.stored_action_dtype,
-                             on_policy=False)
-    for t in range(steps):
-        obs = torch.randn(envs, agents, obs_size, generator=generator)
-        with torch.no_grad():
-            act = algorithm.act(obs, None)
-        index = torch.tensor([t])
-        env_rollout.write(index, obs=obs, rewards=torch.randn(envs, agents, generator=generator),
-                          terminated=torch.rand(envs, generator=generator) < 0.2,
-                          truncated=torch.rand(envs, generator=generator) < 0.2,
-                          final_obs=torch.randn(envs, agents, obs_size, generator=generator))
-        storage.write(index, actions=act.actions)
-    env_rollout.last_obs.normal_(generator=generator)
-    return storage
 
 
 def set_log_std(algorithm: MASAC, log_std: float) -> None:
@@ -206,16 +183,8 @@ def test_discrete_actions_are_refused_in_one_line_naming_what_to_use() -> None:
 def test_masac_spreads_out_on_simple_spread() -> None:
     """3 agents, continuous actions, 40k env-steps: the mean agent return beats random actions' by more than 3
     (measured: -19.5 against -25.2, after 14-23 s of training on one busy core)."""
-    config = load_config(CONFIG, ["device=cpu", "total_env_steps=40000"])
-    trainer = Trainer(config)
-    start = time.perf_counter()
-    while not trainer.done:
-        trainer.train_iteration()
-    seconds = time.perf_counter() - start
-    judge = Trainer(load_config(CONFIG, ["device=cpu", "total_env_steps=40000", "env.num_envs=200"]))
-    judge.load_model_tensors(trainer.model_tensors())
-    trained = evaluate(judge, deterministic=True, seed=999)["return/agents"]
-    random = evaluate(judge, random_actions=True, seed=999)["return/agents"]
-    print(f"masac: trained {trained:.2f}, random {random:.2f}, {seconds:.1f} s")
+    judged = train_and_judge(load_config(CONFIG, ["device=cpu", "total_env_steps=40000"]), episodes=200,
+                             deterministic=True)
+    trained, random = judged.trained["return/agents"], judged.random["return/agents"]
     assert -27 < random < -23
     assert trained > random + 3

@@ -5,21 +5,20 @@ what a feed-forward one cannot."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from training_helpers import train_and_judge
 
 from warpdrive.cli import main
 from warpdrive.core.device import cuda_available
 from warpdrive.training.algorithms import PPOConfig
 from warpdrive.training.algorithms.ppo import ppo_loss
 from warpdrive.training.checkpoint import find_checkpoint, load_checkpoint
-from warpdrive.training.config import ConfigError, config_to_dict, load_config
-from warpdrive.training.evaluate import evaluate
+from warpdrive.training.config import ConfigError, load_config
 from warpdrive.training.recurrent import RecurrentActorCritic, SequenceBatch, batch_outputs
 from warpdrive.training.run import train
 from warpdrive.training.trainer import Trainer
@@ -180,14 +179,8 @@ def test_resume_of_a_recurrent_policy_is_bit_exact(tmp_path: Path) -> None:
 
 def train_and_evaluate(config: Any, episodes: int = 256) -> tuple[float, float]:
     """Train, then the mean return of one episode in each of ``episodes`` fresh replicas; and the seconds taken."""
-    trainer = Trainer(config)
-    start = time.perf_counter()
-    while not trainer.done:
-        trainer.train_iteration()
-    seconds = time.perf_counter() - start
-    judge = Trainer(load_config(config_to_dict(config), [f"env.num_envs={episodes}"]))
-    judge.load_model_tensors(trainer.model_tensors())
-    return evaluate(judge, seed=999)["return/agents"], seconds
+    judged = train_and_judge(config, episodes)
+    return judged.trained["return/agents"], judged.seconds
 
 
 def test_a_gru_policy_remembers_the_cue_and_a_feed_forward_one_cannot() -> None:

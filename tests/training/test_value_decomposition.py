@@ -4,18 +4,17 @@ on simple_spread with discrete actions."""
 from __future__ import annotations
 
 import copy
-import time
 
 import gymnasium as gym
 import pytest
 import torch
 from torch import nn
+from training_helpers import train_and_judge
 
 from warpdrive.core.typed import ConfigError, from_dict
 from warpdrive.training.algorithms import ALGORITHMS, algorithm_class
 from warpdrive.training.algorithms.value_decomposition import QMIX, VDN, QMixer, linear_epsilon
 from warpdrive.training.config import PolicySpec, load_config
-from warpdrive.training.evaluate import evaluate
 from warpdrive.training.storage import EnvRollout, RolloutStorage
 from warpdrive.training.trainer import Trainer
 
@@ -255,17 +254,9 @@ def train_and_evaluate(name: str, total: int, *overrides: str, seed: int = 0, ep
     """Train the packaged ``simple_spread/<name>`` config (with ``overrides``) for ``total`` env-steps; the greedy
     policy's and uniformly random actions' mean return per agent over ``episodes`` fresh episodes."""
     overrides = ("device=cpu", f"total_env_steps={total}", f"seed={seed}", *overrides)
-    trainer = Trainer(load_config(f"simple_spread/{name}", overrides))
-    start = time.perf_counter()
-    while not trainer.done:
-        trainer.train_iteration()
-    seconds = time.perf_counter() - start
-    judge = Trainer(load_config(f"simple_spread/{name}", [*overrides, f"env.num_envs={episodes}"]))
-    judge.load_model_tensors(trainer.model_tensors())
-    trained = evaluate(judge, seed=999)["return/agents"]
-    random = evaluate(judge, random_actions=True, seed=999)["return/agents"]
-    print(f"{name}: {trainer.env_steps} env-steps in {seconds:.1f} s; trained {trained:.2f}; random {random:.2f}")
-    return trained, random
+    config = load_config(f"simple_spread/{name}", overrides)
+    judged = train_and_judge(config, episodes)
+    return judged.trained["return/agents"], judged.random["return/agents"]
 
 
 def test_vdn_learns_simple_spread() -> None:
