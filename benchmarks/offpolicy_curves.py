@@ -26,6 +26,7 @@ import numpy as np
 import warpdrive
 from warpdrive.training.config import load_config
 from warpdrive.training.evaluate import evaluate
+from warpdrive.training.seeds import plot_seed_curves
 from warpdrive.training.trainer import Trainer
 
 CONFIGS = Path(warpdrive.__file__).parent / "envs" / "simple_spread"
@@ -62,29 +63,12 @@ def train_one(path: Path, overrides: list[str]) -> tuple[list[tuple[int, float]]
 
 
 def plot(rows: list[dict], random_return: float, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in dict.fromkeys(r["algorithm"] for r in rows):
-        per_seed = [[(r["env_steps"], r["return"]) for r in rows if r["algorithm"] == name and r["seed"] == s]
-                    for s in dict.fromkeys(r["seed"] for r in rows if r["algorithm"] == name)]
-        length = min(len(c) for c in per_seed)
-        steps = [p[0] for p in per_seed[0][:length]]
-        returns = np.array([[p[1] for p in c[:length]] for c in per_seed])
-        mean = returns.mean(0)
-        ax.plot(steps, mean, label=f"{name} ({len(per_seed)} seeds)")
-        if len(per_seed) > 1:
-            ax.fill_between(steps, returns.min(0), returns.max(0), alpha=0.2)
-    ax.axhline(random_return, color="gray", linestyle="--", label="random actions")
-    ax.set_xlabel("env-steps")
-    ax.set_ylabel("episodic return per agent")
-    ax.set_title("simple_spread, continuous actions")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    """Each algorithm's training return against env-steps: the mean over seeds and its 95% bootstrap interval."""
+    curves: dict[str, dict[int, list[float]]] = {}
+    for r in rows:
+        curves.setdefault(r["algorithm"], {}).setdefault(r["env_steps"], []).append(r["return"])
+    plot_seed_curves(curves, path, "simple_spread, continuous actions", "episodic return per agent",
+                     baseline=("random actions", random_return))
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ Config overrides (``key.path=value``) apply to every run; after ``--`` when they
 
 Prints one JSON line per evaluation and one summary line per algorithm; writes them to
 ``<out>/value_decomposition_curves.jsonl`` and plots ``eval_return`` against env-steps (mean over seeds,
-min-max band) to ``<out>/value_decomposition_curves.png``.
+95% bootstrap interval) to ``<out>/value_decomposition_curves.png``.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Any
 
 from warpdrive.training.config import load_config
 from warpdrive.training.evaluate import evaluate
+from warpdrive.training.seeds import plot_seed_curves
 from warpdrive.training.trainer import Trainer
 
 #: algorithm -> its packaged config
@@ -82,29 +83,13 @@ def curve(algorithm: str, seed: int, args: argparse.Namespace) -> list[dict[str,
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for algorithm in dict.fromkeys(r["algorithm"] for r in rows):
-        by_steps: dict[int, list[float]] = {}
-        for r in rows:
-            if r["algorithm"] == algorithm:
-                by_steps.setdefault(r["env_steps"], []).append(r["eval_return"])
-        steps = sorted(by_steps)
-        mean = [statistics.mean(by_steps[s]) for s in steps]
-        label = algorithm.upper() if algorithm != "random" else "uniformly random"
-        (line,) = ax.plot(steps, mean, label=label, linestyle="--" if algorithm == "random" else "-")
-        ax.fill_between(steps, [min(by_steps[s]) for s in steps], [max(by_steps[s]) for s in steps],
-                        color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("env-steps")
-    ax.set_ylabel("mean episodic return per agent (evaluation)")
-    ax.set_title("simple_spread, 3 agents, discrete actions")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    """Each algorithm's ``eval_return`` against env-steps: the mean over seeds and its 95% bootstrap interval."""
+    curves: dict[str, dict[int, list[float]]] = {}
+    for r in rows:
+        label = r["algorithm"].upper() if r["algorithm"] != "random" else "uniformly random"
+        curves.setdefault(label, {}).setdefault(r["env_steps"], []).append(r["eval_return"])
+    plot_seed_curves(curves, path, "simple_spread, 3 agents, discrete actions",
+                     "mean episodic return per agent (evaluation)")
 
 
 def main() -> None:

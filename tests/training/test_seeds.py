@@ -11,7 +11,7 @@ import yaml
 
 from warpdrive.cli import main
 from warpdrive.training.logging import read_metrics
-from warpdrive.training.seeds import aggregate_runs, bootstrap_interval
+from warpdrive.training.seeds import aggregate_runs, bootstrap_interval, plot_seed_curves
 
 
 def test_the_bootstrap_interval_of_a_mean() -> None:
@@ -62,3 +62,10 @@ def test_train_seeds_from_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert summary["seeds"] == [5, 6] and summary["final_return"]["agents"]["per_seed"] == [r[-1] for r in returns]
     assert (group / "aggregate.png").stat().st_size > 0
     assert f"Final mean episodic return, agents: {np.mean([r[-1] for r in returns]):.3f}" in out
+
+
+def test_seed_curves_are_plotted_from_per_seed_values(tmp_path: Path) -> None:
+    """The benchmark scripts' curves (a label with three seeds, one with a single seed, a baseline) as a PNG."""
+    curves = {"a": {0: [1.0, 2.0, 3.0], 100: [2.0, 3.0, 4.0]}, "b": {0: [0.5], 100: [0.7]}}
+    out = plot_seed_curves(curves, tmp_path / "curves.png", "title", baseline=("random", 0.0))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

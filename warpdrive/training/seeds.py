@@ -7,7 +7,8 @@ beside them what a paper reports (as rliable and marl-eval do, with the mean as 
 - ``aggregate.jsonl``: per logged env-step count that every run logged, the mean over the seeds of each
   group's mean episodic return and its 95% percentile-bootstrap interval (resampling the seeds);
 - ``summary.json``: each seed's final return per group (its last logged one) and their mean and interval;
-- ``aggregate.png``: the mean curves with their intervals as bands.
+- ``aggregate.png``: the mean curves with their intervals as bands (:func:`plot_seed_curves` draws the same
+  for curves gathered otherwise, as the benchmark scripts do).
 
 The runs take turns on one device; nothing is batched across seeds yet.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from warpdrive.training.config import TrainConfig
 from warpdrive.training.logging import RETURN_PREFIX, new_run_dir, read_metrics
 from warpdrive.training.run import RunResult, train
 
-__all__ = ["SeedsResult", "aggregate_runs", "bootstrap_interval", "train_seeds"]
+__all__ = ["SeedsResult", "aggregate_runs", "bootstrap_interval", "plot_seed_curves", "train_seeds"]
 
 #: bootstrap resamples of the seeds per estimate
 RESAMPLES = 10_000
@@ -87,23 +88,38 @@ def aggregate_runs(runs: list[list[dict[str, Any]]]) -> tuple[list[dict[str, Any
     return aggregate, finals
 
 
-def _plot(rows: list[dict[str, Any]], out: Path, title: str) -> Path | None:
+def plot_seed_curves(curves: Mapping[str, Mapping[int, Sequence[float]]], out: Path, title: str,
+                     ylabel: str = "mean episodic return (95% bootstrap interval)",
+                     baseline: tuple[str, float] | None = None) -> Path:
+    """Plot learning curves over seeds: for each label, ``curves[label][env_steps]`` holds one value per seed,
+    drawn as their mean with its 95% percentile-bootstrap interval as a band (the estimate of
+    :func:`aggregate_runs`); ``baseline``: a ``(label, value)`` drawn as a dashed line (random actions' return)."""
+    estimates = {}
+    for label, by_steps in curves.items():
+        seeds = max(len(values) for values in by_steps.values())
+        estimates[f"{label} ({seeds} seeds)" if seeds > 1 else label] = [
+            (steps, _estimate(list(by_steps[steps]))) for steps in sorted(by_steps)]
+    return _plot_estimates(estimates, out, title, ylabel, baseline)
+
+
+def _plot_estimates(curves: Mapping[str, Sequence[tuple[int, dict[str, float]]]], out: Path, title: str,
+                    ylabel: str, baseline: tuple[str, float] | None = None) -> Path:
+    """Each label's ``(env_steps, {"mean", "ci_low", "ci_high"})`` points as a line and a band."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    groups = sorted({key for row in rows for key in row if key != "env_steps"})
-    if not groups:
-        return None
-    figure = Figure(figsize=(6, 4), dpi=100)
+    figure = Figure(figsize=(7, 4.5), dpi=120)
     FigureCanvasAgg(figure)
     axes = figure.subplots()
-    for group in groups:
-        points = [(row["env_steps"], row[group]) for row in rows if group in row]
+    for label, points in curves.items():
         steps = [p[0] for p in points]
-        axes.plot(steps, [p[1]["mean"] for p in points], label=group)
-        axes.fill_between(steps, [p[1]["ci_low"] for p in points], [p[1]["ci_high"] for p in points], alpha=0.25)
+        (line,) = axes.plot(steps, [p[1]["mean"] for p in points], label=label)
+        axes.fill_between(steps, [p[1]["ci_low"] for p in points], [p[1]["ci_high"] for p in points],
+                          color=line.get_color(), alpha=0.25)
+    if baseline is not None:
+        axes.axhline(baseline[1], color="gray", linestyle="--", label=baseline[0])
     axes.set_xlabel("env-steps")
-    axes.set_ylabel("mean episodic return (95% bootstrap interval)")
+    axes.set_ylabel(ylabel)
     axes.grid(alpha=0.3)
     axes.legend()
     figure.suptitle(title)
@@ -130,5 +146,8 @@ def train_seeds(config: TrainConfig, count: int) -> SeedsResult:
                "final_return": finals, "confidence": 0.95, "bootstrap_resamples": RESAMPLES}
     summary_path = group_dir / "summary.json"
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
-    curve = _plot(rows, group_dir / "aggregate.png", f"{config.env.name}, {count} seeds")
+    groups = sorted({key for row in rows for key in row if key != "env_steps"})
+    curve = _plot_estimates({group: [(row["env_steps"], row[group]) for row in rows if group in row]
+                             for group in groups}, group_dir / "aggregate.png", f"{config.env.name}, {count} seeds",
+                            "mean episodic return (95% bootstrap interval)") if groups else None
     return SeedsResult(group_dir, runs, aggregate_path, summary_path, curve, summary)
