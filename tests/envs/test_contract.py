@@ -16,6 +16,7 @@ import torch
 
 from warpdrive import ArraySpec, Env, kernel_function, per_env
 from warpdrive.core import contract
+from warpdrive.core import env as env_module
 from warpdrive.core.random import uniform
 from warpdrive.envs import REGISTRY, env_class
 
@@ -84,7 +85,8 @@ class WalkConfig:
 
 
 class BrokenWalk(Env):
-    """One walker; its rewards go NaN, it accepts any action index, its observation depends on the batch size."""
+    """One walker; its rewards go NaN, its observation depends on the batch size (and the test below makes
+    validation accept any action index)."""
 
     Config = WalkConfig
     start_modes = ("random",)
@@ -104,12 +106,10 @@ class BrokenWalk(Env):
     def state_arrays(self) -> list[ArraySpec]:
         return [ArraySpec("position", "env", torch.float32)]
 
-    def _check_action_range(self, actions: torch.Tensor) -> None:
-        pass  # the second planted bug
 
-
-def test_a_broken_env_fails_the_checks_it_breaks() -> None:
+def test_a_broken_env_fails_the_checks_it_breaks(monkeypatch: pytest.MonkeyPatch) -> None:
     """The contract finds what it is written to find, and says where."""
+    monkeypatch.setattr(env_module, "check_action_range", lambda *args: None)  # the second planted bug
     finite = contract.check_finite(BrokenWalk, {}, 40)[0]
     assert finite.status == "fail" and finite.detail.startswith("rewards[") and "= nan at step" in finite.detail
     actions = contract.check_actions(BrokenWalk, {})[0]
