@@ -19,14 +19,13 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from warpdrive.core.sampling import gaussian
 from warpdrive.core.typed import bounded
 from warpdrive.training.algorithms.base import Act, register_algorithm
 from warpdrive.training.algorithms.replay import BoxReplayLearner, soft_update
 from warpdrive.training.models import DeterministicActorCritic
 from warpdrive.training.storage import ReplayBuffer, RolloutStorage
 
-__all__ = ["DDPG", "DDPGConfig", "noisy_act"]
+__all__ = ["DDPG", "DDPGConfig"]
 
 
 @dataclass
@@ -51,22 +50,6 @@ class DDPGConfig:
     """Gradient steps per iteration; ``null``: one per rollout step (``rollout_length``)."""
     max_grad_norm: float | None = bounded(None, gt=0.0)
     """Clip each network's gradient norm to this; ``null``: no clipping."""
-
-
-def noisy_act(mu: torch.Tensor, noise_std: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
-              explore_randomly: torch.Tensor, deterministic: bool, explore: bool) -> Act:
-    """A deterministic policy's rollout actions from ``mu`` [E, A, H]: ``mu`` itself (``deterministic``), else
-    ``mu`` plus Gaussian noise of std ``noise_std`` [H] clipped to ``[low, high]``, or uniform actions while the
-    device flag ``explore_randomly`` is set and ``explore`` (warm-up of training rollouts)."""
-    if deterministic:
-        clipped = torch.maximum(torch.minimum(mu, high), low)
-        return Act(mu, clipped)
-    noisy = gaussian(mu, noise_std.expand_as(mu), low=low, high=high)
-    if not explore:
-        return Act(noisy, noisy)
-    uniform = low + (high - low) * torch.rand_like(mu)
-    actions = torch.where(explore_randomly, uniform, noisy)
-    return Act(actions, actions)
 
 
 @register_algorithm
@@ -94,7 +77,7 @@ class DDPG(BoxReplayLearner):
     def act(self, obs: torch.Tensor, global_state: torch.Tensor | None, deterministic: bool = False,
             mask: torch.Tensor | None = None, explore: bool = True) -> Act:
         mu = self.acting_model.action(obs.to(self.acting_dtype))
-        return noisy_act(mu, self.noise_std, self.low, self.high, self.explore_randomly, deterministic, explore)
+        return self.noisy_act(mu, deterministic, explore)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"actor_optimizer": self.actor_optimizer, "critic_optimizer": self.critic_optimizer}

@@ -27,7 +27,6 @@ from torch import nn
 
 from warpdrive.core.typed import bounded
 from warpdrive.training.algorithms.base import Act, register_algorithm
-from warpdrive.training.algorithms.ddpg import noisy_act
 from warpdrive.training.algorithms.replay import BoxReplayLearner, soft_update
 from warpdrive.training.models import ModelSpec, mlp
 from warpdrive.training.offpolicy_models import CentralisedQ, box_bounds, store_joint_rollout, with_own_actions
@@ -119,7 +118,7 @@ class MADDPG(BoxReplayLearner):
     def act(self, obs: torch.Tensor, global_state: torch.Tensor | None, deterministic: bool = False,
             mask: torch.Tensor | None = None, explore: bool = True) -> Act:
         mu = self.acting_model.action(obs.to(self.acting_dtype))
-        return noisy_act(mu, self.noise_std, self.low, self.high, self.explore_randomly, deterministic, explore)
+        return self.noisy_act(mu, deterministic, explore)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"actor_optimizer": self.actor_optimizer, "critic_optimizer": self.critic_optimizer}

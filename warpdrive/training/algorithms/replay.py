@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from warpdrive.training.algorithms.base import Algorithm
+from warpdrive.core.sampling import gaussian
+from warpdrive.training.algorithms.base import Act, Algorithm
 
 if TYPE_CHECKING:
     from warpdrive.training.storage import ReplayBuffer, RolloutStorage
@@ -128,6 +129,8 @@ class BoxReplayLearner(ReplayLearner):
     discrete = False
     continuous = True
     global_critic = False
+    noise_std: torch.Tensor
+    """Std [H] of the Gaussian noise a deterministic actor explores with (DDPG, MADDPG set it)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -148,6 +151,18 @@ class BoxReplayLearner(ReplayLearner):
     def random_actions(self, like: torch.Tensor) -> torch.Tensor:
         """Uniformly random actions in the Box, shaped as ``like`` [..., H]."""
         return self.low + (self.high - self.low) * torch.rand_like(like)
+
+    def noisy_act(self, mu: torch.Tensor, deterministic: bool, explore: bool) -> Act:
+        """A deterministic actor's rollout actions from ``mu`` [E, A, H]: ``mu`` itself (``deterministic``), else
+        ``mu`` plus Gaussian noise of std :attr:`noise_std` clipped to the Box, or uniform actions while
+        :attr:`explore_randomly` is set and ``explore`` (the warm-up of training rollouts)."""
+        if deterministic:
+            return Act(mu, self.to_env_actions(mu))
+        noisy = gaussian(mu, self.noise_std.expand_as(mu), low=self.low, high=self.high)
+        if not explore:
+            return Act(noisy, noisy)
+        actions = torch.where(self.explore_randomly, self.random_actions(mu), noisy)
+        return Act(actions, actions)
 
     def learning_started(self) -> None:
         self.explore_randomly.fill_(False)
