@@ -13,8 +13,9 @@ from pathlib import Path
 import numba
 import pytest
 
-from warpdrive.core.compile import sequence, source_fingerprint
+from warpdrive.core.compile import sequence
 from warpdrive.core.device import kernel_function
+from warpdrive.core.fingerprint import source_fingerprint
 from warpdrive.core.targets import run_in_chunks
 from warpdrive.envs import make
 
@@ -91,7 +92,7 @@ def test_fingerprints_agree_between_processes_with_other_string_hashing(tmp_path
         """))
     (tmp_path / "fp_helper_proc.py").write_text(HELPER.format(shift=1))
     script = ("import sys; sys.path.insert(0, sys.argv[1]); import fp_kernel_proc as m; "
-              "from warpdrive.core.compile import source_fingerprint; from warpdrive.envs import make; "
+              "from warpdrive.core.fingerprint import source_fingerprint; from warpdrive.envs import make; "
               "env = make('tag_gridworld', num_envs=1, device='cpu', seed=0, validate=False); "
               "print(source_fingerprint([m.kernel, m.named]), env._fingerprint(), env._runner('step')[0].__qualname__)")
     prints = set()

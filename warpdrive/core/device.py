@@ -73,7 +73,7 @@ def kernel_function(fn: _F) -> _F:
     name means one code.
     """
     if isinstance(fn, FunctionType) and fn.__closure__ is not None:
-        from warpdrive.core.compile import closure_digest
+        from warpdrive.core.fingerprint import closure_digest
 
         fn.__qualname__ = f"{fn.__qualname__}_{closure_digest(fn)}"
     return register_jitable(fn)

@@ -43,14 +43,9 @@ from warpdrive.core.actions import (
     check_tensor,
     checked_actions,
 )
-from warpdrive.core.compile import (
-    LaunchBoundary,
-    LaunchShape,
-    Phase,
-    Program,
-    source_fingerprint,
-)
+from warpdrive.core.compile import LaunchBoundary, LaunchShape, Phase, Program
 from warpdrive.core.device import debug_requested
+from warpdrive.core.fingerprint import source_fingerprint
 from warpdrive.core.lifecycle import program_stages
 from warpdrive.core.random import SEED_LIMIT, replica_seed
 from warpdrive.core.sampling import discrete_choices, uniform_actions
