@@ -36,14 +36,12 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from warpdrive.core.compile import per_env
 from warpdrive.core.device import kernel_function
-from warpdrive.core.env import Env
 from warpdrive.core.random import uniform
-from warpdrive.core.store import ArraySpec
 from warpdrive.core.typed import bounded, check_length
+from warpdrive.envs.classic_control import ClassicControlEnv
 
 # Gymnasium's constants
 DT = 0.2  # seconds per step, one RK4 step
@@ -163,7 +161,7 @@ def _place(env, p, s):
             s.state[env, k] = s.start[k]
 
 
-class Acrobot(Env):
+class Acrobot(ClassicControlEnv):
     """Gymnasium's Acrobot-v1 as a batch of ``num_envs`` replicas; see the module docstring.
 
     Arrays beyond the standard ones: ``state`` [envs, 4] float64 ``(theta1, theta2, dtheta1, dtheta2)``, and
@@ -171,17 +169,11 @@ class Acrobot(Env):
     """
 
     name = "acrobot"
-    # float64 math.sin/cos as Gymnasium computes them (bit for bit on the CPU); CUDA's libdevice rounds a few
-    # results differently, so CPU and GPU agree to a tolerance, not bit for bit
-    bit_identical_on_gpu = False
+    state_size = STATE_SIZE
     Config = AcrobotConfig
 
     step_phases = (per_env(_integrate), per_env(_observe))
     reset_phases = (per_env(_place), per_env(_observe))
-
-    @classmethod
-    def num_agents_of(cls, config: AcrobotConfig) -> int:
-        return 1
 
     def single_action_space(self) -> gym.spaces.Discrete:
         return gym.spaces.Discrete(3)
@@ -196,21 +188,6 @@ class Acrobot(Env):
 
     def metric_names(self) -> list[str]:
         return ["goal_reached"]
-
-    def state_arrays(self) -> list[ArraySpec]:
-        return [
-            ArraySpec("state", "env", torch.float64, "state", (STATE_SIZE,)),
-            ArraySpec("start", "global", torch.float64, "constant", (STATE_SIZE,)),
-        ]
-
-    def start_state(self) -> dict[str, np.ndarray]:
-        initial = self.config.initial_state
-        if initial is not None and self.start == "random":
-            raise ValueError(
-                f"initial_state={initial!r} is only used with start='identical'; pass start='identical' "
-                "or drop initial_state"
-            )
-        return {"start": np.zeros(STATE_SIZE) if initial is None else np.asarray(initial, dtype=np.float64)}
 
     def draw(self, axes: Any, index: int) -> None:
         """The two links from the pivot (angles 0 hang down) and the height the tip must reach (1)."""

@@ -33,14 +33,12 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from warpdrive.core.compile import per_env
 from warpdrive.core.device import kernel_function
-from warpdrive.core.env import Env
 from warpdrive.core.random import uniform
-from warpdrive.core.store import ArraySpec
 from warpdrive.core.typed import bounded, check_length
+from warpdrive.envs.classic_control import ClassicControlEnv
 
 # Gymnasium's constants, computed as it computes them (Python floats: float64 inside the kernels)
 GRAVITY = 9.8
@@ -126,7 +124,7 @@ def _place(env, p, s):
             s.state[env, k] = s.start[k]
 
 
-class CartPole(Env):
+class CartPole(ClassicControlEnv):
     """Gymnasium's CartPole-v1 as a batch of ``num_envs`` replicas; see the module docstring.
 
     Arrays beyond the standard ones: ``state`` [envs, 4] float64 ``(x, x_dot, theta, theta_dot)``, and
@@ -134,17 +132,11 @@ class CartPole(Env):
     """
 
     name = "cartpole"
-    # float64 math.sin/cos as Gymnasium computes them (bit for bit on the CPU); CUDA's libdevice rounds a few
-    # results differently, so CPU and GPU agree to a tolerance, not bit for bit
-    bit_identical_on_gpu = False
+    state_size = STATE_SIZE
     Config = CartPoleConfig
 
     step_phases = (per_env(_integrate), per_env(_observe))
     reset_phases = (per_env(_place), per_env(_observe))
-
-    @classmethod
-    def num_agents_of(cls, config: CartPoleConfig) -> int:
-        return 1
 
     def single_action_space(self) -> gym.spaces.Discrete:
         return gym.spaces.Discrete(2)
@@ -157,21 +149,6 @@ class CartPole(Env):
         """Gymnasium's bounds: twice the termination thresholds for x and theta."""
         high = np.array([X_THRESHOLD * 2, np.inf, THETA_THRESHOLD_RADIANS * 2, np.inf], dtype=np.float32)
         return gym.spaces.Box(-high, high, dtype=np.float32)
-
-    def state_arrays(self) -> list[ArraySpec]:
-        return [
-            ArraySpec("state", "env", torch.float64, "state", (STATE_SIZE,)),
-            ArraySpec("start", "global", torch.float64, "constant", (STATE_SIZE,)),
-        ]
-
-    def start_state(self) -> dict[str, np.ndarray]:
-        initial = self.config.initial_state
-        if initial is not None and self.start == "random":
-            raise ValueError(
-                f"initial_state={initial!r} is only used with start='identical'; pass start='identical' "
-                "or drop initial_state"
-            )
-        return {"start": np.zeros(STATE_SIZE) if initial is None else np.asarray(initial, dtype=np.float64)}
 
     def draw(self, axes: Any, index: int) -> None:
         """The cart on its track and the pole (1 unit drawn for Gymnasium's half-length 0.5)."""

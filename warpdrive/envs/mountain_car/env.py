@@ -28,14 +28,12 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from warpdrive.core.compile import per_env
 from warpdrive.core.device import kernel_function
-from warpdrive.core.env import Env
 from warpdrive.core.random import uniform
-from warpdrive.core.store import ArraySpec
 from warpdrive.core.typed import ConfigError, bounded, check_length, join_path
+from warpdrive.envs.classic_control import ClassicControlEnv
 
 # Gymnasium's constants (MountainCarContinuous-v0 shares all but the force and the goal)
 MIN_POSITION = -1.2
@@ -118,7 +116,7 @@ def place(env, p, s):
         s.state[env, 1] = s.start[1]
 
 
-class MountainCar(Env):
+class MountainCar(ClassicControlEnv):
     """Gymnasium's MountainCar-v0 as a batch of ``num_envs`` replicas; see the module docstring.
 
     Arrays beyond the standard ones: ``state`` [envs, 2] float64 ``(position, velocity)``, and ``start`` [2]
@@ -128,17 +126,12 @@ class MountainCar(Env):
     name = "mountain_car"
     #: where the flag is drawn
     goal_position: ClassVar[float] = GOAL_POSITION
-    # float64 math.sin/cos as Gymnasium computes them (bit for bit on the CPU); CUDA's libdevice rounds a few
-    # results differently, so CPU and GPU agree to a tolerance, not bit for bit
-    bit_identical_on_gpu = False
+    state_size = STATE_SIZE
+    default_start = (-0.5, 0.0)
     Config = MountainCarConfig
 
     step_phases = (per_env(_integrate), per_env(observe))
     reset_phases = (per_env(place), per_env(observe))
-
-    @classmethod
-    def num_agents_of(cls, config: MountainCarConfig) -> int:
-        return 1
 
     def single_action_space(self) -> gym.spaces.Space:
         return gym.spaces.Discrete(3)
@@ -154,24 +147,9 @@ class MountainCar(Env):
     def metric_names(self) -> list[str]:
         return ["goal_reached"]
 
-    def state_arrays(self) -> list[ArraySpec]:
-        return [
-            ArraySpec("state", "env", torch.float64, "state", (STATE_SIZE,)),
-            ArraySpec("start", "global", torch.float64, "constant", (STATE_SIZE,)),
-        ]
-
     def kernel_params(self) -> dict[str, np.float64]:
         # float64, as Gymnasium compares with it (the core would round a Python float to float32)
         return {"goal_velocity": np.float64(self.config.goal_velocity)}
-
-    def start_state(self) -> dict[str, np.ndarray]:
-        initial = self.config.initial_state
-        if initial is not None and self.start == "random":
-            raise ValueError(
-                f"initial_state={initial!r} is only used with start='identical'; pass start='identical' "
-                "or drop initial_state"
-            )
-        return {"start": np.array([-0.5, 0.0]) if initial is None else np.asarray(initial, dtype=np.float64)}
 
     def draw(self, axes: Any, index: int) -> None:
         """The track (height ``sin(3 x)``), the flag at the goal and the car."""

@@ -146,9 +146,6 @@ class MountainCarContinuous(MountainCar):
 
     name = "mountain_car_continuous"
     goal_position = GOAL_POSITION
-    # float64 math.sin/cos as Gymnasium computes them (bit for bit on the CPU); CUDA's libdevice rounds a few
-    # results differently, so CPU and GPU agree to a tolerance, not bit for bit
-    bit_identical_on_gpu = False
     Config = MountainCarContinuousConfig
 
     step_phases = (per_env(_integrate), per_env(observe))

@@ -33,15 +33,13 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from warpdrive.core.compile import per_env
 from warpdrive.core.device import kernel_function
-from warpdrive.core.env import Env
 from warpdrive.core.exactmath import mod64
 from warpdrive.core.random import uniform
-from warpdrive.core.store import ArraySpec
 from warpdrive.core.typed import bounded, check_length
+from warpdrive.envs.classic_control import ClassicControlEnv
 
 # Gymnasium's constants
 MAX_SPEED = 8.0
@@ -119,7 +117,7 @@ def _place(env, p, s):
         s.state[env, 1] = s.start[1]
 
 
-class Pendulum(Env):
+class Pendulum(ClassicControlEnv):
     """Gymnasium's Pendulum-v1 as a batch of ``num_envs`` replicas; see the module docstring.
 
     Arrays beyond the standard ones: ``state`` [envs, 2] float64 ``(th, thdot)``; constants ``start`` [2]
@@ -127,17 +125,12 @@ class Pendulum(Env):
     """
 
     name = "pendulum"
-    # float64 math.sin/cos as Gymnasium computes them (bit for bit on the CPU); CUDA's libdevice rounds a few
-    # results differently, so CPU and GPU agree to a tolerance, not bit for bit
-    bit_identical_on_gpu = False
+    state_size = STATE_SIZE
+    default_start = (math.pi, 0.0)  # hanging down (angle 0 is upright)
     Config = PendulumConfig
 
     step_phases = (per_env(_integrate), per_env(_observe))
     reset_phases = (per_env(_place), per_env(_observe))
-
-    @classmethod
-    def num_agents_of(cls, config: PendulumConfig) -> int:
-        return 1
 
     def single_action_space(self) -> gym.spaces.Box:
         return gym.spaces.Box(-MAX_TORQUE, MAX_TORQUE, (1,), np.float32)
@@ -149,22 +142,6 @@ class Pendulum(Env):
     def single_observation_space(self) -> gym.spaces.Box:
         high = np.array([1.0, 1.0, MAX_SPEED], dtype=np.float32)
         return gym.spaces.Box(-high, high, dtype=np.float32)
-
-    def state_arrays(self) -> list[ArraySpec]:
-        return [
-            ArraySpec("state", "env", torch.float64, "state", (STATE_SIZE,)),
-            ArraySpec("start", "global", torch.float64, "constant", (STATE_SIZE,)),
-        ]
-
-    def start_state(self) -> dict[str, np.ndarray]:
-        initial = self.config.initial_state
-        if initial is not None and self.start == "random":
-            raise ValueError(
-                f"initial_state={initial!r} is only used with start='identical'; pass start='identical' "
-                "or drop initial_state"
-            )
-        start = np.array([math.pi, 0.0]) if initial is None else np.asarray(initial, dtype=np.float64)
-        return {"start": start}
 
     def kernel_params(self) -> dict[str, Any]:
         # float64, as Gymnasium computes with it (the core would pass the float field as float32)
