@@ -467,3 +467,21 @@ def _disc(centre: tuple[float, float], radius: float) -> Any:
     from matplotlib.patches import Circle
 
     return Circle(centre, radius, color="grey", alpha=0.6, zorder=2)
+
+
+class TwoTeamEnv(MPEEnv):
+    """An MPE env of adversaries and good agents: ids ``0 .. num_adversaries - 1`` are the adversaries, the rest the
+    good agents (the config's ``num_adversaries`` and ``num_good``)."""
+
+    @classmethod
+    def num_agents_of(cls, config: Any) -> int:
+        return config.num_adversaries + config.num_good
+
+    @classmethod
+    def config_for_agents(cls, num_agents: int) -> dict[str, Any] | None:
+        adversaries = max(1, num_agents // 4)
+        return {"num_adversaries": adversaries, "num_good": num_agents - adversaries} if num_agents >= 2 else None
+
+    def groups(self) -> dict[str, list[int]]:
+        a = self.config.num_adversaries
+        return {"adversaries": list(range(a)), "agents": list(range(a, self.num_agents))}

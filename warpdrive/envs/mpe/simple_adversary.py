@@ -40,7 +40,7 @@ from warpdrive.core.typed import bounded
 from warpdrive.envs.mpe.physics import (
     AgentTypes,
     MPEConfig,
-    MPEEnv,
+    TwoTeamEnv,
     entity_draws,
     others_phase,
     world_phases,
@@ -136,7 +136,7 @@ def _phases(k: int | None) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
     return world_phases(observe, _REWARDS, _visit_neighbour, k, episode_start=(_draw_goal,))
 
 
-class SimpleAdversary(MPEEnv):
+class SimpleAdversary(TwoTeamEnv):
     """mpe2's simple_adversary as a batch of ``num_envs`` replicas; see the module docstring.
 
     Extra arrays: ``goal`` [E] int32, the goal landmark of the episode; ``team_reward`` [E] float32, this
@@ -148,21 +148,8 @@ class SimpleAdversary(MPEEnv):
     agents_collide = False
 
     @classmethod
-    def num_agents_of(cls, config: SimpleAdversaryConfig) -> int:
-        return config.num_adversaries + config.num_good
-
-    @classmethod
-    def config_for_agents(cls, num_agents: int) -> dict[str, Any] | None:
-        adversaries = max(1, num_agents // 4)
-        return {"num_adversaries": adversaries, "num_good": num_agents - adversaries} if num_agents >= 2 else None
-
-    @classmethod
     def num_landmarks_of(cls, config: SimpleAdversaryConfig) -> int:
         return config.num_good if config.num_landmarks is None else config.num_landmarks
-
-    def groups(self) -> dict[str, list[int]]:
-        a = self.config.num_adversaries
-        return {"adversaries": list(range(a)), "agents": list(range(a, self.num_agents))}
 
     def agent_types(self) -> AgentTypes:
         a, n = self.config.num_adversaries, self.num_agents

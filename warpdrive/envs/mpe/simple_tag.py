@@ -43,7 +43,7 @@ from warpdrive.core.typed import bounded
 from warpdrive.envs.mpe.physics import (
     AgentTypes,
     MPEConfig,
-    MPEEnv,
+    TwoTeamEnv,
     colliding,
     others_phase,
     world_phases,
@@ -147,7 +147,7 @@ def _phases(k: int | None) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
     return world_phases(observe, _REWARDS, _visit_neighbour, k, step_start=(_clear_pairs,))
 
 
-class SimpleTag(MPEEnv):
+class SimpleTag(TwoTeamEnv):
     """mpe2's simple_tag as a batch of ``num_envs`` replicas; see the module docstring.
 
     Extra array: ``caught_pairs`` [E] int32, this step's colliding (good, adversary) pairs.
@@ -159,21 +159,8 @@ class SimpleTag(MPEEnv):
     landmark_range = 0.9
 
     @classmethod
-    def num_agents_of(cls, config: SimpleTagConfig) -> int:
-        return config.num_adversaries + config.num_good
-
-    @classmethod
-    def config_for_agents(cls, num_agents: int) -> dict[str, Any] | None:
-        adversaries = max(1, num_agents // 4)
-        return {"num_adversaries": adversaries, "num_good": num_agents - adversaries} if num_agents >= 2 else None
-
-    @classmethod
     def num_landmarks_of(cls, config: SimpleTagConfig) -> int:
         return config.num_obstacles
-
-    def groups(self) -> dict[str, list[int]]:
-        a = self.config.num_adversaries
-        return {"adversaries": list(range(a)), "agents": list(range(a, self.num_agents))}
 
     def agent_types(self) -> AgentTypes:
         a, g = self.config.num_adversaries, self.config.num_good
