@@ -430,6 +430,11 @@ def _tag_seen_by_all(env, agent, p, s):
 @kernel_function
 def _tag_in_grid(env, agent, p, s):
     """Steps 9b and 9c for one runner (partial observation: only the cells within reach are searched)."""
+    if s.grid_side[env] == 1:
+        # a grid of one cell holds every agent: the list of taggers is shorter (taggers are always in the game,
+        # so both find the same nearest tagger, lower id on ties)
+        _tag_seen_by_all(env, agent, p, s)
+        return
     if s.agent_type[agent] == _TAGGER or not s.still[env, agent]:
         return
     x = s.x[env, agent]
@@ -499,15 +504,12 @@ _FULL_OBSERVATION_PHASES = (
 
 
 @cache
-def _partial_observation_phases(k: int, separate_search: bool, one_cell: bool
-                                ) -> tuple[tuple[Phase | LaunchBoundary, ...], tuple[Phase | LaunchBoundary, ...]]:
+def _partial_observation_phases(k: int, separate_search: bool) -> tuple[tuple[Phase | LaunchBoundary, ...],
+                                                                        tuple[Phase | LaunchBoundary, ...]]:
     search = k_nearest_phases(k, _observe_neighbour)
     observe = (*NeighbourGrid.build_phases(), *((NEW_LAUNCH, *search, NEW_LAUNCH) if separate_search else search))
-    # In a grid of one cell, the cells a runner searches hold every agent: the list of taggers is shorter (taggers
-    # are always in the game, so both find the same nearest tagger, lower id on ties)
-    tag = _tag_seen_by_all if one_cell else _tag_in_grid
     return (
-        (per_env(_begin_grid_step), per_agent(_move, _count), *observe, per_agent(tag)),
+        (per_env(_begin_grid_step), per_agent(_move, _count), *observe, per_agent(_tag_in_grid)),
         (per_env(_begin_grid_episode), per_agent(_place, _count), *observe),
     )
 
@@ -545,18 +547,11 @@ class TagContinuous(Env):
         c = self.config
         if c.use_full_observation:
             return _FULL_OBSERVATION_PHASES
-        return _partial_observation_phases(c.num_other_agents_observed, c.separate_search_launch,
-                                           self._one_cell_grid())
+        return _partial_observation_phases(c.num_other_agents_observed, c.separate_search_launch)
 
     def program_variant(self) -> str:
         c = self.config
-        if c.use_full_observation:
-            return "full"
-        return f"k{c.num_other_agents_observed}" + ("_one_cell" if self._one_cell_grid() else "")
-
-    def _one_cell_grid(self) -> bool:
-        grid = neighbour_grid_of(self.config)
-        return grid is not None and grid.cells_per_side == 1
+        return "full" if c.use_full_observation else f"k{c.num_other_agents_observed}"
 
     @classmethod
     def num_agents_of(cls, config: TagContinuousConfig) -> int:
