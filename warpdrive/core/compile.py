@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from warpdrive.core.device import barrier, kernel_function, set_numba_cache_dir
-from warpdrive.core.fingerprint import source_fingerprint
+from warpdrive.core.fingerprint import closure_digest, source_fingerprint
 from warpdrive.core.targets import Dispatcher, KernelTarget, tensor_target
 
 
@@ -79,78 +79,19 @@ def _check_fns(fns: tuple[Callable[..., Any], ...]) -> tuple[Callable[..., Any],
     return fns
 
 
-def _chain(fns: tuple[Callable[..., Any], ...], per_env_phase: bool) -> Callable[..., Any]:
-    """One kernel function calling ``fns`` in order with the same arguments."""
-    first = fns[0]
-    if len(fns) == 1:
-        return first
-    rest = _chain(fns[1:], per_env_phase)
-    if per_env_phase:
-
-        @kernel_function
-        def both_env(env, p, s):
-            first(env, p, s)
-            rest(env, p, s)
-
-        return both_env
-
-    @kernel_function
-    def both(env, i, p, s):
-        first(env, i, p, s)
-        rest(env, i, p, s)
-
-    return both
-
-
 # A *runner* is a kernel_function ``run(env, lane, lanes, active, p, s)`` executed by every thread of
 # an env: ``lane`` in ``range(lanes)`` is the thread's rank within its env; ``active`` is False for
 # padding threads (envs past the last one) and for envs a gated runner skips. Every thread calls every
 # runner, so that barriers inside are reached by the whole block.
 
 
-def _lift(phase: Phase) -> Callable[..., Any]:
-    fn = _chain(phase.fns, phase.over == "env")
-    if phase.over == "agent":
-
-        @kernel_function
-        def run_agents(env, lane, lanes, active, p, s):
-            if active:
-                for agent in range(lane, p.num_agents, lanes):
-                    fn(env, agent, p, s)
-
-        return run_agents
-    if phase.over == "env":
-
-        @kernel_function
-        def run_env(env, lane, lanes, active, p, s):
-            if active and lane == 0:
-                fn(env, p, s)
-
-        return run_env
-    count = phase.count
-    assert count is not None  # per_index gives one
-
-    @kernel_function
-    def run_index(env, lane, lanes, active, p, s):
-        if active:
-            for index in range(lane, count(p, s), lanes):
-                fn(env, index, p, s)
-
-    return run_index
-
-
-def _then(first: Callable[..., Any], second: Callable[..., Any]) -> Callable[..., Any]:
-    @kernel_function
-    def run(env, lane, lanes, active, p, s):
-        first(env, lane, lanes, active, p, s)
-        barrier()
-        second(env, lane, lanes, active, p, s)
-
-    return run
-
-
 def sequence(*parts: Phase | Callable[..., Any]) -> Callable[..., Any]:
-    """Compose phases (or runners made by this module) into one runner, with barriers between them."""
+    """Compose phases (or runners made by this module) into one runner, with barriers between them.
+
+    The runner is one generated function whose loops call the phases' functions directly: nesting a closure per
+    phase and per barrier would do the same, but Numba compiles and finalizes each function on its own, and for a
+    program of a dozen phases those closures took most of its compile time.
+    """
     if not parts:
         raise ValueError("sequence() needs at least one phase")
     merged: list[Phase | Callable[..., Any]] = []
@@ -161,11 +102,35 @@ def sequence(*parts: Phase | Callable[..., Any]) -> Callable[..., Any]:
             merged[-1] = Phase(previous.fns + part.fns, "env")
         else:
             merged.append(part)
-    runners = [_lift(p) if isinstance(p, Phase) else p for p in merged]
-    run = runners[0]
-    for nxt in runners[1:]:
-        run = _then(run, nxt)
-    return run
+    called: dict[str, Callable[..., Any]] = {}
+
+    def name(fn: Callable[..., Any]) -> str:
+        called[f"f{len(called)}"] = fn
+        return f"f{len(called) - 1}"
+
+    lines: list[str] = []
+    for i, part in enumerate(merged):
+        if i:
+            lines.append("barrier()")
+        if not isinstance(part, Phase):  # a runner
+            lines.append(f"{name(part)}(env, lane, lanes, active, p, s)")
+        elif part.over == "env":
+            lines.append("if active and lane == 0:")
+            lines += [f"    {name(fn)}(env, p, s)" for fn in part.fns]
+        else:
+            count = "p.num_agents"
+            if part.over == "index":
+                assert part.count is not None  # per_index gives one
+                count = f"{name(part.count)}(p, s)"
+            lines += ["if active:", f"    for i in range(lane, {count}, lanes):"]
+            lines += [f"        {name(fn)}(env, i, p, s)" for fn in part.fns]
+    source = "def run(env, lane, lanes, active, p, s):\n" + "".join(f"    {line}\n" for line in lines)
+    namespace: dict[str, Any] = {"__name__": __name__, "barrier": barrier, **called}
+    exec(compile(source, "<warpdrive.core.compile.sequence>", "exec"), namespace)
+    run = namespace["run"]
+    # a name of its own per content (see kernel_function): one name means one code in Numba's cache
+    run.__qualname__ = f"sequence_{closure_digest(run)}"
+    return kernel_function(run)
 
 
 def only_where_done(runner: Callable[..., Any]) -> Callable[..., Any]:

@@ -64,13 +64,13 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 def kernel_function(fn: _F) -> _F:
     """Decorator for env logic: ``fn`` is compiled for whichever target calls it (CPU ``njit`` or ``cuda.jit``).
 
-    A closure (one made by a factory: a phase per ``k``, a runner joining two others) is first renamed after
-    its content. Numba names a compiled function by its qualified name and a per-process counter, and a
-    program loaded from the disk cache brings its callees under those names: two programs compiled in two
-    processes could each hold a *different* ``_then.<locals>.run`` under one name, and once both were loaded
-    into a third process, one program called the other's code (seen in CI: Tag-gridworld's cached step
-    program running its reset's runners, so that no episode ever ended). With the content in the name, one
-    name means one code.
+    A closure (one made by a factory: a phase per ``k``, a gated runner) is first renamed after its content.
+    Numba names a compiled function by its qualified name and a per-process counter, and a program loaded from
+    the disk cache brings its callees under those names: two programs compiled in two processes could each hold
+    a *different* ``factory.<locals>.run`` under one name, and once both were loaded into a third process, one
+    program called the other's code (seen in CI: Tag-gridworld's cached step program running its reset's
+    runners, so that no episode ever ended). With the content in the name, one name means one code (the runners
+    :func:`~warpdrive.core.compile.sequence` generates are named the same way).
     """
     if isinstance(fn, FunctionType) and fn.__closure__ is not None:
         from warpdrive.core.fingerprint import closure_digest
