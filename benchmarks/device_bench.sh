@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on the lent GPU: the reference WarpDrive and warpdrive, side by side, on the same machine.
 #   carry: .whl (gymnasium wheels), .refbench (reference wheels + a copy of shared/bench)
-#   usage: bash benchmarks/device_bench.sh [reference|env|train|check|multi ...]   (default: the first four)
+#   usage: bash benchmarks/device_bench.sh [reference|env|train|check|phases|multi ...]   (default: the first four)
+#   phases: each env phase as a kernel of its own (benchmarks/phase_profile.py; PHASE_ARGS, default tc_default)
 #   multi: 1 vs 2 GPUs (benchmarks/multi_gpu.py; MULTI_ARGS), on a machine with 2 GPUs
 # Results: JSON lines in $OUT/*.jsonl and the console.
 set -u
@@ -21,6 +22,7 @@ for part in "${parts[@]}"; do
     check) python3 benchmarks/gpu_check.py ;;
     env) python3 benchmarks/env_throughput.py ${ENV_ARGS:-} ;;
     train) python3 benchmarks/train_throughput.py ${TRAIN_ARGS:-} ;;
+    phases) python3 benchmarks/phase_profile.py ${PHASE_ARGS:-tc_default} ;;
     multi) python3 benchmarks/multi_gpu.py ${MULTI_ARGS:-} ;;
     reference)  # REF_NAMES: some of the reference script's configuration names (each runs in its own process)
       if [ -z "${REF_NAMES:-}" ]; then

@@ -4,14 +4,13 @@ actions, exact resume, and learning on simple_spread with continuous actions."""
 from __future__ import annotations
 
 import copy
-import io
 import re
 from pathlib import Path
 
 import gymnasium as gym
 import pytest
 import torch
-from training_helpers import joint_rollout, train_and_judge
+from training_helpers import assert_same_next_update, joint_rollout, restored_copy, train_and_judge
 
 import warpdrive
 from warpdrive.core.typed import ConfigError, from_dict
@@ -113,29 +112,14 @@ def test_waits_for_learning_starts_in_env_steps_then_learns() -> None:
 def test_resume_from_saved_state_is_exact() -> None:
     """Networks, optimisers, replay and counters saved and loaded into a fresh instance: the next update is
     bit-identical to the original's."""
+    settings = {"learning_starts": 10, "batch_size": 8, "gradient_steps": 3, "policy_frequency": 2}
     torch.manual_seed(0)
-    original = make_maddpg(learning_starts=10, batch_size=8, gradient_steps=3, policy_frequency=2)
+    original = make_maddpg(**settings)
     storage = joint_rollout(original)
     original.update(storage, 0.0)
-    buffer = io.BytesIO()
-    torch.save({"modules": {k: m.state_dict() for k, m in original.modules().items()},
-                "state": original.state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer, weights_only=False)
-
-    torch.manual_seed(123)  # other initial weights
-    resumed = make_maddpg(learning_starts=10, batch_size=8, gradient_steps=3, policy_frequency=2)
-    for name, module in resumed.modules().items():
-        module.load_state_dict(saved["modules"][name])
-    resumed.load_state_dict(saved["state"])
+    resumed = restored_copy(original, lambda: make_maddpg(**settings))
     assert resumed.gradient_steps == 3 and not bool(resumed.explore_randomly)
-
-    for algorithm in (original, resumed):
-        torch.manual_seed(7)
-        algorithm.update(storage, 0.5)
-    for name, module in original.modules().items():
-        for key, value in module.state_dict().items():
-            assert torch.equal(value, resumed.modules()[name].state_dict()[key]), f"{name}.{key}"
+    assert_same_next_update(original, resumed, storage)
     assert torch.equal(original.replay.obs, resumed.replay.obs)
 
 

@@ -4,7 +4,6 @@ discrete actions, exact resume, and learning on simple_spread with continuous ac
 from __future__ import annotations
 
 import copy
-import io
 import math
 import re
 from pathlib import Path
@@ -13,7 +12,7 @@ import gymnasium as gym
 import pytest
 import torch
 from torch import distributions as D
-from training_helpers import joint_rollout, train_and_judge
+from training_helpers import assert_same_next_update, joint_rollout, restored_copy, train_and_judge
 
 import warpdrive
 from warpdrive.core.typed import ConfigError, from_dict
@@ -147,25 +146,9 @@ def test_resume_from_saved_state_is_exact() -> None:
     original = make_masac(**settings)
     storage = joint_rollout(original)
     original.update(storage, 0.0)
-    buffer = io.BytesIO()
-    torch.save({"modules": {k: m.state_dict() for k, m in original.modules().items()},
-                "state": original.state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer, weights_only=False)
-
-    torch.manual_seed(123)  # other initial weights
-    resumed = make_masac(**settings)
-    for name, module in resumed.modules().items():
-        module.load_state_dict(saved["modules"][name])
-    resumed.load_state_dict(saved["state"])
+    resumed = restored_copy(original, lambda: make_masac(**settings))
     assert resumed.gradient_steps == 3 and not bool(resumed.explore_randomly)
-
-    for algorithm in (original, resumed):
-        torch.manual_seed(7)
-        algorithm.update(storage, 0.5)
-    for name, module in original.modules().items():
-        for key, value in module.state_dict().items():
-            assert torch.equal(value, resumed.modules()[name].state_dict()[key]), f"{name}.{key}"
+    assert_same_next_update(original, resumed, storage)
 
 
 def test_discrete_actions_are_refused_in_one_line_naming_what_to_use() -> None:

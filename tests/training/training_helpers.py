@@ -3,6 +3,7 @@ synthetic rollouts for the off-policy algorithms' update tests."""
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -62,3 +63,31 @@ def joint_rollout(algorithm: Any, steps: int = 6, envs: int = 4, seed: int = 1) 
         storage.write(index, actions=act.actions)
     env_rollout.last_obs.normal_(generator=generator)
     return storage
+
+
+
+def restored_copy(original: Any, make_fresh: Any) -> Any:
+    """``make_fresh()`` (built under other initial weights) with ``original``'s networks, optimisers, replay and
+    counters loaded, saved and read back as a checkpoint does."""
+    buffer = io.BytesIO()
+    torch.save({"modules": {k: m.state_dict() for k, m in original.modules().items()},
+                "state": original.state_dict()}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=False)
+    torch.manual_seed(123)  # other initial weights
+    resumed = make_fresh()
+    for name, module in resumed.modules().items():
+        module.load_state_dict(saved["modules"][name])
+    resumed.load_state_dict(saved["state"])
+    return resumed
+
+
+def assert_same_next_update(original: Any, resumed: Any, storage: RolloutStorage) -> None:
+    """Both update from ``storage`` with the same random state; every module's parameters and buffers stay
+    bit-identical."""
+    for algorithm in (original, resumed):
+        torch.manual_seed(7)
+        algorithm.update(storage, 0.5)
+    for name, module in original.modules().items():
+        for key, value in module.state_dict().items():
+            assert torch.equal(value, resumed.modules()[name].state_dict()[key]), f"{name}.{key}"
