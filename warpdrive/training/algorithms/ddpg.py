@@ -11,7 +11,6 @@ Polyak averaging.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +19,8 @@ import torch
 from torch import nn
 
 from warpdrive.core.typed import bounded
-from warpdrive.training.algorithms.base import Act, register_algorithm
-from warpdrive.training.algorithms.replay import BoxReplayLearner, soft_update
+from warpdrive.training.algorithms.base import register_algorithm
+from warpdrive.training.algorithms.replay import DeterministicActorLearner, soft_update
 from warpdrive.training.models import DeterministicActorCritic
 from warpdrive.training.storage import ReplayBuffer, RolloutStorage
 
@@ -53,7 +52,7 @@ class DDPGConfig:
 
 
 @register_algorithm
-class DDPG(BoxReplayLearner):
+class DDPG(DeterministicActorLearner):
     """DDPG for one policy (Box actions); agents of the policy share the networks and the replay."""
 
     name = "ddpg"
@@ -62,25 +61,15 @@ class DDPG(BoxReplayLearner):
     # Built from a registered model, which offers DeterministicActorCritic's methods (custom ones need not subclass it).
     model: DeterministicActorCritic
     acting_model: DeterministicActorCritic
+    target: DeterministicActorCritic
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not isinstance(self.action_space, gym.spaces.Box):
             raise TypeError(f"DDPG needs a Box action space, got {self.action_space}")
         c: DDPGConfig = self.config
-        self.target = copy.deepcopy(self.model).requires_grad_(False)
-        self.actor_optimizer = self.make_optimizer(self.model.actor.parameters())
-        self.critic_optimizer = self.make_optimizer(self.model.critic.parameters())
+        self.setup_actor_critic(c.exploration_noise)
         self.replay = ReplayBuffer(c.buffer_size, self.obs_size, self.action_size, self.device)
-        self.noise_std = c.exploration_noise * self.model.action_scale
-
-    def act(self, obs: torch.Tensor, global_state: torch.Tensor | None, deterministic: bool = False,
-            mask: torch.Tensor | None = None, explore: bool = True) -> Act:
-        mu = self.acting_model.action(obs.to(self.acting_dtype))
-        return self.noisy_act(mu, deterministic, explore)
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"actor_optimizer": self.actor_optimizer, "critic_optimizer": self.critic_optimizer}
 
     def store_rollout(self, storage: RolloutStorage) -> None:
         terminated = storage.terminated.unsqueeze(-1).expand_as(storage.rewards)

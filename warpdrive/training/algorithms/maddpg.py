@@ -17,7 +17,6 @@ agents each, and takes ``gradient_steps`` steps on sampled rows:
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +25,8 @@ import torch
 from torch import nn
 
 from warpdrive.core.typed import bounded
-from warpdrive.training.algorithms.base import Act, register_algorithm
-from warpdrive.training.algorithms.replay import BoxReplayLearner, soft_update
+from warpdrive.training.algorithms.base import register_algorithm
+from warpdrive.training.algorithms.replay import DeterministicActorLearner, soft_update
 from warpdrive.training.models import ModelSpec, mlp
 from warpdrive.training.offpolicy_models import CentralisedQ, box_bounds, store_joint_rollout, with_own_actions
 from warpdrive.training.storage import ReplayBuffer, RolloutStorage
@@ -90,7 +89,7 @@ class MADDPGNetworks(nn.Module):
 
 
 @register_algorithm
-class MADDPG(BoxReplayLearner):
+class MADDPG(DeterministicActorLearner):
     """MADDPG for one policy (Box actions): its agents share the actor, the centralised critic and the replay.
 
     ``global_critic`` is False: the critic is centralised by construction over the policy's agents (their
@@ -102,26 +101,16 @@ class MADDPG(BoxReplayLearner):
     centralised = "joint"
     model: MADDPGNetworks
     acting_model: MADDPGNetworks
+    target: MADDPGNetworks
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         c: MADDPGConfig = self.config
         self.own_networks(MADDPGNetworks(self.num_agents, self.obs_size, self.action_space, self.spec.model),
                           "a shared actor, a centralised critic")
-        self.target = copy.deepcopy(self.model).requires_grad_(False)
-        self.actor_optimizer = self.make_optimizer(self.model.actor.parameters())
-        self.critic_optimizer = self.make_optimizer(self.model.critic.parameters())
+        self.setup_actor_critic(c.exploration_noise)
         self.replay = ReplayBuffer(c.buffer_size, self.obs_size, self.action_size, self.device,
                                    num_agents=self.num_agents)
-        self.noise_std = c.exploration_noise * self.model.action_scale
-
-    def act(self, obs: torch.Tensor, global_state: torch.Tensor | None, deterministic: bool = False,
-            mask: torch.Tensor | None = None, explore: bool = True) -> Act:
-        mu = self.acting_model.action(obs.to(self.acting_dtype))
-        return self.noisy_act(mu, deterministic, explore)
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"actor_optimizer": self.actor_optimizer, "critic_optimizer": self.critic_optimizer}
 
     def store_rollout(self, storage: RolloutStorage) -> None:
         store_joint_rollout(self.replay, storage)

@@ -1,4 +1,4 @@
-"""What the replay-based algorithms share (DDPG, MADDPG, MASAC, VDN, QMIX).
+"""What the replay-based algorithms share (DDPG, MADDPG, MASAC, VDN, QMIX; a deterministic actor: DDPG, MADDPG).
 
 An iteration stores the rollout in a replay buffer on the device and, once ``learning_starts`` transitions
 (or joint rows) are stored, takes ``gradient_steps`` gradient steps on batches sampled from it (one per
@@ -25,7 +25,7 @@ from warpdrive.training.algorithms.base import Act, Algorithm
 if TYPE_CHECKING:
     from warpdrive.training.storage import ReplayBuffer, RolloutStorage
 
-__all__ = ["BoxReplayLearner", "ReplayLearner", "mean_metrics", "soft_update"]
+__all__ = ["BoxReplayLearner", "DeterministicActorLearner", "ReplayLearner", "mean_metrics", "soft_update"]
 
 
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
@@ -129,8 +129,6 @@ class BoxReplayLearner(ReplayLearner):
     discrete = False
     continuous = True
     global_critic = False
-    noise_std: torch.Tensor
-    """Std [H] of the Gaussian noise a deterministic actor explores with (DDPG, MADDPG set it)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -152,18 +150,6 @@ class BoxReplayLearner(ReplayLearner):
         """Uniformly random actions in the Box, shaped as ``like`` [..., H]."""
         return self.low + (self.high - self.low) * torch.rand_like(like)
 
-    def noisy_act(self, mu: torch.Tensor, deterministic: bool, explore: bool) -> Act:
-        """A deterministic actor's rollout actions from ``mu`` [E, A, H]: ``mu`` itself (``deterministic``), else
-        ``mu`` plus Gaussian noise of std :attr:`noise_std` clipped to the Box, or uniform actions while
-        :attr:`explore_randomly` is set and ``explore`` (the warm-up of training rollouts)."""
-        if deterministic:
-            return Act(mu, self.to_env_actions(mu))
-        noisy = gaussian(mu, self.noise_std.expand_as(mu), low=self.low, high=self.high)
-        if not explore:
-            return Act(noisy, noisy)
-        actions = torch.where(self.explore_randomly, self.random_actions(mu), noisy)
-        return Act(actions, actions)
-
     def learning_started(self) -> None:
         self.explore_randomly.fill_(False)
 
@@ -173,3 +159,43 @@ class BoxReplayLearner(ReplayLearner):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.explore_randomly.copy_(state["explore_randomly"])
+
+
+class DeterministicActorLearner(BoxReplayLearner):
+    """A deterministic actor that explores with Gaussian noise, a critic, and their target copies (DDPG, MADDPG).
+
+    The model offers ``actor``, ``critic``, ``action(obs)`` and ``action_scale``; the algorithm builds it, then
+    calls :meth:`setup_actor_critic`.
+    """
+
+    # (each algorithm declares its model's class: DeterministicActorCritic, MADDPGNetworks)
+    model: Any
+    acting_model: Any
+    target: Any
+    noise_std: torch.Tensor
+    """Std [H] of the exploration noise, in the Box's units."""
+
+    def setup_actor_critic(self, exploration_noise: float) -> None:
+        """Target copies of the model, an optimizer for the actor and one for the critic, and the noise's std
+        (``exploration_noise`` times the Box's half-widths)."""
+        self.target = copy.deepcopy(self.model).requires_grad_(False)
+        self.actor_optimizer = self.make_optimizer(self.model.actor.parameters())
+        self.critic_optimizer = self.make_optimizer(self.model.critic.parameters())
+        self.noise_std = exploration_noise * self.model.action_scale
+
+    def act(self, obs: torch.Tensor, global_state: torch.Tensor | None, deterministic: bool = False,
+            mask: torch.Tensor | None = None, explore: bool = True) -> Act:
+        """The actor's action ``mu`` [E, A, H] (``deterministic``), else ``mu`` plus Gaussian noise of std
+        :attr:`noise_std` clipped to the Box, or uniform actions while :attr:`explore_randomly` is set and
+        ``explore`` (the warm-up of training rollouts)."""
+        mu = self.acting_model.action(obs.to(self.acting_dtype))
+        if deterministic:
+            return Act(mu, self.to_env_actions(mu))
+        noisy = gaussian(mu, self.noise_std.expand_as(mu), low=self.low, high=self.high)
+        if not explore:
+            return Act(noisy, noisy)
+        actions = torch.where(self.explore_randomly, self.random_actions(mu), noisy)
+        return Act(actions, actions)
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"actor_optimizer": self.actor_optimizer, "critic_optimizer": self.critic_optimizer}
