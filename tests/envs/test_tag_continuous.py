@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from warpdrive.core import spatial
 from warpdrive.core.checker import check_consistency
 from warpdrive.envs import make
 from warpdrive.envs.tag_continuous import TagContinuous, TagContinuousConfig
-from warpdrive.envs.tag_continuous import env as tc_module
 from warpdrive.envs.tag_continuous.env import action_tables, start_state_of
 
 pytestmark = pytest.mark.xdist_group("tag_continuous")  # one worker: see test_contract.by_env
@@ -359,7 +359,7 @@ def test_cpu_and_cuda_compilations_agree(gpu_backend: str, case: str, start: str
     params = dict(num_taggers=3, num_runners=8, grid_length=3.0, episode_length=8, tagging_distance=0.1,
                   max_acceleration=0.5, min_acceleration=-0.5, **CONSISTENCY_CASES[case])
     if case == "partial-adaptive":
-        monkeypatch.setattr(tc_module, "GRID_MIN_AGENTS", 0)  # an adaptive grid at this small size
+        monkeypatch.setattr(spatial, "AUTOMATIC_MIN_AGENTS", 0)  # an adaptive grid at this small size
     kwargs = dict(num_envs=2, start=start, seed=4, **params)
     cpu, gpu = TagContinuous(backend="cpu", **kwargs), TagContinuous(backend=gpu_backend, **kwargs)
     assert getattr(cpu.params, "grid_adaptive", False) == (case == "partial-adaptive")

@@ -16,7 +16,8 @@ Any env whose agents have 2D positions in arrays ``s.x`` and ``s.y`` (shape [E, 
 
 The grid covers the square ``[origin, origin + side_length]``; positions outside it fall into its border
 cells (exact, only slower). Its number of cells per side is fixed (``cells_per_side``) or, with
-``adaptive=True``, chosen each step per env from the agents taking part (about ``agents_per_cell`` a cell).
+``adaptive=True``, chosen each step per env from the agents taking part (about ``agents_per_cell`` a cell);
+:func:`automatic_grid` is the choice envs make by default (Tag-continuous, the MPE envs).
 A grid of one cell is a scan of all agents: the cheapest below a few hundred agents.
 
 The k-best list lives in registers on the GPU (``local_array`` of k 64-bit keys ``distance bits << 32 | id``,
@@ -39,8 +40,15 @@ from warpdrive.core.compile import Phase, per_agent, per_env, per_index
 from warpdrive.core.device import atomic_add, bits_float, float_bits, kernel_function, local_array
 from warpdrive.core.store import ArraySpec
 
-__all__ = ["NeighbourGrid", "begin_grid", "cell_range", "count_into_cell", "distance", "k_nearest_phases",
-           "squared_distance"]
+__all__ = ["NeighbourGrid", "automatic_grid", "begin_grid", "cell_range", "count_into_cell", "distance",
+           "k_nearest_phases", "squared_distance"]
+
+#: below this many agents the automatic grid has one cell: a scan of all agents measured faster (H100)
+AUTOMATIC_MIN_AGENTS = 192
+#: agents per cell the automatic adaptive grid aims at (the k-nearest search then visits about 9 cells)
+AUTOMATIC_AGENTS_PER_CELL = 3.0
+#: the automatic grid's largest size: cells per side
+AUTOMATIC_MAX_CELLS_PER_SIDE = 64
 
 _ZERO = np.float32(0.0)
 _INF = np.float32(np.inf)
@@ -123,6 +131,16 @@ class NeighbourGrid:
 def adaptive_cells_per_side(num_agents: int, agents_per_cell: float = 3.0, largest: int = 64) -> int:
     """Cells per side for about ``agents_per_cell`` agents per cell, at most ``largest``."""
     return max(1, min(largest, int(math.sqrt(num_agents / agents_per_cell))))
+
+
+def automatic_grid(side_length: float, num_agents: int, origin: float = 0.0) -> NeighbourGrid:
+    """The grid an env gets unless it chooses one: one cell (a scan of all agents: the cheapest for few agents)
+    below :data:`AUTOMATIC_MIN_AGENTS` agents, else adaptive, about :data:`AUTOMATIC_AGENTS_PER_CELL` agents a
+    cell and at most :data:`AUTOMATIC_MAX_CELLS_PER_SIDE` cells a side."""
+    if num_agents < AUTOMATIC_MIN_AGENTS:
+        return NeighbourGrid(side_length, 1, origin=origin)
+    side = adaptive_cells_per_side(num_agents, AUTOMATIC_AGENTS_PER_CELL, AUTOMATIC_MAX_CELLS_PER_SIDE)
+    return NeighbourGrid(side_length, side, adaptive=True, agents_per_cell=AUTOMATIC_AGENTS_PER_CELL, origin=origin)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ from warpdrive.core.exactmath import exp32, log1p32
 from warpdrive.core.random import uniform
 from warpdrive.core.spatial import (
     NeighbourGrid,
-    adaptive_cells_per_side,
+    automatic_grid,
     begin_grid,
     count_into_cell,
     distance,
@@ -78,11 +78,6 @@ NUM_ACTIONS = 5
 #: the neighbour grid covers the start square [-1, 1]^2 (agents outside it are found too, in border cells)
 GRID_ORIGIN = -1.0
 GRID_SIDE = 2.0
-#: below this many agents the k-nearest search scans all of them (a grid of one cell); above, about
-#: AGENTS_PER_CELL agents per cell
-GRID_MIN_AGENTS = 192
-AGENTS_PER_CELL = 3.0
-MAX_CELLS_PER_SIDE = 64
 DRAWS_PER_ENTITY = 2
 
 _ZERO = np.float32(0.0)
@@ -309,11 +304,8 @@ def write_zeros(env, agent, start, stop, p, s):
 
 
 def neighbour_grid(num_agents: int) -> NeighbourGrid:
-    """The k-nearest search's grid: one cell (a scan of all agents) for few agents, else adaptive."""
-    if num_agents < GRID_MIN_AGENTS:
-        return NeighbourGrid(GRID_SIDE, 1, origin=GRID_ORIGIN)
-    side = adaptive_cells_per_side(num_agents, AGENTS_PER_CELL, MAX_CELLS_PER_SIDE)
-    return NeighbourGrid(GRID_SIDE, side, adaptive=True, agents_per_cell=AGENTS_PER_CELL, origin=GRID_ORIGIN)
+    """The k-nearest search's grid (the core's automatic one, over the start square)."""
+    return automatic_grid(GRID_SIDE, num_agents, origin=GRID_ORIGIN)
 
 
 def world_phases(observe: tuple[Phase, ...], rewards: tuple[Phase, ...], visit: Any, k: int | None, *,

@@ -53,7 +53,7 @@ from warpdrive.core.exactmath import mod32, sincos32
 from warpdrive.core.random import randint, uniform
 from warpdrive.core.spatial import (
     NeighbourGrid,
-    adaptive_cells_per_side,
+    automatic_grid,
     begin_grid,
     cell_range,
     count_into_cell,
@@ -65,13 +65,6 @@ from warpdrive.core.typed import ConfigError, bounded, join_path
 
 #: Start directions the reference draws from.
 HEADINGS = np.array([0.0, np.pi / 2, np.pi, 3 * np.pi / 2], dtype=np.float32)
-#: With ``grid_cells_per_side=None``, partial observation uses an adaptive grid from this many agents on;
-#: below it a grid of one cell (a scan of all agents in the game) measured faster on an H100.
-GRID_MIN_AGENTS = 192
-#: Agents per cell the automatic grid aims at (the k-nearest search then visits about 9 cells).
-AGENTS_PER_CELL = 3.0
-#: Largest automatic grid: cells per side.
-MAX_CELLS_PER_SIDE = 64
 #: Random draws per agent at a random start: x, y, direction.
 DRAWS_PER_AGENT = 3
 
@@ -146,7 +139,7 @@ class TagContinuousConfig:
     (``TagContinuous({"seed": 7})``): the constructor's ``seed=`` keyword seeds the random starts."""
     grid_cells_per_side: int | None = bounded(None, ge=1, le=1024)
     """Speed only, not semantics: the neighbour grid of partial observation. None: one cell (a scan of all
-    agents in the game) below GRID_MIN_AGENTS agents, else about AGENTS_PER_CELL agents per cell, resized
+    agents in the game) below AUTOMATIC_MIN_AGENTS agents, else about AUTOMATIC_AGENTS_PER_CELL agents per cell, resized
     every step to the agents still in the game; G >= 1: always G x G cells."""
     separate_search_launch: bool = False
     """Speed only, not semantics: with partial observation, run the k-nearest search and the observation
@@ -263,11 +256,7 @@ def neighbour_grid_of(config: TagContinuousConfig) -> NeighbourGrid | None:
     g = config.grid_cells_per_side
     if g is not None:
         return NeighbourGrid(config.grid_length, g)
-    n = config.num_agents
-    if n < GRID_MIN_AGENTS:
-        return NeighbourGrid(config.grid_length, 1)
-    side = adaptive_cells_per_side(n, AGENTS_PER_CELL, MAX_CELLS_PER_SIDE)
-    return NeighbourGrid(config.grid_length, side, adaptive=True, agents_per_cell=AGENTS_PER_CELL)
+    return automatic_grid(config.grid_length, config.num_agents)
 
 
 # --------------------------------------------------------------------------------------------------
