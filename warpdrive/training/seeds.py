@@ -31,6 +31,7 @@ __all__ = ["SeedsResult", "aggregate_runs", "bootstrap_interval", "plot_seed_cur
 
 #: bootstrap resamples of the seeds per estimate
 RESAMPLES = 10_000
+_RETURN_AXIS = "mean episodic return (95% bootstrap interval)"
 
 
 @dataclasses.dataclass
@@ -89,7 +90,7 @@ def aggregate_runs(runs: list[list[dict[str, Any]]]) -> tuple[list[dict[str, Any
 
 
 def plot_seed_curves(curves: Mapping[str, Mapping[int, Sequence[float]]], out: Path, title: str,
-                     ylabel: str = "mean episodic return (95% bootstrap interval)",
+                     ylabel: str = _RETURN_AXIS,
                      baseline: tuple[str, float] | None = None) -> Path:
     """Plot learning curves over seeds: for each label, ``curves[label][env_steps]`` holds one value per seed,
     drawn as their mean with its 95% percentile-bootstrap interval as a band (the estimate of
@@ -149,5 +150,5 @@ def train_seeds(config: TrainConfig, count: int) -> SeedsResult:
     groups = sorted({key for row in rows for key in row if key != "env_steps"})
     curve = _plot_estimates({group: [(row["env_steps"], row[group]) for row in rows if group in row]
                              for group in groups}, group_dir / "aggregate.png", f"{config.env.name}, {count} seeds",
-                            "mean episodic return (95% bootstrap interval)") if groups else None
+                            _RETURN_AXIS) if groups else None
     return SeedsResult(group_dir, runs, aggregate_path, summary_path, curve, summary)
