@@ -75,7 +75,7 @@ def main() -> int:
         return env_class(case[0]).num_agents_of(env_class(case[0]).Config(**case[1]))
 
     cases = [(name, kwargs, start) for name in args.names or list(CASES) for kwargs in CASES[name]
-             for start in ("random", "identical")]
+             for start in env_class(name).start_modes]
     cases = [case for case in cases if agents(case) >= args.min_agents]
     # the largest first: they take longest (the CPU side), and the small ones fill the workers meanwhile
     cases.sort(key=lambda case: -agents(case))
