@@ -221,6 +221,17 @@ def test_launch_shape(agents: int, envs: int, lanes: int, per_block: int) -> Non
     assert shape.grid(envs) * shape.envs_per_block >= envs
 
 
+@pytest.mark.parametrize(
+    ("agents", "envs", "threads_per_agent", "expected"),
+    [(110, 100, 4, LaunchShape(512, 1)), (10, 100, 4, LaunchShape(64, 1)), (8, 100, 2, LaunchShape(16, 2)),
+     # a block of more than 512 threads is resident only with at most 64 Ki / threads registers each
+     (110, 100, 8, LaunchShape(1024, 1, 64)), (1000, 2, 8, LaunchShape(1024, 1, 64))],
+)
+def test_launch_shape_with_several_threads_per_agent(agents: int, envs: int, threads_per_agent: int,
+                                                     expected: LaunchShape) -> None:
+    assert launch_shape(agents, envs, threads_per_agent=threads_per_agent) == expected
+
+
 def test_register_cap_compiles_kernels_of_its_own(run_with_cuda_target: Callable[[str], None]) -> None:
     """A launch shape's register cap reaches the CUDA compiler; each cap gets its own kernels, the default none."""
     run_with_cuda_target("""

@@ -55,6 +55,7 @@ class PointsConfig:
     cells: int = 3
     adaptive: bool = False
     lattice: bool = True
+    lanes: int = 1
     episode_length: int = 5
 
     def validate(self) -> None:
@@ -86,7 +87,11 @@ class Points(Env):
 
     def grid(self) -> NeighbourGrid:
         c = self.config
-        return NeighbourGrid(side_length=4.0, cells_per_side=c.cells, adaptive=c.adaptive, agents_per_cell=2.0)
+        return NeighbourGrid(side_length=4.0, cells_per_side=c.cells, adaptive=c.adaptive, agents_per_cell=2.0,
+                             search_lanes=c.lanes)
+
+    def threads_per_agent(self) -> int:
+        return self.config.lanes
 
     def state_arrays(self) -> list[ArraySpec]:
         return [ArraySpec("x", "agent", torch.float32), ArraySpec("y", "agent", torch.float32), *self.grid().arrays(K)]
@@ -111,11 +116,16 @@ def brute_force(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize(("cells", "adaptive", "lattice", "agents"),
-                         [(1, False, True, 40), (3, False, True, 40), (7, False, True, 40), (7, True, True, 40),
-                          (12, False, False, 300), (12, True, False, 300)])
-def test_k_nearest_equal_a_brute_force_search(cells: int, adaptive: bool, lattice: bool, agents: int) -> None:
-    env = Points(num_envs=3, backend="cpu", cells=cells, adaptive=adaptive, lattice=lattice, num_agents=agents)
+@pytest.mark.parametrize(("cells", "adaptive", "lattice", "agents", "lanes"),
+                         [(1, False, True, 40, 1), (3, False, True, 40, 1), (7, False, True, 40, 1),
+                          (7, True, True, 40, 1), (12, False, False, 300, 1), (12, True, False, 300, 1),
+                          # lanes sharing a search: each lane's list is short of candidates and searches further
+                          (1, False, True, 40, 4), (1, False, False, 40, 3), (3, False, True, 40, 5),
+                          (7, True, True, 40, 2), (12, True, False, 300, 4)])
+def test_k_nearest_equal_a_brute_force_search(cells: int, adaptive: bool, lattice: bool, agents: int,
+                                              lanes: int) -> None:
+    env = Points(num_envs=3, backend="cpu", cells=cells, adaptive=adaptive, lattice=lattice, num_agents=agents,
+                 lanes=lanes)
     obs = env.reset(seed=1)
     for e in range(3):
         x, y = env.store["x"][e].numpy(), env.store["y"][e].numpy()
@@ -125,10 +135,10 @@ def test_k_nearest_equal_a_brute_force_search(cells: int, adaptive: bool, lattic
 
 @pytest.mark.cudasim
 def test_the_cuda_compilation_finds_the_same_neighbours(gpu_backend: str) -> None:
-    for lattice in (True, False):
-        cpu = Points(num_envs=2, backend="cpu", num_agents=24, cells=4, lattice=lattice)
-        gpu = Points(num_envs=2, backend=gpu_backend, num_agents=24, cells=4, lattice=lattice)
-        assert torch.equal(cpu.reset(seed=4), gpu.reset(seed=4))
+    for lattice, lanes in ((True, 1), (False, 3)):
+        cpu = Points(num_envs=2, backend="cpu", num_agents=24, cells=4, lattice=lattice, lanes=lanes)
+        gpu = Points(num_envs=2, backend=gpu_backend, num_agents=24, cells=4, lattice=lattice, lanes=lanes)
+        assert torch.equal(cpu.reset(seed=4), gpu.reset(seed=4).cpu())
 
 
 class _PointsWithAShortList(Points):
@@ -144,9 +154,16 @@ class _PointsWithoutTheList(Points):
 
 def test_a_list_declared_with_another_length_than_the_search_is_refused() -> None:
     """The search writes K entries per agent: a shorter declared list would be written past its end."""
-    with pytest.raises(ValueError, match=r"^_PointsWithAShortList: k_nearest indexes array 'nearest' with trailing "
-                                         r"shape \(4,\), but the env has it declared with trailing shape \(3,\) "):
+    with pytest.raises(ValueError, match=r"^_PointsWithAShortList: k_nearest indexes array 'nearest' with "
+                                         r"trailing shape \(4,\), but the env has it declared with trailing "
+                                         r"shape \(1, 3\) "):
         _PointsWithAShortList(num_agents=8, backend="cpu")
     with pytest.raises(ValueError, match=r"'nearest' with trailing shape \(4,\), but the env has no such array"):
         _PointsWithoutTheList(num_agents=8, backend="cpu")
     Points(num_agents=8, backend="cpu")  # the same length: accepted
+
+
+@pytest.mark.parametrize("lanes", [0, 33, 2.0])
+def test_a_bad_number_of_search_lanes_is_refused(lanes: object) -> None:
+    with pytest.raises(ValueError, match=rf"^search_lanes must be an integer in \[1, 32\], got {lanes!r}$"):
+        NeighbourGrid(4.0, 1, search_lanes=lanes)  # type: ignore[arg-type]

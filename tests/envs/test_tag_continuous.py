@@ -301,6 +301,22 @@ def test_partial_observation_order_ties_and_padding(grid: int | None) -> None:
     np.testing.assert_allclose(obs[1, 15:21].numpy(), [1, 0, 0, 1, 1, 0])
 
 
+@pytest.mark.parametrize("grid", [None, 3])
+def test_search_lanes_change_only_the_speed(grid: int | None) -> None:
+    """Three threads sharing each agent's k-nearest search find the same neighbours as one, over whole episodes."""
+    kwargs = dict(num_taggers=3, num_runners=20, grid_length=3.0, episode_length=8, tagging_distance=0.1,
+                  use_full_observation=False, num_other_agents_observed=4, grid_cells_per_side=grid, num_envs=3,
+                  seed=4, backend="cpu")
+    one, shared = TagContinuous(**kwargs), TagContinuous(search_lanes=3, **kwargs)
+    assert shared.store["nearest"].shape[2] == 3
+    assert torch.equal(one.reset(seed=2), shared.reset(seed=2))
+    for _ in range(20):  # two and a half episodes: autoresets included
+        expected, got = one.random_step(), shared.random_step()
+        for a, b in zip((*expected[:4], expected[4]["final_obs"]), (*got[:4], got[4]["final_obs"]), strict=True):
+            assert torch.equal(a, b)
+    assert int(one.store["episode"].min()) >= 2
+
+
 @pytest.mark.parametrize("full", [True, False])
 def test_observation_of_and_by_agents_out_of_the_game(full: bool) -> None:
     env = make_env(num_taggers=1, num_runners=2, grid_length=10.0, episode_length=4, tagging_distance=0.02,
@@ -346,6 +362,7 @@ CONSISTENCY_CASES = {
     "partial-one-cell": dict(use_full_observation=False, num_other_agents_observed=3),
     "partial-grid": dict(use_full_observation=False, num_other_agents_observed=3, grid_cells_per_side=3),
     "partial-adaptive": dict(use_full_observation=False, num_other_agents_observed=3),
+    "partial-search-lanes": dict(use_full_observation=False, num_other_agents_observed=3, search_lanes=3),
     # the search as a kernel of its own (the CPU program is the one above: launch boundaries are CUDA-only)
     "partial-separate-search": dict(use_full_observation=False, num_other_agents_observed=3, grid_cells_per_side=3,
                                     separate_search_launch=True),

@@ -49,8 +49,8 @@ class Phase:
     over: Literal["agent", "env", "index"]
     count: Callable[..., Any] | None = None
     needs: tuple[tuple[str, tuple[int, ...]], ...] = ()
-    """Arrays the functions index by compile-time sizes: ``(name, trailing shape)``; an env whose declaration
-    differs is refused at construction (a mismatch would index past the array)."""
+    """Arrays the functions index by compile-time sizes: ``(name, innermost sizes)``; an env that declares such an
+    array with other innermost sizes is refused at construction (a mismatch would index past the array)."""
 
 
 def per_agent(*fns: Callable[..., Any]) -> Phase:
@@ -196,12 +196,14 @@ class LaunchShape:
         return -(-num_envs // self.envs_per_block)
 
 
-def launch_shape(num_agents: int, num_envs: int = 1, *, max_lanes: int = 256, block_threads: int = 32,
-                 max_registers: int | None = None) -> LaunchShape:
+def launch_shape(num_agents: int, num_envs: int = 1, *, threads_per_agent: int = 1, max_lanes: int = 256,
+                 block_threads: int = 32, max_registers: int | None = None) -> LaunchShape:
     """Threads per env: the next power of two >= agents, capped at ``max_lanes`` (agents beyond that are
-    visited by a strided loop); small envs are packed several to a block of ``block_threads``.
+    visited by a strided loop), times ``threads_per_agent`` (at most 1024 threads); small envs are packed
+    several to a block of ``block_threads``.
 
-    ``max_registers``: the shape's register cap (see :class:`LaunchShape`; envs set it with ``Env.max_registers``).
+    ``max_registers``: the shape's register cap (see :class:`LaunchShape`; envs set it with ``Env.max_registers``);
+    blocks of more than 512 threads get a cap that lets the whole block be resident.
 
     Measured on an H200 (benchmarks/RESULTS.md): blocks of 32 threads beat 128 for envs of 5-10 agents (no
     barrier couples more envs than one warp holds), and with many envs of about a hundred agents half the
@@ -212,6 +214,9 @@ def launch_shape(num_agents: int, num_envs: int = 1, *, max_lanes: int = 256, bl
         lanes *= 2
     if num_agents <= lanes and lanes > 64 and num_envs * lanes > 65536:
         lanes //= 2
+    lanes = min(lanes * threads_per_agent, 1024)
+    if lanes > 512:
+        max_registers = min(max_registers or 255, 65536 // lanes)
     return LaunchShape(lanes=lanes, envs_per_block=max(1, block_threads // lanes), max_registers=max_registers)
 
 

@@ -196,7 +196,8 @@ class Env:
         self.store = DataStore(specs, num_envs, self.num_agents, self.device)
         self._load_start_state()
         if launch is None:
-            launch = self.target.default_launch(self.num_agents, num_envs, type(self).max_registers)
+            launch = self.target.default_launch(self.num_agents, num_envs, type(self).max_registers,
+                                                self.threads_per_agent())
         elif (not isinstance(launch, LaunchShape) or launch.lanes < 1 or launch.envs_per_block < 1
               or not (launch.max_registers is None or 16 <= launch.max_registers <= 255)):
             raise ValueError("launch must be a LaunchShape with lanes >= 1, envs_per_block >= 1 and max_registers "
@@ -254,6 +255,12 @@ class Env:
         :meth:`program_variant`.
         """
         return type(self).step_phases, type(self).reset_phases
+
+    def threads_per_agent(self) -> int:
+        """Threads per agent of the default launch shape on CUDA (default 1): envs whose phases spread one agent's
+        work over several indices return how many (e.g. a k-nearest search shared by
+        :attr:`~warpdrive.core.spatial.NeighbourGrid.search_lanes` threads)."""
+        return 1
 
     def program_variant(self) -> str:
         """A name for the compile-time constants :meth:`program_phases` depends on (``""``: none); each
@@ -597,7 +604,7 @@ class Env:
                 continue
             for name, shape in phase.needs:
                 declared = specs.get(name)
-                if declared is None or declared.shape != shape:
+                if declared is None or tuple(declared.shape[len(declared.shape) - len(shape):]) != shape:
                     got = "no such array" if declared is None else f"it declared with trailing shape {declared.shape}"
                     raise ValueError(f"{type(self).__name__}: {phase.fns[0].__name__} indexes array {name!r} "
                                      f"with trailing shape {shape}, but the env has {got} (declare it with the "

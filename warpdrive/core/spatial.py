@@ -22,7 +22,9 @@ A grid of one cell is a scan of all agents: the cheapest below a few hundred age
 
 The k-best list lives in registers on the GPU (``local_array`` of k 64-bit keys ``distance bits << 32 | id``,
 whose integer order is the (distance, id) order for distances >= 0), so k is a compile-time constant: one
-compiled program per k.
+compiled program per k. With ``search_lanes`` > 1, that many threads share each agent's search (each scans
+every ``search_lanes``-th agent of each span and keeps its own list; the lists are merged): more threads per
+step where an env has few agents. The nearest k are the same for any number of lanes.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ AUTOMATIC_MIN_AGENTS = 192
 AUTOMATIC_AGENTS_PER_CELL = 3.0
 #: the automatic grid's largest size: cells per side
 AUTOMATIC_MAX_CELLS_PER_SIDE = 64
+#: the most threads that share one agent's search (the merge reads every lane's list)
+MAX_SEARCH_LANES = 32
 
 _ZERO = np.float32(0.0)
 _INF = np.float32(np.inf)
@@ -67,6 +71,9 @@ class NeighbourGrid:
         adaptive: size the grid each step to about ``agents_per_cell`` agents per cell.
         agents_per_cell: target occupancy of an adaptive grid.
         origin: lower corner of the square, on both axes.
+        search_lanes: threads that share one agent's k-nearest search (see the module docstring); give the env's
+            launch that many threads per agent (:meth:`~warpdrive.core.env.Env.threads_per_agent`). A speed knob
+            for envs of few agents; measured on an H200 it did not help reliably (benchmarks/RESULTS.md).
     """
 
     side_length: float
@@ -74,6 +81,11 @@ class NeighbourGrid:
     adaptive: bool = False
     agents_per_cell: float = 3.0
     origin: float = 0.0
+    search_lanes: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.search_lanes, int) or not 1 <= self.search_lanes <= MAX_SEARCH_LANES:
+            raise ValueError(f"search_lanes must be an integer in [1, {MAX_SEARCH_LANES}], got {self.search_lanes!r}")
 
     def arrays(self, k: int = 0) -> list[ArraySpec]:
         """Scratch arrays (E envs, N agents, G cells per side; one more cell for the agents left out; ``k``: the
@@ -89,8 +101,13 @@ class NeighbourGrid:
         ``row_start``                               [E, G]          int32      first position of each row of cells
         ``cell_agent``, ``cell_x``, ``cell_y``      [E, N]          i32/f32    agents by cell, with their position
         ``agent_cell``, ``agent_slot``              [E, N]          int32      each agent's cell and rank in it
-        ``nearest``                                 [E, N, k]       int32      k nearest of the agent at each
-                                                                               position (ids, -1: none)
+        ``nearest``                                 [E, N, L, k]    int32      the k nearest that each of the L
+                                                                               search lanes found for the agent at
+                                                                               each position (ids, -1: none; after
+                                                                               the merge, lane 0's are all lanes'
+                                                                               k nearest; L = ``search_lanes``)
+        ``nearest_distance``                        [E, N, L, k]    int32      their distances' float32 bits (only
+                                                                               with L > 1, to merge by)
         ==========================================  ==============  =========  =================================
         """
         g = self.cells_per_side
@@ -106,7 +123,8 @@ class NeighbourGrid:
             ArraySpec("cell_y", "agent", torch.float32, "scratch"),
             ArraySpec("agent_cell", "agent", torch.int32, "scratch"),
             ArraySpec("agent_slot", "agent", torch.int32, "scratch"),
-            *([ArraySpec("nearest", "agent", torch.int32, "scratch", (k,))] if k else []),
+            *([ArraySpec("nearest", "agent", torch.int32, "scratch", (self.search_lanes, k)),
+               ArraySpec("nearest_distance", "agent", torch.int32, "scratch", (self.search_lanes, k))] if k else []),
         ]
 
     def params(self) -> dict[str, Any]:
@@ -281,26 +299,23 @@ def cell_range(env, x, y, reach, p, s):
 # k nearest
 
 
-@kernel_function
-def _agent_count(p, s):
-    return p.num_agents
-
-
 @cache
-def k_nearest_phases(k: int, visit: Callable[..., Any]) -> tuple[Phase, Phase]:
-    """Two phases that call ``visit(env, agent, slot, other, p, s)`` for ``slot`` in ``range(k)`` for every
+def k_nearest_phases(k: int, visit: Callable[..., Any]) -> tuple[Phase, Phase, Phase]:
+    """Three phases that call ``visit(env, agent, slot, other, p, s)`` for ``slot`` in ``range(k)`` for every
     agent: ``other`` is the id of its ``slot``-th nearest other agent that takes part (by distance, then
     id), or -1 where fewer remain and for every slot of an agent that does not take part. The env declares
-    ``NeighbourGrid.arrays(k)``: the first phase keeps each agent's list there (``s.nearest``), the second
-    calls ``visit`` once per (agent, slot) pair, in any order.
+    ``NeighbourGrid.arrays(k)``: the first phase runs the search, one index per (agent, search lane), and
+    keeps each lane's list there (``s.nearest``); the second merges each agent's lists (with several lanes);
+    the third calls ``visit`` once per (agent, slot) pair, in any order.
 
     The search visits the 3 x 3 cells around the agent's cell, then rings of cells outward until the k-th
     best is provably nearer than any unvisited cell; it walks each ring as row spans (contiguous agents),
     skips the spans that lie wholly beyond the k-th best so far, and takes the square root only of squared
     distances that may enter the list (the result is the same as a search without either shortcut, to the
-    bit). Agents are searched in cell order (threads of a warp search nearby, alike), and ``visit`` may run
-    for the pairs of one agent in different threads, so it should write only what belongs to ``(agent,
-    slot)``.
+    bit). A lane stops by its own list's k-th distance, at or beyond the whole search's: each lane's list
+    holds every one of the k nearest that the lane scans, so the merged lists give them all. Agents are
+    searched in cell order (threads of a warp search nearby, alike), and ``visit`` may run for the pairs of
+    one agent in different threads, so it should write only what belongs to ``(agent, slot)``.
     """
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
@@ -374,7 +389,7 @@ def k_nearest_phases(k: int, visit: Callable[..., Any]) -> tuple[Phase, Phase]:
         return row * side + g0, row * side + g1
 
     @kernel_function
-    def search(env, pos_self, best, p, s):
+    def search(env, pos_self, lane, lanes, best, p, s):
         side = s.grid_side[env]
         size = s.cell_size[env]
         x = s.cell_x[env, pos_self]
@@ -401,12 +416,12 @@ def k_nearest_phases(k: int, visit: Callable[..., Any]) -> tuple[Phase, Phase]:
                     first, last = span(level, j, cx, cy, lx, ly, worst_distance(best) + margin, size, side)
                     j += 1
                     if first <= last:
-                        pos = s.cell_start[env, first]
+                        pos = s.cell_start[env, first] + lane  # this lane's share: every lanes-th agent
                         end = s.cell_start[env, last + 1]
                 if pos >= end:
                     break
                 reach = offer(env, pos_self, pos, x, y, reach, best, s)
-                pos += 1
+                pos += lanes
             # every unvisited agent lies beyond the nearest side of the visited square that is not the grid's
             # border (agents outside the grid are in border cells)
             bound = _INF
@@ -423,16 +438,52 @@ def k_nearest_phases(k: int, visit: Callable[..., Any]) -> tuple[Phase, Phase]:
             level += 1
 
     @kernel_function
-    def k_nearest(env, pos, p, s):
+    def search_count(p, s):
+        return p.num_agents * s.nearest.shape[2]
+
+    @kernel_function
+    def k_nearest(env, index, p, s):
+        # consecutive threads take the lanes of one agent: they read consecutive positions of each span
+        lanes = s.nearest.shape[2]
+        pos = index // lanes
+        lane = index - pos * lanes
         best = local_array(K, np.uint64)
         for q in range(K):
             best[q] = _EMPTY
         side = s.grid_side[env]
         if pos < s.cell_start[env, side * side]:  # the agents left out come after every cell
-            search(env, pos, best, p, s)
+            search(env, pos, lane, lanes, best, p, s)
+        # ids, and the distances only where lists are merged (the ids of neighbouring agents stay contiguous)
         for q in range(K):
             key = best[q]
-            s.nearest[env, pos, q] = np.int32(key & _LOW) if key != _EMPTY else np.int32(-1)
+            s.nearest[env, pos, lane, q] = np.int32(key & _LOW) if key != _EMPTY else np.int32(-1)
+            if lanes > 1:
+                s.nearest_distance[env, pos, lane, q] = np.int32(key >> _SHIFT)  # float32 bits >= 0: below 2**31
+
+    @kernel_function
+    def agent_count(p, s):
+        return p.num_agents
+
+    @kernel_function
+    def merge(env, pos, p, s):
+        """The lanes' lists of the agent at ``pos`` (each sorted) -> its k best, into lane 0's ids."""
+        lanes = s.nearest.shape[2]
+        if lanes > 1:
+            best = local_array(K, np.uint64)
+            for q in range(K):
+                best[q] = _EMPTY
+            for lane in range(lanes):
+                for q in range(K):
+                    other = s.nearest[env, pos, lane, q]
+                    if other < 0:
+                        break  # the list ends here
+                    key = (np.uint64(s.nearest_distance[env, pos, lane, q]) << _SHIFT) | np.uint64(other)
+                    if key >= best[K - 1]:
+                        break  # the rest of this sorted list cannot enter
+                    insert(key, best)
+            for q in range(K):
+                key = best[q]
+                s.nearest[env, pos, 0, q] = np.int32(key & _LOW) if key != _EMPTY else np.int32(-1)
 
     @kernel_function
     def pair_count(p, s):
@@ -444,7 +495,9 @@ def k_nearest_phases(k: int, visit: Callable[..., Any]) -> tuple[Phase, Phase]:
         # then written in runs of k consecutive values (nearly coalesced)
         pos = index // K
         slot = index - pos * K
-        visit(env, s.cell_agent[env, pos], slot, s.nearest[env, pos, slot], p, s)
+        visit(env, s.cell_agent[env, pos], slot, s.nearest[env, pos, 0, slot], p, s)
 
-    needs = (("nearest", (K,)),)  # what NeighbourGrid.arrays(k) declares: Env construction checks it
-    return per_index(k_nearest, _agent_count, needs), per_index(visit_pair, pair_count, needs)
+    # NeighbourGrid.arrays(k) declares them [E, N, lanes, K]: Env construction checks it
+    needs = (("nearest", (K,)), ("nearest_distance", (K,)))
+    return (per_index(k_nearest, search_count, needs), per_index(merge, agent_count, needs),
+            per_index(visit_pair, pair_count, needs))

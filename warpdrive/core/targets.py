@@ -81,11 +81,12 @@ class KernelTarget:
         """A zero-copy view of ``tensor`` that this target's kernels accept."""
         return tensor.detach().numpy()
 
-    def default_launch(self, num_agents: int, num_envs: int, max_registers: int | None) -> LaunchShape:
+    def default_launch(self, num_agents: int, num_envs: int, max_registers: int | None,
+                       threads_per_agent: int = 1) -> LaunchShape:
         """The launch shape an env gets unless it is given one (see :func:`~warpdrive.core.compile.launch_shape`)."""
         from warpdrive.core.compile import launch_shape
 
-        return launch_shape(num_agents, num_envs, max_registers=max_registers)
+        return launch_shape(num_agents, num_envs, threads_per_agent=threads_per_agent, max_registers=max_registers)
 
     def program_launchers(self, stages: Sequence[Callable[..., Any]], fingerprint: str, name: str,
                           max_registers: int | None = None, bounds_checked: bool = False) -> list[Dispatcher]:
@@ -259,10 +260,12 @@ class SimulatorTarget(CudaTarget):
     def array(self, tensor: torch.Tensor) -> Any:
         return tensor.detach().numpy()
 
-    def default_launch(self, num_agents: int, num_envs: int, max_registers: int | None) -> LaunchShape:
+    def default_launch(self, num_agents: int, num_envs: int, max_registers: int | None,
+                       threads_per_agent: int = 1) -> LaunchShape:
         from warpdrive.core.compile import launch_shape
 
-        return launch_shape(num_agents, max_lanes=8, block_threads=16)  # each thread a Python thread: small blocks
+        # each thread a Python thread: small blocks (work spread over more indices than threads is looped over)
+        return launch_shape(num_agents, max_lanes=8, block_threads=16)
 
     def _launcher(self, runner: Callable[..., Any], fingerprint: str, name: str,
                   max_registers: int | None) -> Dispatcher:

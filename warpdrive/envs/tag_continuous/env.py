@@ -38,7 +38,7 @@ at reset; the reference's CPU code, which the spec defines as the semantics, com
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
@@ -141,6 +141,10 @@ class TagContinuousConfig:
     """Speed only, not semantics: the neighbour grid of partial observation. None: one cell (a scan of all
     agents in the game) below AUTOMATIC_MIN_AGENTS agents, else about AUTOMATIC_AGENTS_PER_CELL agents per cell, resized
     every step to the agents still in the game; G >= 1: always G x G cells."""
+    search_lanes: int = bounded(1, ge=1, le=32)
+    """Speed only, not semantics: threads that share each agent's k-nearest search (NeighbourGrid.search_lanes);
+    the default launch gives each agent that many threads. Measured on an H200: not reliably faster (see the
+    env's page), so 1 by default."""
     separate_search_launch: bool = False
     """Speed only, not semantics: with partial observation, run the k-nearest search and the observation
     write as CUDA kernels of their own (the search's registers then no longer limit the occupancy of the
@@ -254,9 +258,8 @@ def neighbour_grid_of(config: TagContinuousConfig) -> NeighbourGrid | None:
     if config.use_full_observation:
         return None
     g = config.grid_cells_per_side
-    if g is not None:
-        return NeighbourGrid(config.grid_length, g)
-    return automatic_grid(config.grid_length, config.num_agents)
+    grid = automatic_grid(config.grid_length, config.num_agents) if g is None else NeighbourGrid(config.grid_length, g)
+    return replace(grid, search_lanes=config.search_lanes)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -567,6 +570,10 @@ class TagContinuous(Env):
 
     def metric_names(self) -> list[str]:
         return ["runners_tagged", "tag_rate"]
+
+    def threads_per_agent(self) -> int:
+        grid = neighbour_grid_of(self.config)
+        return 1 if grid is None else grid.search_lanes
 
     def state_arrays(self) -> list[ArraySpec]:
         c = self.config
