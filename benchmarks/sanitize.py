@@ -31,9 +31,10 @@ PARTIAL_OBSERVATION: dict[str, dict[str, Any]] = {
     "tag_continuous": {"use_full_observation": False},
     "simple_tag": {"k_nearest": 4}, "simple_spread": {"k_nearest": 4}, "simple_adversary": {"k_nearest": 4},
 }
-#: (envs, agents): one env, a prime, more envs than a block's threads; agents below, at and above a warp, and more
-#: than a block's 256 threads (the simulator: small sizes only, each thread a Python thread)
-SIZES = [(1, 2), (7, 31), (3, 33), (257, 5), (2, 300)]
+#: (envs, agents): one env, a prime, more envs than a block's threads; agents below, at and above a warp, a hundred
+#: (partial observation in a grid of one cell), and more than a block's 256 threads (the simulator: small sizes only,
+#: each thread a Python thread)
+SIZES = [(1, 2), (7, 31), (3, 33), (257, 5), (3, 100), (2, 300)]
 SIM_SIZES = [(1, 2), (3, 5), (2, 17)]
 
 
