@@ -4,6 +4,7 @@ outside the grid's square."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +28,9 @@ def _place(env, agent, p, s):
     u = uniform(p.seed, env, s.episode[env], 2 * agent)
     v = uniform(p.seed, env, s.episode[env], 2 * agent + 1)
     if p.lattice:
-        s.x[env, agent] = np.float32(np.floor(u * np.float32(12.0))) * np.float32(0.5) - np.float32(1.0)
-        s.y[env, agent] = np.float32(np.floor(v * np.float32(12.0))) * np.float32(0.5) - np.float32(1.0)
+        # math.floor, not np.floor: the CUDA target has no floor ufunc
+        s.x[env, agent] = np.float32(math.floor(u * np.float32(12.0))) * np.float32(0.5) - np.float32(1.0)
+        s.y[env, agent] = np.float32(math.floor(v * np.float32(12.0))) * np.float32(0.5) - np.float32(1.0)
     else:
         s.x[env, agent] = u * np.float32(6.0) - np.float32(1.0)
         s.y[env, agent] = v * np.float32(6.0) - np.float32(1.0)
