@@ -71,11 +71,12 @@ class Points(Env):
     Config = PointsConfig
 
     def program_phases(self) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
-        observe = (per_env(_begin), per_agent(_count), *NeighbourGrid.build_phases(), *k_nearest_phases(K, _write))
+        observe = (per_env(_begin), per_agent(_count), *NeighbourGrid.build_phases(),
+                   *k_nearest_phases(K, _write, self.config.lanes))
         return observe, (per_agent(_place), *observe)
 
     def program_variant(self) -> str:
-        return f"k{K}"
+        return f"k{K}_lanes{self.config.lanes}"
 
     @classmethod
     def num_agents_of(cls, config: PointsConfig) -> int:
@@ -157,10 +158,10 @@ class _PointsWithoutTheList(Points):
 def test_a_list_declared_with_another_length_than_the_search_is_refused() -> None:
     """The search writes K entries per agent: a shorter declared list would be written past its end."""
     with pytest.raises(ValueError, match=r"^_PointsWithAShortList: k_nearest indexes array 'nearest' with "
-                                         r"trailing shape \(4,\), but the env has it declared with trailing "
+                                         r"trailing shape \(1, 4\), but the env has it declared with trailing "
                                          r"shape \(1, 3\) "):
         _PointsWithAShortList(num_agents=8, backend="cpu")
-    with pytest.raises(ValueError, match=r"'nearest' with trailing shape \(4,\), but the env has no such array"):
+    with pytest.raises(ValueError, match=r"'nearest' with trailing shape \(1, 4\), but the env has no such array"):
         _PointsWithoutTheList(num_agents=8, backend="cpu")
     Points(num_agents=8, backend="cpu")  # the same length: accepted
 

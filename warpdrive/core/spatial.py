@@ -71,9 +71,10 @@ class NeighbourGrid:
         adaptive: size the grid each step to about ``agents_per_cell`` agents per cell.
         agents_per_cell: target occupancy of an adaptive grid.
         origin: lower corner of the square, on both axes.
-        search_lanes: threads that share one agent's k-nearest search (see the module docstring); give the env's
-            launch that many threads per agent (:meth:`~warpdrive.core.env.Env.threads_per_agent`). A speed knob
-            for envs of few agents; measured on an H200 it did not help reliably (benchmarks/RESULTS.md).
+        search_lanes: threads that share one agent's k-nearest search (see the module docstring): pass the same
+            to :func:`k_nearest_phases`, and give the env's launch that many threads per agent
+            (:meth:`~warpdrive.core.env.Env.threads_per_agent`). A speed knob for envs of few agents; measured on
+            an H200 it did not help reliably (benchmarks/RESULTS.md).
     """
 
     side_length: float
@@ -300,13 +301,13 @@ def cell_range(env, x, y, reach, p, s):
 
 
 @cache
-def k_nearest_phases(k: int, visit: Callable[..., Any]) -> tuple[Phase, Phase, Phase]:
-    """Three phases that call ``visit(env, agent, slot, other, p, s)`` for ``slot`` in ``range(k)`` for every
+def k_nearest_phases(k: int, visit: Callable[..., Any], search_lanes: int = 1) -> tuple[Phase, ...]:
+    """Phases that call ``visit(env, agent, slot, other, p, s)`` for ``slot`` in ``range(k)`` for every
     agent: ``other`` is the id of its ``slot``-th nearest other agent that takes part (by distance, then
     id), or -1 where fewer remain and for every slot of an agent that does not take part. The env declares
-    ``NeighbourGrid.arrays(k)``: the first phase runs the search, one index per (agent, search lane), and
-    keeps each lane's list there (``s.nearest``); the second merges each agent's lists (with several lanes);
-    the third calls ``visit`` once per (agent, slot) pair, in any order.
+    ``NeighbourGrid.arrays(k)`` of a grid with these ``search_lanes``: the first phase runs the search, one
+    index per (agent, search lane), and keeps each lane's list there (``s.nearest``); with several lanes a
+    second merges each agent's lists; the last calls ``visit`` once per (agent, slot) pair, in any order.
 
     The search visits the 3 x 3 cells around the agent's cell, then rings of cells outward until the k-th
     best is provably nearer than any unvisited cell; it walks each ring as row spans (contiguous agents),
@@ -319,7 +320,10 @@ def k_nearest_phases(k: int, visit: Callable[..., Any]) -> tuple[Phase, Phase, P
     """
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
-    K = k  # a compile-time constant of the closure: the k-best list's size
+    if not isinstance(search_lanes, int) or not 1 <= search_lanes <= MAX_SEARCH_LANES:
+        raise ValueError(f"search_lanes must be an integer in [1, {MAX_SEARCH_LANES}], got {search_lanes!r}")
+    K = k  # compile-time constants of the closure: the k-best list's size
+    LANES = search_lanes  # and the threads that share one agent's search
 
     @kernel_function
     def insert(key, best):
@@ -439,25 +443,24 @@ def k_nearest_phases(k: int, visit: Callable[..., Any]) -> tuple[Phase, Phase, P
 
     @kernel_function
     def search_count(p, s):
-        return p.num_agents * s.nearest.shape[2]
+        return p.num_agents * LANES
 
     @kernel_function
     def k_nearest(env, index, p, s):
         # consecutive threads take the lanes of one agent: they read consecutive positions of each span
-        lanes = s.nearest.shape[2]
-        pos = index // lanes
-        lane = index - pos * lanes
+        pos = index // LANES
+        lane = index - pos * LANES
         best = local_array(K, np.uint64)
         for q in range(K):
             best[q] = _EMPTY
         side = s.grid_side[env]
         if pos < s.cell_start[env, side * side]:  # the agents left out come after every cell
-            search(env, pos, lane, lanes, best, p, s)
+            search(env, pos, lane, LANES, best, p, s)
         # ids, and the distances only where lists are merged (the ids of neighbouring agents stay contiguous)
         for q in range(K):
             key = best[q]
             s.nearest[env, pos, lane, q] = np.int32(key & _LOW) if key != _EMPTY else np.int32(-1)
-            if lanes > 1:
+            if LANES > 1:
                 s.nearest_distance[env, pos, lane, q] = np.int32(key >> _SHIFT)  # float32 bits >= 0: below 2**31
 
     @kernel_function
@@ -467,23 +470,21 @@ def k_nearest_phases(k: int, visit: Callable[..., Any]) -> tuple[Phase, Phase, P
     @kernel_function
     def merge(env, pos, p, s):
         """The lanes' lists of the agent at ``pos`` (each sorted) -> its k best, into lane 0's ids."""
-        lanes = s.nearest.shape[2]
-        if lanes > 1:
-            best = local_array(K, np.uint64)
+        best = local_array(K, np.uint64)
+        for q in range(K):
+            best[q] = _EMPTY
+        for lane in range(LANES):
             for q in range(K):
-                best[q] = _EMPTY
-            for lane in range(lanes):
-                for q in range(K):
-                    other = s.nearest[env, pos, lane, q]
-                    if other < 0:
-                        break  # the list ends here
-                    key = (np.uint64(s.nearest_distance[env, pos, lane, q]) << _SHIFT) | np.uint64(other)
-                    if key >= best[K - 1]:
-                        break  # the rest of this sorted list cannot enter
-                    insert(key, best)
-            for q in range(K):
-                key = best[q]
-                s.nearest[env, pos, 0, q] = np.int32(key & _LOW) if key != _EMPTY else np.int32(-1)
+                other = s.nearest[env, pos, lane, q]
+                if other < 0:
+                    break  # the list ends here
+                key = (np.uint64(s.nearest_distance[env, pos, lane, q]) << _SHIFT) | np.uint64(other)
+                if key >= best[K - 1]:
+                    break  # the rest of this sorted list cannot enter
+                insert(key, best)
+        for q in range(K):
+            key = best[q]
+            s.nearest[env, pos, 0, q] = np.int32(key & _LOW) if key != _EMPTY else np.int32(-1)
 
     @kernel_function
     def pair_count(p, s):
@@ -497,7 +498,7 @@ def k_nearest_phases(k: int, visit: Callable[..., Any]) -> tuple[Phase, Phase, P
         slot = index - pos * K
         visit(env, s.cell_agent[env, pos], slot, s.nearest[env, pos, 0, slot], p, s)
 
-    # NeighbourGrid.arrays(k) declares them [E, N, lanes, K]: Env construction checks it
-    needs = (("nearest", (K,)), ("nearest_distance", (K,)))
-    return (per_index(k_nearest, search_count, needs), per_index(merge, agent_count, needs),
-            per_index(visit_pair, pair_count, needs))
+    # what NeighbourGrid.arrays(k) declares for these lanes: Env construction checks it
+    needs = (("nearest", (LANES, K)), ("nearest_distance", (LANES, K)))
+    merged = (per_index(merge, agent_count, needs),) if LANES > 1 else ()  # one lane: no barrier for a merge
+    return (per_index(k_nearest, search_count, needs), *merged, per_index(visit_pair, pair_count, needs))
