@@ -527,7 +527,6 @@ class TagContinuous(Env):
     ===============================================  =============  =========  =========================================
 
     Partial observation adds the neighbour grid's scratch arrays (:meth:`NeighbourGrid.arrays`).
-    ===============================================  =============  =========  =========================================
 
     Metrics per episode: ``runners_tagged`` (tag events) and ``tag_rate`` (tag events / num_runners).
     """
