@@ -49,8 +49,8 @@ class Phase:
     over: Literal["agent", "env", "index"]
     count: Callable[..., Any] | None = None
     needs: tuple[tuple[str, tuple[int, ...]], ...] = ()
-    """Arrays the functions index by compile-time sizes: ``(name, innermost sizes)``; an env that declares such an
-    array with other innermost sizes is refused at construction (a mismatch would index past the array)."""
+    """Arrays the functions index by compile-time sizes: ``(name, trailing shape)``; an env whose declaration
+    differs is refused at construction (a mismatch would index past the array)."""
 
 
 def per_agent(*fns: Callable[..., Any]) -> Phase:

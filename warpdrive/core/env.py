@@ -604,7 +604,7 @@ class Env:
                 continue
             for name, shape in phase.needs:
                 declared = specs.get(name)
-                if declared is None or tuple(declared.shape[len(declared.shape) - len(shape):]) != shape:
+                if declared is None or declared.shape != shape:
                     got = "no such array" if declared is None else f"it declared with trailing shape {declared.shape}"
                     raise ValueError(f"{type(self).__name__}: {phase.fns[0].__name__} indexes array {name!r} "
                                      f"with trailing shape {shape}, but the env has {got} (declare it with the "
