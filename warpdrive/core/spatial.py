@@ -85,8 +85,7 @@ class NeighbourGrid:
     search_lanes: int = 1
 
     def __post_init__(self) -> None:
-        if not isinstance(self.search_lanes, int) or not 1 <= self.search_lanes <= MAX_SEARCH_LANES:
-            raise ValueError(f"search_lanes must be an integer in [1, {MAX_SEARCH_LANES}], got {self.search_lanes!r}")
+        _check_search_lanes(self.search_lanes)
 
     def arrays(self, k: int = 0) -> list[ArraySpec]:
         """Scratch arrays (E envs, N agents, G cells per side; one more cell for the agents left out; ``k``: the
@@ -300,6 +299,17 @@ def cell_range(env, x, y, reach, p, s):
 # k nearest
 
 
+def _check_search_lanes(search_lanes: Any) -> None:
+    if not isinstance(search_lanes, int) or not 1 <= search_lanes <= MAX_SEARCH_LANES:
+        raise ValueError(f"search_lanes must be an integer in [1, {MAX_SEARCH_LANES}], got {search_lanes!r}")
+
+
+@kernel_function
+def _key_id(key):
+    """The agent id of a k-best key (-1 for an empty slot)."""
+    return np.int32(key & _LOW) if key != _EMPTY else np.int32(-1)
+
+
 @cache
 def k_nearest_phases(k: int, visit: Callable[..., Any], search_lanes: int = 1) -> tuple[Phase, ...]:
     """Phases that call ``visit(env, agent, slot, other, p, s)`` for ``slot`` in ``range(k)`` for every
@@ -320,10 +330,14 @@ def k_nearest_phases(k: int, visit: Callable[..., Any], search_lanes: int = 1) -
     """
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
-    if not isinstance(search_lanes, int) or not 1 <= search_lanes <= MAX_SEARCH_LANES:
-        raise ValueError(f"search_lanes must be an integer in [1, {MAX_SEARCH_LANES}], got {search_lanes!r}")
+    _check_search_lanes(search_lanes)
     K = k  # compile-time constants of the closure: the k-best list's size
     LANES = search_lanes  # and the threads that share one agent's search
+
+    @kernel_function
+    def clear(best):
+        for q in range(K):
+            best[q] = _EMPTY
 
     @kernel_function
     def insert(key, best):
@@ -451,15 +465,14 @@ def k_nearest_phases(k: int, visit: Callable[..., Any], search_lanes: int = 1) -
         pos = index // LANES
         lane = index - pos * LANES
         best = local_array(K, np.uint64)
-        for q in range(K):
-            best[q] = _EMPTY
+        clear(best)
         side = s.grid_side[env]
         if pos < s.cell_start[env, side * side]:  # the agents left out come after every cell
             search(env, pos, lane, LANES, best, p, s)
         # ids, and the distances only where lists are merged (the ids of neighbouring agents stay contiguous)
         for q in range(K):
             key = best[q]
-            s.nearest[env, pos, lane, q] = np.int32(key & _LOW) if key != _EMPTY else np.int32(-1)
+            s.nearest[env, pos, lane, q] = _key_id(key)
             if LANES > 1:
                 s.nearest_distance[env, pos, lane, q] = np.int32(key >> _SHIFT)  # float32 bits >= 0: below 2**31
 
@@ -471,8 +484,7 @@ def k_nearest_phases(k: int, visit: Callable[..., Any], search_lanes: int = 1) -
     def merge(env, pos, p, s):
         """The lanes' lists of the agent at ``pos`` (each sorted) -> its k best, into lane 0's ids."""
         best = local_array(K, np.uint64)
-        for q in range(K):
-            best[q] = _EMPTY
+        clear(best)
         for lane in range(LANES):
             for q in range(K):
                 other = s.nearest[env, pos, lane, q]
@@ -483,8 +495,7 @@ def k_nearest_phases(k: int, visit: Callable[..., Any], search_lanes: int = 1) -
                     break  # the rest of this sorted list cannot enter
                 insert(key, best)
         for q in range(K):
-            key = best[q]
-            s.nearest[env, pos, 0, q] = np.int32(key & _LOW) if key != _EMPTY else np.int32(-1)
+            s.nearest[env, pos, 0, q] = _key_id(best[q])
 
     @kernel_function
     def pair_count(p, s):
