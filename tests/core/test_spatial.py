@@ -71,12 +71,12 @@ class Points(Env):
     Config = PointsConfig
 
     def program_phases(self) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
-        observe = (per_env(_begin), per_agent(_count), *NeighbourGrid.build_phases(),
+        observe = (per_env(_begin), per_agent(_count), *self.grid().build_phases(),
                    *k_nearest_phases(K, _write, self.config.lanes))
         return observe, (per_agent(_place), *observe)
 
     def program_variant(self) -> str:
-        return f"k{K}_lanes{self.config.lanes}"
+        return f"k{K}_lanes{self.config.lanes}" + ("_one_cell" if self.grid().one_cell else "")
 
     @classmethod
     def num_agents_of(cls, config: PointsConfig) -> int:

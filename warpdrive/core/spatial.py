@@ -6,8 +6,8 @@ Any env whose agents have 2D positions in arrays ``s.x`` and ``s.y`` (shape [E, 
 2. Each step (and at reset), once per env, call :func:`begin_grid` with the number of agents that take part
    (``included``) before any agent is counted; then every agent calls :func:`count_into_cell` after its
    position is final (in the same phase as the move: it needs no barrier).
-3. Run :meth:`NeighbourGrid.build_phases` (a prefix sum of the cell counts and a scatter): afterwards the
-   agents that take part are sorted by cell, with copies of their positions (``s.cell_agent``,
+3. Run the grid's :meth:`NeighbourGrid.build_phases` (a prefix sum of the cell counts and a scatter): afterwards
+   the agents that take part are sorted by cell, with copies of their positions (``s.cell_agent``,
    ``s.cell_x``, ``s.cell_y``; cell ``c`` holds positions ``s.cell_start[env, c]`` to
    ``s.cell_start[env, c + 1] - 1``), followed by the agents that do not take part.
 4. Query it: :func:`k_nearest_phases` visit the k nearest others of every agent (nearest first, lower id on
@@ -43,7 +43,7 @@ from warpdrive.core.device import atomic_add, bits_float, float_bits, kernel_fun
 from warpdrive.core.store import ArraySpec
 
 __all__ = ["NeighbourGrid", "automatic_grid", "begin_grid", "cell_range", "count_into_cell", "distance",
-           "k_nearest_phases", "squared_distance"]
+           "grid_build_phases", "k_nearest_phases", "squared_distance"]
 
 #: below this many agents the automatic grid has one cell: a scan of all agents measured faster (H100)
 AUTOMATIC_MIN_AGENTS = 192
@@ -140,10 +140,14 @@ class NeighbourGrid:
             "grid_search_margin": np.float32(1e-5 * float(length)),
         }
 
-    @staticmethod
-    def build_phases() -> tuple[Phase, ...]:
-        """The phases that sort the counted agents by cell (run after every agent was counted)."""
-        return _BUILD_PHASES
+    @property
+    def one_cell(self) -> bool:
+        """The grid has one cell at every step (its search is a scan of all agents taking part)."""
+        return self.cells_per_side == 1
+
+    def build_phases(self) -> tuple[Phase, ...]:
+        """:func:`grid_build_phases` for this grid."""
+        return grid_build_phases(self.one_cell)
 
 
 def adaptive_cells_per_side(num_agents: int, agents_per_cell: float = 3.0, largest: int = 64) -> int:
@@ -200,7 +204,8 @@ def _cell_coord(v, p, inv_cell, side):
 def begin_grid(env, included, p, s):
     """Size this step's grid for ``included`` agents (once per env, before :func:`count_into_cell`).
 
-    The cell counts are already zero: they start at zero, and the prefix sum zeroes each count it reads.
+    The cell counts are then zero: they start at zero, the prefix sum zeroes each count it reads, and a grid of
+    one cell (whose build has no prefix sum) zeroes its two counts here.
     """
     side = p.grid_max_side
     if p.grid_adaptive:
@@ -208,6 +213,9 @@ def begin_grid(env, included, p, s):
     s.grid_side[env] = side
     s.cell_size[env] = p.grid_side_length / np.float32(side)
     s.inv_cell_size[env] = np.float32(side) / p.grid_side_length
+    if p.grid_max_side == 1:  # the one-cell build reads the counts without a prefix sum to zero them
+        s.cell_count[env, 0] = 0
+        s.cell_count[env, 1] = 0
 
 
 @kernel_function
@@ -281,6 +289,31 @@ _BUILD_PHASES = (
     per_index(_scan_row_cells, _row_count),
     per_agent(_scatter),
 )
+
+
+@kernel_function
+def _scatter_one_cell(env, agent, p, s):
+    """:func:`_scatter` for a grid of one cell: the agents taking part first (cell 0), then the others (the
+    bucket after it); the cell starts follow from the count of cell 0 alone."""
+    taking_part = s.cell_count[env, 0]
+    pos = s.agent_slot[env, agent] + (taking_part if s.agent_cell[env, agent] != 0 else 0)
+    s.cell_agent[env, pos] = agent
+    s.cell_x[env, pos] = s.x[env, agent]
+    s.cell_y[env, pos] = s.y[env, agent]
+    if agent == 0:
+        s.cell_start[env, 0] = 0
+        s.cell_start[env, 1] = taking_part
+        s.cell_start[env, 2] = p.num_agents
+
+
+_ONE_CELL_BUILD_PHASES = (per_agent(_scatter_one_cell),)
+
+
+def grid_build_phases(one_cell: bool) -> tuple[Phase, ...]:
+    """The phases that sort the counted agents by cell (run after every agent was counted): a prefix sum of the
+    cell counts and a scatter, or for a grid of one cell (``one_cell``) the scatter alone, without the prefix
+    sum's barriers. The two differ in code: an env's program variant names which one it runs."""
+    return _ONE_CELL_BUILD_PHASES if one_cell else _BUILD_PHASES
 
 
 @kernel_function

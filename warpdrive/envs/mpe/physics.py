@@ -59,6 +59,7 @@ from warpdrive.core.spatial import (
     begin_grid,
     count_into_cell,
     distance,
+    grid_build_phases,
     k_nearest_phases,
 )
 from warpdrive.core.store import ArraySpec
@@ -309,12 +310,13 @@ def neighbour_grid(num_agents: int) -> NeighbourGrid:
 
 
 def world_phases(observe: tuple[Phase, ...], rewards: tuple[Phase, ...], visit: Any, k: int | None, *,
-                 step_start: tuple[Any, ...] = (), episode_start: tuple[Any, ...] = ()
+                 one_cell: bool = False, step_start: tuple[Any, ...] = (), episode_start: tuple[Any, ...] = ()
                  ) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
     """``(step phases, reset phases)`` of an MPE env.
 
     Step: ``step_start`` (per-env functions), forces, integration (and counting into the neighbour grid);
-    with ``k``, the grid's build and the k-nearest phases calling ``visit(env, agent, slot, other, p, s)``;
+    with ``k``, the grid's build (``one_cell``: the grid's build for one cell, see :meth:`NeighbourGrid.build_phases`)
+    and the k-nearest phases calling ``visit(env, agent, slot, other, p, s)``;
     the ``observe`` phases (the rest of the observation, e.g. :func:`others_phase`); then the env's ``rewards``
     phases. Reset: ``episode_start`` (per-env functions), agent and landmark starts, then the same observation
     phases.
@@ -328,7 +330,7 @@ def world_phases(observe: tuple[Phase, ...], rewards: tuple[Phase, ...], visit: 
         grid_start = (_begin_grid,)
         move = per_agent(_integrate, _count)
         place = per_agent(_place_agent, _count)
-        neighbours = (*NeighbourGrid.build_phases(), *k_nearest_phases(k, visit))
+        neighbours = (*grid_build_phases(one_cell), *k_nearest_phases(k, visit))
     begin_step = (per_env(*step_start, *grid_start),) if step_start or grid_start else ()
     begin_episode = (per_env(*episode_start, *grid_start),) if episode_start or grid_start else ()
     step = (*begin_step, per_agent(_force), move, *neighbours, *observe, *rewards)
@@ -372,7 +374,9 @@ class MPEEnv(Env):
     def agent_types(self) -> AgentTypes:
         raise NotImplementedError
 
-    def phases_for(self, k: int | None) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
+    def phases_for(self, k: int | None, one_cell: bool) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
+        """The env's :func:`world_phases` with ``k`` nearest observed (None: all), searched in a grid of one cell or
+        not."""
         raise NotImplementedError
 
     def extra_arrays(self) -> list[ArraySpec]:
@@ -386,11 +390,14 @@ class MPEEnv(Env):
         return self.num_landmarks_of(self.config)
 
     def program_phases(self) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
-        return self.phases_for(self.config.k_nearest)
+        return self.phases_for(self.config.k_nearest, self._one_cell_search())
 
     def program_variant(self) -> str:
         k = self.config.k_nearest
-        return "full" if k is None else f"k{k}"
+        return "full" if k is None else f"k{k}" + ("_one_cell" if self._one_cell_search() else "")
+
+    def _one_cell_search(self) -> bool:
+        return self.config.k_nearest is not None and neighbour_grid(self.num_agents).one_cell
 
     def single_action_space(self) -> gym.spaces.Space:
         if self.config.continuous_actions:

@@ -131,9 +131,9 @@ _REWARDS = (per_env(_team_reward), per_agent(_reward))
 
 
 @cache
-def _phases(k: int | None) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
+def _phases(k: int | None, one_cell: bool) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
     observe = (per_agent(_observe_own), others_phase(_others_offset)) if k is None else (per_agent(_observe_own),)
-    return world_phases(observe, _REWARDS, _visit_neighbour, k, episode_start=(_draw_goal,))
+    return world_phases(observe, _REWARDS, _visit_neighbour, k, one_cell=one_cell, episode_start=(_draw_goal,))
 
 
 class SimpleAdversary(TwoTeamEnv):
@@ -156,8 +156,8 @@ class SimpleAdversary(TwoTeamEnv):
         return AgentTypes(size=[0.15] * n, accel=[None] * n, max_speed=[None] * n,
                           adversary=[i < a for i in range(n)], landmark_size=[0.08] * self.num_landmarks)
 
-    def phases_for(self, k: int | None) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
-        return _phases(k)
+    def phases_for(self, k: int | None, one_cell: bool) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
+        return _phases(k, one_cell)
 
     def observation_size(self) -> int:
         k = self.config.k_nearest

@@ -118,9 +118,9 @@ _REWARDS = (per_index(_nearest_agent, _landmark_count), per_env(_global_reward),
 
 
 @cache
-def _phases(k: int | None) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
+def _phases(k: int | None, one_cell: bool) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
     observe = (per_agent(_observe_all), others_phase(_others_offset)) if k is None else (per_agent(write_own),)
-    return world_phases(observe, _REWARDS, _visit_neighbour, k)
+    return world_phases(observe, _REWARDS, _visit_neighbour, k, one_cell=one_cell)
 
 
 class SimpleSpread(MPEEnv):
@@ -150,8 +150,8 @@ class SimpleSpread(MPEEnv):
         return AgentTypes(size=[0.15] * n, accel=[None] * n, max_speed=[None] * n, adversary=[False] * n,
                           landmark_size=[0.05] * self.num_landmarks)
 
-    def phases_for(self, k: int | None) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
-        return _phases(k)
+    def phases_for(self, k: int | None, one_cell: bool) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
+        return _phases(k, one_cell)
 
     def _others(self) -> int:
         k = self.config.k_nearest

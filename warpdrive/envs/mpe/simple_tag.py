@@ -142,9 +142,9 @@ _REWARDS = (per_agent(_good_reward), per_agent(_adversary_reward))
 
 
 @cache
-def _phases(k: int | None) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
+def _phases(k: int | None, one_cell: bool) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
     observe = (per_agent(_observe_all), others_phase(_others_offset)) if k is None else (per_agent(write_own),)
-    return world_phases(observe, _REWARDS, _visit_neighbour, k, step_start=(_clear_pairs,))
+    return world_phases(observe, _REWARDS, _visit_neighbour, k, one_cell=one_cell, step_start=(_clear_pairs,))
 
 
 class SimpleTag(TwoTeamEnv):
@@ -168,8 +168,8 @@ class SimpleTag(TwoTeamEnv):
                           max_speed=[1.0] * a + [1.3] * g, adversary=[True] * a + [False] * g,
                           landmark_size=[0.2] * self.config.num_obstacles)
 
-    def phases_for(self, k: int | None) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
-        return _phases(k)
+    def phases_for(self, k: int | None, one_cell: bool) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
+        return _phases(k, one_cell)
 
     def _offsets(self) -> tuple[int, int, int]:
         """(others' positions, velocities, observation size)."""

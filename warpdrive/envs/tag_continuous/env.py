@@ -496,11 +496,11 @@ _FULL_OBSERVATION_PHASES = (
 
 
 @cache
-def _partial_observation_phases(k: int, separate_search: bool, search_lanes: int
+def _partial_observation_phases(k: int, separate_search: bool, grid: NeighbourGrid
                                 ) -> tuple[tuple[Phase | LaunchBoundary, ...], tuple[Phase | LaunchBoundary, ...]]:
-    search = k_nearest_phases(k, _observe_neighbour, search_lanes)
+    search = k_nearest_phases(k, _observe_neighbour, grid.search_lanes)
     searched: tuple[Phase | LaunchBoundary, ...] = (NEW_LAUNCH, *search, NEW_LAUNCH) if separate_search else search
-    observe = (*NeighbourGrid.build_phases(), *searched)
+    observe = (*grid.build_phases(), *searched)
     return (
         (per_env(_begin_grid_step), per_agent(_move, _count), *observe, per_agent(_tag_in_grid)),
         (per_env(_begin_grid_episode), per_agent(_place, _count), *observe),
@@ -539,13 +539,18 @@ class TagContinuous(Env):
         c = self.config
         if c.use_full_observation:
             return _FULL_OBSERVATION_PHASES
-        return _partial_observation_phases(c.num_other_agents_observed, c.separate_search_launch, c.search_lanes)
+        grid = neighbour_grid_of(c)
+        assert grid is not None
+        return _partial_observation_phases(c.num_other_agents_observed, c.separate_search_launch, grid)
 
     def program_variant(self) -> str:
         c = self.config
         if c.use_full_observation:
             return "full"
-        return f"k{c.num_other_agents_observed}" + (f"_lanes{c.search_lanes}" if c.search_lanes > 1 else "")
+        grid = neighbour_grid_of(c)
+        assert grid is not None
+        return (f"k{c.num_other_agents_observed}" + (f"_lanes{c.search_lanes}" if c.search_lanes > 1 else "")
+                + ("_one_cell" if grid.one_cell else ""))
 
     @classmethod
     def num_agents_of(cls, config: TagContinuousConfig) -> int:
