@@ -8,21 +8,45 @@ The captured function must be *graph-safe*: no host sync, no Python decision on 
 tensor shapes and the same input tensors (updated in place) at every call, and every value that changes
 between calls (learning rate, entropy coefficient) read from a device tensor rather than baked in as a
 Python number.
+
+Captures go through :func:`capture`, which also serves runs that share the process and the GPU (several
+seeds at once, :mod:`~warpdrive.training.seeds`): one capture at a time, each run's random generator
+registered with the graph, and other threads' CUDA calls allowed meanwhile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 import torch
 
-__all__ = ["GraphedCall"]
+__all__ = ["GraphedCall", "capture"]
+
+_CAPTURE_LOCK = threading.Lock()
 
 log = logging.getLogger(__name__)
 
 Output = TypeVar("Output")
+
+
+@contextlib.contextmanager
+def capture(graph: torch.cuda.CUDAGraph, generators: Iterable[torch.Generator | None] = ()) -> Iterator[None]:
+    """Capture the CUDA work of the ``with`` block into ``graph`` (as ``torch.cuda.graph`` does).
+
+    ``generators``: the random generators the block draws from besides torch's default one (which every
+    capture registers); registered with the graph, so that each replay draws fresh numbers from them and
+    advances them. Captures in this process take turns (a lock), and run in ``thread_local`` error mode:
+    another thread's runs may allocate and synchronise while this one records.
+    """
+    with _CAPTURE_LOCK:
+        for generator in dict.fromkeys(g for g in generators if g is not None and g.device.type == "cuda"):
+            graph.register_generator_state(generator)
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            yield
 
 
 class GraphedCall(Generic[Output]):
@@ -38,11 +62,13 @@ class GraphedCall(Generic[Output]):
         fn: the graph-safe function (see the module docstring).
         device: the CUDA device it runs on; ``enabled=False`` or a CPU device: always eager.
         what: named in the warning if the capture fails.
+        generator: the random generator ``fn`` draws from, if not torch's default one (see :func:`capture`).
     """
 
     def __init__(self, fn: Callable[[], Output], device: torch.device, *, enabled: bool = True, warmup: int = 1,
-                 what: str = "the update") -> None:
+                 what: str = "the update", generator: torch.Generator | None = None) -> None:
         self.fn = fn
+        self.generator = generator
         self.device = device
         self.enabled = enabled and device.type == "cuda"
         self.warmup = warmup
@@ -70,12 +96,9 @@ class GraphedCall(Generic[Output]):
                 outputs = self.fn()
             torch.cuda.current_stream(self.device).wait_stream(side)
             return outputs
-        # The warm-up's freed blocks go back to the driver: the graph's private pool allocates its own.
-        torch.cuda.synchronize(self.device)
-        torch.cuda.empty_cache()
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
+            with capture(graph, [self.generator]):
                 outputs = self.fn()
         except RuntimeError as err:
             log.warning("CUDA graph capture of %s failed (%s); continuing eagerly", self.what, err)

@@ -146,9 +146,9 @@ class MultiCategorical:
         self.logits = logits.float()
         self.log_probs = torch.log_softmax(self.logits, dim=-1)
 
-    def sample(self) -> torch.Tensor:
-        """[..., H] int64 action indices (drawn on the device)."""
-        return categorical_from_probs(self.log_probs.exp())
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """[..., H] int64 action indices (drawn on the device from ``generator``; ``None``: torch's default)."""
+        return categorical_from_probs(self.log_probs.exp(), generator)
 
     def mode(self) -> torch.Tensor:
         """[..., H] the most likely action of each head."""
@@ -179,9 +179,9 @@ class DiagGaussian:
         self.log_std = log_std.float().expand_as(self.mean)
         self.std = self.log_std.exp()
 
-    def sample(self) -> torch.Tensor:
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """[..., H] float32 actions, not clipped (the trainer clips what it sends to the env)."""
-        return gaussian(self.mean, self.std)
+        return gaussian(self.mean, self.std, generator)
 
     def mode(self) -> torch.Tensor:
         return self.mean

@@ -101,11 +101,14 @@ def global_state_size(env: Env) -> int:
     return int(state.shape[-1])
 
 
-def build_policies(config: TrainConfig, env: Env, global_state_size: int) -> list[Policy]:
+def build_policies(config: TrainConfig, env: Env, global_state_size: int,
+                   generator: torch.Generator | None = None) -> list[Policy]:
     """The policies of ``config`` for ``env``, their algorithms built on ``env.device``.
 
     Args:
         global_state_size: G, the size of :func:`global_state` (for global critics).
+        generator: the run's random generator on ``env.device``, which every algorithm draws from while
+            acting and learning (``None``: torch's default one).
 
     Raises:
         ConfigError: naming the key path, for a config that does not fit the env (see the module doc).
@@ -128,7 +131,7 @@ def build_policies(config: TrainConfig, env: Env, global_state_size: int) -> lis
             algorithm = algorithm_class(spec.algorithm)(
                 spec, int(np.prod(obs_space.shape)), action_space, global_state_size if global_critic else 0,
                 env.device, config.mixed_precision == "bf16", num_agents=len(agent_ids[name]),
-                cuda_graph=config.cuda_graph)
+                cuda_graph=config.cuda_graph, generator=generator)
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"policies.{name}", str(err.args[0] if err.args else err)) from None
         ids = agent_ids[name]

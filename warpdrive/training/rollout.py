@@ -11,8 +11,8 @@ Writes go to a step index held in a device tensor, so the loop has no host sync.
 On CUDA, one rollout step (policy forward passes, sampling, the env kernel, storage writes) is captured
 in a ``torch.cuda.CUDAGraph`` and replayed ``T`` times per rollout (the env's Numba kernels launch on
 torch's current stream, so they are part of the graph); with several policies, their forward passes run on
-streams of their own and overlap. Sampling uses torch's default CUDA generator, which graphs handle (each
-replay draws fresh numbers).
+streams of their own and overlap. Sampling draws from the policies' generators (the run's own), which the
+graph registers: each replay draws fresh numbers.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import logging
 import torch
 
 from warpdrive.core.env import Env
+from warpdrive.training.graphs import capture
 from warpdrive.training.policies import Policy, global_state
 from warpdrive.training.storage import EnvRollout, RolloutStorage
 
@@ -168,7 +169,7 @@ class RolloutCollector:
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
+            with capture(graph, [policy.algorithm.generator for policy in self.policies]):
                 self.step()
         except RuntimeError as err:
             log.warning("CUDA graph capture of the rollout step failed (%s); continuing eagerly", err)

@@ -16,7 +16,7 @@ from warpdrive.training.distributed import setup
 from warpdrive.training.logging import RunLogger, new_run_dir
 from warpdrive.training.trainer import Trainer
 
-__all__ = ["RESUMABLE", "RunResult", "resume_changes", "train", "trainer_from_checkpoint"]
+__all__ = ["RESUMABLE", "Run", "RunResult", "resume_changes", "train", "trainer_from_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -58,57 +58,103 @@ def train(config: TrainConfig, *, resume: str | Path | None = None) -> RunResult
     :mod:`~warpdrive.training.distributed`): every process trains ``env.num_envs`` replicas of its own; rank
     0 alone writes the run directory (metrics, progress bar, checkpoints) and returns its metrics.
     """
-    ranks = setup(config.device)  # None in a one-process run
-    checkpoint = None
-    if resume is not None:  # before building anything: the checkpoint may not fit this config
-        checkpoint, state = load_checkpoint(resume)
-        changes = resume_changes(state["config"], config_to_dict(config))
-        if ranks is None or ranks.is_main:
-            if changes:
-                log.info("resuming %s with %s", checkpoint.name, "; ".join(changes))
-            for path in remove_temporary_files(checkpoint.directory):
-                log.info("removed %s, left by a checkpoint save that was interrupted", path)
-    trainer = Trainer(config, ranks)
-    if checkpoint is not None:
-        trainer.load_model_tensors(checkpoint.load_models(trainer.device))
-        trainer.load_state_dict(state["trainer"])
-    run_dir = checkpoint.run_dir if checkpoint is not None else new_run_dir(config)
-    if ranks is not None:
-        run_dir = ranks.from_main(run_dir)  # its name has rank 0's clock time
-    logger = RunLogger(run_dir, config, start_env_steps=trainer.env_steps) if trainer.is_main else None
-    config_data = config_to_dict(config)
-    spec = config.checkpoint
-    saved_at = trainer.iteration if checkpoint is not None else None
-    metrics: dict[str, float] = {}
-
-    def save() -> Checkpoint | None:
-        if not trainer.is_main:
-            trainer.state_dict()  # take part in rank 0's gathering of every rank's own state
-            return None
-        return save_checkpoint(trainer, run_dir / "checkpoints", config_data, keep=spec.keep,
-                               replay_buffer=spec.replay_buffer)
-
-    if logger is not None:
-        logger.compiling(trainer.env)
+    run = Run(config, resume=resume)
     try:
-        while not trainer.done:
-            metrics = trainer.train_iteration()
-            if logger is not None:
-                logger.log(trainer.iteration, trainer.env_steps, metrics)
-            if spec.every and trainer.iteration % spec.every == 0:
-                checkpoint, saved_at = save(), trainer.iteration
-        if spec.at_end and saved_at != trainer.iteration:
-            checkpoint = save()
+        while not run.done:
+            run.train_iteration()
+        return run.finish()
     finally:
-        if logger is not None:
-            logger.close()
-    if ranks is not None:
-        ranks.close()  # not after an error: torchrun stops the other ranks
-    if logger is None:  # a rank other than 0: rank 0 wrote the run directory
-        return RunResult(run_dir, run_dir / "config.yaml", run_dir / "metrics.jsonl", None, None, None,
-                         trainer.env_steps, metrics, rank=0 if ranks is None else ranks.rank)
-    return RunResult(run_dir, logger.config_path, logger.metrics_path, logger.tensorboard_dir,
-                     logger.learning_curve, checkpoint, trainer.env_steps, metrics)
+        run.close()
+
+
+class Run:
+    """One run taken an iteration at a time: :func:`train` loops over it, and
+    :func:`~warpdrive.training.seeds.train_seeds` steps several at once.
+
+    Construction builds the trainer (from ``resume``'s checkpoint if given), the run directory and its
+    logger; :meth:`train_iteration` trains, logs and checkpoints one iteration; :meth:`finish` saves the
+    final checkpoint and closes the run's files; :meth:`close` (also after an error) closes them.
+
+    Args:
+        resume: as :func:`train` takes it.
+        progress_label: the progress bar's label (default: the env's), e.g. ``seed 3`` for runs that share
+            the terminal; ``progress_position`` its line among theirs.
+    """
+
+    def __init__(self, config: TrainConfig, *, resume: str | Path | None = None, progress_label: str | None = None,
+                 progress_position: int | None = None) -> None:
+        self.ranks = ranks = setup(config.device)  # None in a one-process run
+        checkpoint = None
+        if resume is not None:  # before building anything: the checkpoint may not fit this config
+            checkpoint, state = load_checkpoint(resume)
+            changes = resume_changes(state["config"], config_to_dict(config))
+            if ranks is None or ranks.is_main:
+                if changes:
+                    log.info("resuming %s with %s", checkpoint.name, "; ".join(changes))
+                for path in remove_temporary_files(checkpoint.directory):
+                    log.info("removed %s, left by a checkpoint save that was interrupted", path)
+        self.trainer = trainer = Trainer(config, ranks)
+        if checkpoint is not None:
+            trainer.load_model_tensors(checkpoint.load_models(trainer.device))
+            trainer.load_state_dict(state["trainer"])
+        run_dir = checkpoint.run_dir if checkpoint is not None else new_run_dir(config)
+        if ranks is not None:
+            run_dir = ranks.from_main(run_dir)  # its name has rank 0's clock time
+        self.run_dir = run_dir
+        self.logger = RunLogger(run_dir, config, start_env_steps=trainer.env_steps, label=progress_label,
+                                position=progress_position) if trainer.is_main else None
+        self.config = config
+        self._config_data = config_to_dict(config)
+        self.checkpoint = checkpoint
+        self._saved_at = trainer.iteration if checkpoint is not None else None
+        self.metrics: dict[str, float] = {}
+        if self.logger is not None:
+            self.logger.compiling(trainer.env)
+
+    @property
+    def done(self) -> bool:
+        """True once ``total_env_steps`` have been trained."""
+        return self.trainer.done
+
+    def train_iteration(self) -> dict[str, float]:
+        """One iteration of the trainer, logged, and checkpointed where ``checkpoint.every`` says; returns
+        its metrics."""
+        trainer = self.trainer
+        self.metrics = trainer.train_iteration()
+        if self.logger is not None:
+            self.logger.log(trainer.iteration, trainer.env_steps, self.metrics)
+        every = self.config.checkpoint.every
+        if every and trainer.iteration % every == 0:
+            self.checkpoint, self._saved_at = self._save(), trainer.iteration
+        return self.metrics
+
+    def finish(self) -> RunResult:
+        """Save the final checkpoint (where ``checkpoint.at_end`` asks and the last iteration has none), close
+        the run's files (plotting its learning curve) and return where its results are."""
+        trainer = self.trainer
+        if self.config.checkpoint.at_end and self._saved_at != trainer.iteration:
+            self.checkpoint = self._save()
+        self.close()
+        if self.ranks is not None:
+            self.ranks.close()  # not after an error: torchrun stops the other ranks
+        if self.logger is None:  # a rank other than 0: rank 0 wrote the run directory
+            return RunResult(self.run_dir, self.run_dir / "config.yaml", self.run_dir / "metrics.jsonl", None, None,
+                             None, trainer.env_steps, self.metrics, rank=0 if self.ranks is None else self.ranks.rank)
+        return RunResult(self.run_dir, self.logger.config_path, self.logger.metrics_path, self.logger.tensorboard_dir,
+                         self.logger.learning_curve, self.checkpoint, trainer.env_steps, self.metrics)
+
+    def close(self) -> None:
+        """Close the run's files (again: a no-op)."""
+        if self.logger is not None:
+            self.logger.close()
+
+    def _save(self) -> Checkpoint | None:
+        if not self.trainer.is_main:
+            self.trainer.state_dict()  # take part in rank 0's gathering of every rank's own state
+            return None
+        spec = self.config.checkpoint
+        return save_checkpoint(self.trainer, self.run_dir / "checkpoints", self._config_data, keep=spec.keep,
+                               replay_buffer=spec.replay_buffer)
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

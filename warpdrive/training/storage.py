@@ -298,11 +298,12 @@ class ReplayBuffer:
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
-    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
-        """``batch_size`` transitions drawn uniformly with replacement, as a dict of [B, ...] tensors."""
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """``batch_size`` transitions drawn uniformly with replacement (from ``generator``; ``None``: torch's
+        default), as a dict of [B, ...] tensors."""
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
-        index = torch.randint(0, self.size, (batch_size,), device=self.device)
+        index = torch.randint(0, self.size, (batch_size,), device=self.device, generator=generator)
         return {name: getattr(self, name)[index] for name in self.fields}
 
     def state_dict(self) -> dict[str, object]:

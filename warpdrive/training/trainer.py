@@ -119,7 +119,11 @@ class Trainer:
         self.env.reset(seed=seed)
         self.groups = self.env.groups()
         self.global_state_size = global_state_size(self.env)
-        self.policies = build_policies(config, self.env, self.global_state_size)
+        self.generator = torch.Generator(self.device).manual_seed(seed)
+        """This run's random stream for acting and learning (the networks' initial weights come from torch's
+        seeded default generator): a run's own, so that runs sharing a process (several seeds at once) draw
+        what each would draw alone."""
+        self.policies = build_policies(config, self.env, self.global_state_size, self.generator)
         if ranks is not None:
             ranks.broadcast_networks(self.policies)
             for policy in self.policies:
@@ -197,8 +201,10 @@ class Trainer:
         self.collector.act(deterministic)
 
     def _sync(self) -> None:
+        """Wait for this run's work (on this thread's current stream, which its other streams join), not for
+        the device: runs sharing the GPU (several seeds at once) have streams of their own."""
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+            torch.cuda.current_stream(self.device).synchronize()
 
     # ----------------------------------------------------------------------------------------------
     # state, for checkpoints
@@ -224,7 +230,7 @@ class Trainer:
         own = {
             "policies": {p.name: p.algorithm.state_dict() for p in self.policies},
             "env": {"store": self.env.store.state_dict(), "seed": self.env.seed},
-            "rng": rng_state(),
+            "rng": {**rng_state(), "run": self.generator.get_state()},
         }
         if self.ranks is None:
             return {**counters, **own}
@@ -253,4 +259,6 @@ class Trainer:
             self.env.reset(seed=int(own["env"]["seed"]))
         self.env.store.load_state_dict(own["env"]["store"])
         restore_rng_state(own["rng"])
+        if "run" in own["rng"]:  # (checkpoints from before 2026-12-01 drew from torch's default generator)
+            self.generator.set_state(own["rng"]["run"])
 

@@ -137,7 +137,7 @@ class Algorithm:
 
     def __init__(self, spec: PolicySettings, obs_size: int, action_space: gym.spaces.Space, global_state_size: int,
                  device: torch.device, mixed_precision: bool = False, num_agents: int = 1,
-                 cuda_graph: bool = False) -> None:
+                 cuda_graph: bool = False, generator: torch.Generator | None = None) -> None:
         if spec.algorithm != self.name:
             raise ValueError(f"{type(self).__name__} was given the config of a {spec.algorithm!r} policy")
         self.spec = spec
@@ -149,6 +149,9 @@ class Algorithm:
         """Capture the update in a CUDA graph where the algorithm allows it (read at each update until one
         is captured)."""
         self.device = device
+        self.generator = generator
+        """The run's random stream on ``device`` for every draw while acting and learning (``None``: torch's
+        default generator); a run's own, so that runs sharing a process draw independently of each other."""
         self.mixed_precision = mixed_precision and device.type == "cuda"
         self.continuous_actions = isinstance(action_space, gym.spaces.Box)
         if isinstance(action_space, gym.spaces.Box):
@@ -323,7 +326,7 @@ class ActorCriticAlgorithm(Algorithm):
         place before each update."""
         self._storage: RolloutStorage | None = None
         self._learn = GraphedCall(self._learn_stored, self.device, enabled=self.graph_safe,
-                                  what=f"the {self.name} update")
+                                  what=f"the {self.name} update", generator=self.generator)
 
     @property
     def graph_safe(self) -> bool:
@@ -374,7 +377,7 @@ class ActorCriticAlgorithm(Algorithm):
             dist, values = self.memory.step(self.acting_model, obs, critic_input(obs, global_state), mask)
         else:
             dist, values = self.acting_model.distribution_and_value(obs, critic_input(obs, global_state), mask)
-        actions = dist.mode() if deterministic else dist.sample()
+        actions = dist.mode() if deterministic else dist.sample(self.generator)
         return Act(actions, self.to_env_actions(actions), dist.log_prob(actions), values)
 
     def value(self, obs: torch.Tensor, global_state: torch.Tensor | None) -> torch.Tensor:

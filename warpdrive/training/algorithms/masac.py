@@ -101,15 +101,16 @@ class SquashedGaussianActor(nn.Module):
         log_std = torch.tanh(self.log_std(features).float())
         return self.mean(features).float(), LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (log_std + 1.0)
 
-    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A reparameterised action [..., H] in the Box, and its log-density [...] (summed over the H dims).
+    def sample(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised action [..., H] in the Box, and its log-density [...] (summed over the H dims);
+        the noise from ``generator`` (``None``: torch's default).
 
         The density of ``a = scale tanh(u) + bias`` is that of ``u`` divided by ``scale (1 - tanh(u)^2)``
         per dim; ``log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))`` is exact and stays finite where
         ``tanh(u)`` rounds to 1 (CleanRL's ``+ 1e-6`` instead biases it).
         """
         mean, log_std = self.mean_and_log_std(obs)
-        u = gaussian(mean, log_std.exp())
+        u = gaussian(mean, log_std.exp(), generator)
         normal = -0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
         log_det = torch.log(self.action_scale) + 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
         return torch.tanh(u) * self.action_scale + self.action_bias, (normal - log_det).sum(-1)
@@ -183,7 +184,7 @@ class MASAC(BoxReplayLearner):
         if deterministic:
             mode = self.acting_model.actor.mode(obs)
             return Act(mode, self.to_env_actions(mode))
-        actions, _ = self.acting_model.actor.sample(obs)
+        actions, _ = self.acting_model.actor.sample(obs, self.generator)
         # (tanh can round to exactly +-1 in float32: the clip is then exact and keeps the env's kernel happy)
         actions = self.to_env_actions(actions)
         if explore:
@@ -203,7 +204,7 @@ class MASAC(BoxReplayLearner):
         ``terminated`` [B]), with ``a' ~ pi(o')`` drawn here."""
         c: MASACConfig = self.config
         with torch.no_grad(), self.autocast():
-            next_actions, next_logp = self.model.actor.sample(b["next_obs"])
+            next_actions, next_logp = self.model.actor.sample(b["next_obs"], self.generator)
             soft_q = self.model.min_q(b["next_obs"], next_actions, self.target) - self.alpha * next_logp
         return b["rewards"] + c.gamma * (1.0 - b["terminated"]).unsqueeze(-1) * soft_q
 
@@ -225,7 +226,7 @@ class MASAC(BoxReplayLearner):
         """One actor step on rows ``b`` and, with ``autotune``, one step of ``log alpha``; returns their losses,
         ``alpha`` and the policy's entropy estimate ``-log pi`` (mean over rows and agents)."""
         with self.autocast():
-            own, logp = self.model.actor.sample(b["obs"])
+            own, logp = self.model.actor.sample(b["obs"], self.generator)
             q = self.model.min_q(b["obs"], with_own_actions(b["actions"], own))
             loss_policy = (self.alpha * logp - q).mean()
         self.optimizer_step(self.actor_optimizer, loss_policy, self.model.actor.parameters(), c.max_grad_norm)

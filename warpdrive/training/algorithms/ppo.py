@@ -151,7 +151,7 @@ class PPO(ActorCriticAlgorithm):
         stats: list[dict[str, torch.Tensor]] = []
         epochs = 0
         for _ in range(c.update_epochs):
-            b_inds = torch.randperm(b.size, device=self.device)
+            b_inds = torch.randperm(b.size, device=self.device, generator=self.generator)
             for start in range(0, minibatch_size * c.num_minibatches, minibatch_size):
                 mb = b.samples(b_inds[start:start + minibatch_size])
                 with self.autocast():

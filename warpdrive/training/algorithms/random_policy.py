@@ -22,7 +22,7 @@ class RandomPolicy(Algorithm):
     def act(self, obs: torch.Tensor, global_state: torch.Tensor | None, deterministic: bool = False,
             mask: torch.Tensor | None = None, explore: bool = True) -> Act:
         out = torch.empty((*obs.shape[:-1], self.action_size), dtype=self.env_action_dtype, device=obs.device)
-        actions = uniform_actions(self.action_space, out, mask=mask)
+        actions = uniform_actions(self.action_space, out, self.generator, mask=mask)
         return Act(actions, actions)
 
     def update(self, storage: RolloutStorage, progress: float) -> dict[str, torch.Tensor | float]:

@@ -87,7 +87,7 @@ class ReplayLearner(Algorithm):
         lr = self.set_learning_rate(progress, *self.optimizers().values())
         steps: list[dict[str, torch.Tensor]] = []
         for _ in range(c.gradient_steps or storage.num_steps):
-            step = self.gradient_step(self.replay.sample(c.batch_size))
+            step = self.gradient_step(self.replay.sample(c.batch_size, self.generator))
             self.gradient_steps += 1
             steps.append({name: value.detach() for name, value in step.items()})
         return {**mean_metrics(steps), "learning_rate": lr, **self.iteration_metrics()}
@@ -148,7 +148,8 @@ class BoxReplayLearner(ReplayLearner):
 
     def random_actions(self, like: torch.Tensor) -> torch.Tensor:
         """Uniformly random actions in the Box, shaped as ``like`` [..., H]."""
-        return self.low + (self.high - self.low) * torch.rand_like(like)
+        return self.low + (self.high - self.low) * torch.rand(like.shape, device=like.device, dtype=like.dtype,
+                                                              generator=self.generator)
 
     def learning_started(self) -> None:
         self.explore_randomly.fill_(False)
@@ -191,7 +192,7 @@ class DeterministicActorLearner(BoxReplayLearner):
         mu = self.acting_model.action(obs.to(self.acting_dtype))
         if deterministic:
             return Act(mu, self.to_env_actions(mu))
-        noisy = gaussian(mu, self.noise_std.expand_as(mu), low=self.low, high=self.high)
+        noisy = gaussian(mu, self.noise_std.expand_as(mu), self.generator, low=self.low, high=self.high)
         if not explore:
             return Act(noisy, noisy)
         actions = torch.where(self.explore_randomly, self.random_actions(mu), noisy)

@@ -271,10 +271,10 @@ class ValueDecomposition(ReplayLearner):
         choice = q.argmax(-1)
         if explore and not deterministic:
             if allowed is None:
-                uniform = torch.empty_like(choice).random_(0, self.num_choices)
+                uniform = torch.empty_like(choice).random_(0, self.num_choices, generator=self.generator)
             else:
-                uniform = categorical_from_probs(allowed.float())
-            explores = torch.rand(choice.shape, device=choice.device) < self.epsilon()
+                uniform = categorical_from_probs(allowed.float(), self.generator)
+            explores = torch.rand(choice.shape, device=choice.device, generator=self.generator) < self.epsilon()
             choice = torch.where(explores, uniform, choice)
             self.env_steps += obs.shape[0]
         actions = self.to_heads(choice)
