@@ -80,15 +80,18 @@ def measure(name: str, seeds: int, iterations: int, root: Path) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"configurations (default: all of {list(CONFIGS)})")
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=100, help="iterations per run")
     parser.add_argument("--out", type=Path, default=Path("."), help="directory for seeds_throughput.jsonl")
     args = parser.parse_args()
+    unknown = [name for name in args.names if name not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown configuration(s) {unknown}; known: {list(CONFIGS)}")
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"{'config':24} {'one at a time':>14} {'all at once':>12} {'speed-up':>9} {'max rel. diff':>14}")
     with tempfile.TemporaryDirectory() as tmp, open(args.out / "seeds_throughput.jsonl", "a") as out:
-        for name in args.names:
+        for name in args.names or CONFIGS:
             try:
                 lines = measure(name, args.seeds, args.iterations, Path(tmp))
             except Exception as err:  # report it and measure the next configuration

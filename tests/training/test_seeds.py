@@ -86,8 +86,9 @@ def test_seed_curves_are_plotted_from_per_seed_values(tmp_path: Path) -> None:
 def test_a_seed_of_several_trains_as_that_seed_alone(tmp_path: Path) -> None:
     """Each run draws from its own generator: seed 6 of ``--seeds 2 seed=5`` is ``seed=6`` run by itself, bit
     for bit (the runs share torch's default generator only while building their networks, which reseeds)."""
-    several = train_seeds(load_config("cartpole", [*SMALL, "seed=5", f"logging.root={tmp_path / 'several'}"]), 2)
-    alone = train(load_config("cartpole", [*SMALL, "seed=6", f"logging.root={tmp_path / 'alone'}"]))
+    several = train_seeds(load_config("cartpole", [*SMALL, "device=cpu", "seed=5",
+                                                   f"logging.root={tmp_path / 'several'}"]), 2)
+    alone = train(load_config("cartpole", [*SMALL, "device=cpu", "seed=6", f"logging.root={tmp_path / 'alone'}"]))
     rows = _learned(read_metrics(several.runs[1].metrics_path))
     assert rows == _learned(read_metrics(alone.metrics_path))
     assert any(key.startswith("losses/") for key in rows[-1])  # it learned: the losses are compared too

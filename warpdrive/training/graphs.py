@@ -9,24 +9,19 @@ tensor shapes and the same input tensors (updated in place) at every call, and e
 between calls (learning rate, entropy coefficient) read from a device tensor rather than baked in as a
 Python number.
 
-Captures go through :func:`capture`, which also serves runs that share the process and the GPU (several
-seeds at once, :mod:`~warpdrive.training.seeds`): one capture at a time, each run's random generator
-registered with the graph, and other threads' CUDA calls allowed meanwhile.
+Captures go through :func:`capture`, which registers the run's own random generator with the graph.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 import torch
 
 __all__ = ["GraphedCall", "capture"]
-
-_CAPTURE_LOCK = threading.Lock()
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +34,13 @@ def capture(graph: torch.cuda.CUDAGraph, generators: Iterable[torch.Generator | 
 
     ``generators``: the random generators the block draws from besides torch's default one (which every
     capture registers); registered with the graph, so that each replay draws fresh numbers from them and
-    advances them. Captures in this process take turns (a lock), and run in ``thread_local`` error mode:
-    another thread's runs may allocate and synchronise while this one records.
+    advances them. No other thread may use the GPU meanwhile (the capture fails if one does): runs that
+    share the process capture their graphs one after another (:func:`~warpdrive.training.seeds.train_together`).
     """
-    with _CAPTURE_LOCK:
-        for generator in dict.fromkeys(g for g in generators if g is not None and g.device.type == "cuda"):
-            graph.register_generator_state(generator)
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            yield
+    for generator in dict.fromkeys(g for g in generators if g is not None and g.device.type == "cuda"):
+        graph.register_generator_state(generator)
+    with torch.cuda.graph(graph):
+        yield
 
 
 class GraphedCall(Generic[Output]):
@@ -81,6 +75,11 @@ class GraphedCall(Generic[Output]):
     def captured(self) -> bool:
         """True once calls replay a captured graph."""
         return self.graph is not None
+
+    @property
+    def capture_ahead(self) -> bool:
+        """True while a later call will capture the graph."""
+        return self.enabled and self.graph is None
 
     def __call__(self) -> Output:
         if self.graph is not None:

@@ -195,9 +195,11 @@ def train_together(configs: Sequence[TrainConfig], labels: Sequence[str]) -> lis
     """Train one run per config at once on their CUDA device: one thread and one stream each.
 
     The runs are built one after another (compiling, seeding and initialising their networks from torch's
-    default generator, which construction alone uses), then step in their threads; each waits only for its
-    own stream. The first error stops the others at the end of their iteration (their files are closed,
-    their checkpoints kept) and is raised.
+    default generator, which construction alone uses) and take their first iterations one after another
+    too, until each has captured its CUDA graphs: a capture records whatever reaches its streams, and
+    torch's streams come from a shared pool. Then they step in their threads; each waits only for its own
+    stream. The first error stops the others at the end of their iteration (their files are closed, their
+    checkpoints kept) and is raised.
     """
     runs: list[Run] = []
     try:
@@ -206,11 +208,17 @@ def train_together(configs: Sequence[TrainConfig], labels: Sequence[str]) -> lis
         device = runs[0].trainer.device
         if device.type != "cuda":
             raise ValueError(f"train_together needs runs on a CUDA device, got {device}")
+        streams = [torch.cuda.Stream(device) for _ in runs]  # consecutive: distinct streams of the pool
         torch.cuda.synchronize(device)  # what construction queued on the default stream is done
+        for run, stream in zip(runs, streams, strict=True):
+            with torch.cuda.stream(stream):
+                while run.trainer.capture_ahead and not run.done:
+                    run.train_iteration()
+        torch.cuda.synchronize(device)
         failed = threading.Event()
 
-        def train_run(run: Run) -> None:
-            with torch.cuda.stream(torch.cuda.Stream(device)):
+        def train_run(run: Run, stream: torch.cuda.Stream) -> None:
+            with torch.cuda.stream(stream):
                 try:
                     while not run.done and not failed.is_set():
                         run.train_iteration()
@@ -219,7 +227,7 @@ def train_together(configs: Sequence[TrainConfig], labels: Sequence[str]) -> lis
                     raise
 
         with ThreadPoolExecutor(max_workers=len(runs), thread_name_prefix="seed") as pool:
-            futures = [pool.submit(train_run, run) for run in runs]
+            futures = [pool.submit(train_run, run, stream) for run, stream in zip(runs, streams, strict=True)]
         torch.cuda.synchronize(device)
         for future in futures:
             future.result()  # the first error, in seed order

@@ -149,6 +149,12 @@ class Trainer:
         """True once rollout steps replay a captured CUDA graph."""
         return self.collector.uses_cuda_graph
 
+    @property
+    def capture_ahead(self) -> bool:
+        """True while a later iteration will capture a CUDA graph (the rollout step's in the first, an
+        on-policy update's in the second)."""
+        return self.collector.capture_ahead or any(p.algorithm.capture_ahead for p in self.policies)
+
     def train_iteration(self) -> dict[str, float]:
         """Rollout, then update; returns this iteration's metrics as host floats (one device sync).
 
