@@ -34,12 +34,12 @@ def capture(graph: torch.cuda.CUDAGraph, generators: Iterable[torch.Generator | 
 
     ``generators``: the random generators the block draws from besides torch's default one (which every
     capture registers); registered with the graph, so that each replay draws fresh numbers from them and
-    advances them. No other thread may use the GPU meanwhile (the capture fails if one does): runs that
-    share the process capture their graphs one after another (:func:`~warpdrive.training.seeds.train_together`).
+    advances them. The capture is ``thread_local``: other threads of the process (a user's, a data loader's)
+    may use CUDA meanwhile without breaking it, as long as nothing they do reaches the capturing streams.
     """
     for generator in dict.fromkeys(g for g in generators if g is not None and g.device.type == "cuda"):
         graph.register_generator_state(generator)
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
         yield
 
 
@@ -75,11 +75,6 @@ class GraphedCall(Generic[Output]):
     def captured(self) -> bool:
         """True once calls replay a captured graph."""
         return self.graph is not None
-
-    @property
-    def capture_ahead(self) -> bool:
-        """True while a later call will capture the graph."""
-        return self.enabled and self.graph is None
 
     def __call__(self) -> Output:
         if self.graph is not None:

@@ -76,11 +76,6 @@ class RolloutCollector:
         """True once rollout steps replay a captured CUDA graph."""
         return self._graph is not None
 
-    @property
-    def capture_ahead(self) -> bool:
-        """True while the next rollout will capture its step in a CUDA graph."""
-        return self._use_graph and self._graph is None
-
     def collect(self) -> None:
         """Collect ``num_steps`` steps of every env into the policies' storage."""
         self.step_index.zero_()

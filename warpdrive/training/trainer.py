@@ -121,8 +121,8 @@ class Trainer:
         self.global_state_size = global_state_size(self.env)
         self.generator = torch.Generator(self.device).manual_seed(seed)
         """This run's random stream for acting and learning (the networks' initial weights come from torch's
-        seeded default generator): a run's own, so that runs sharing a process (several seeds at once) draw
-        what each would draw alone."""
+        seeded default generator): a run's own, so that what else the process draws (the other runs of
+        ``--seeds``, a user's code) does not change what the run draws."""
         self.policies = build_policies(config, self.env, self.global_state_size, self.generator)
         if ranks is not None:
             ranks.broadcast_networks(self.policies)
@@ -148,12 +148,6 @@ class Trainer:
     def uses_cuda_graph(self) -> bool:
         """True once rollout steps replay a captured CUDA graph."""
         return self.collector.uses_cuda_graph
-
-    @property
-    def capture_ahead(self) -> bool:
-        """True while a later iteration will capture a CUDA graph (the rollout step's in the first, an
-        on-policy update's in the second)."""
-        return self.collector.capture_ahead or any(p.algorithm.capture_ahead for p in self.policies)
 
     def train_iteration(self) -> dict[str, float]:
         """Rollout, then update; returns this iteration's metrics as host floats (one device sync).
@@ -207,10 +201,8 @@ class Trainer:
         self.collector.act(deterministic)
 
     def _sync(self) -> None:
-        """Wait for this run's work (on this thread's current stream, which its other streams join), not for
-        the device: runs sharing the GPU (several seeds at once) have streams of their own."""
         if self.device.type == "cuda":
-            torch.cuda.current_stream(self.device).synchronize()
+            torch.cuda.synchronize(self.device)
 
     # ----------------------------------------------------------------------------------------------
     # state, for checkpoints

@@ -274,11 +274,6 @@ class Algorithm:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
 
-    @property
-    def capture_ahead(self) -> bool:
-        """True while a later update will capture a CUDA graph."""
-        return False
-
 
 #: name -> class of every registered algorithm, in registration order.
 ALGORITHMS: dict[str, type[Algorithm]] = {}
@@ -342,11 +337,6 @@ class ActorCriticAlgorithm(Algorithm):
     def update_captured(self) -> bool:
         """True once updates replay a captured CUDA graph."""
         return self._learn.captured
-
-    @property
-    def capture_ahead(self) -> bool:
-        # (update() turns the capture off for the runs that stay eager, at their first update)
-        return self.cuda_graph and self.ranks is None and self._learn.capture_ahead
 
     def update(self, storage: RolloutStorage, progress: float) -> dict[str, torch.Tensor | float]:
         c = self.config
