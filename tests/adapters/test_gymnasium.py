@@ -147,3 +147,19 @@ def test_torch_threads_are_set_on_the_cpu_only_when_asked():
     assert torch.get_num_threads() == 1
     with pytest.raises(ValueError, match="torch_threads must be an integer >= 1 or None"):
         WarpDriveVectorEnv(make("cartpole", device="cpu"), torch_threads=0)
+
+
+def test_render_gives_every_replica_as_an_rgb_array():
+    envs = gym.make_vec("warpdrive/CartPole-v1", num_envs=2, device="cpu", render_mode="rgb_array")
+    assert envs.render_mode == "rgb_array" and envs.metadata["render_modes"] == ["rgb_array"]
+    envs.reset(seed=1)
+    frames = envs.render()
+    assert isinstance(frames, tuple) and len(frames) == 2
+    for i, frame in enumerate(frames):
+        assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+        assert np.array_equal(frame, envs.env.render(i))
+    assert not np.array_equal(frames[0], frames[1])  # two replicas, two starts
+    with pytest.warns(UserWarning, match="without a render mode"):
+        assert gym.make_vec("warpdrive/CartPole-v1", num_envs=1, device="cpu").render() is None
+    with pytest.raises(ValueError, match=r"render_mode must be None or one of \['rgb_array'\], got 'human'"):
+        gym.make_vec("warpdrive/CartPole-v1", num_envs=1, device="cpu", render_mode="human")

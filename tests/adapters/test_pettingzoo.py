@@ -12,16 +12,25 @@ from forced_choice import ForcedChoice
 from pettingzoo.test import parallel_api_test, parallel_seed_test
 
 from warpdrive.adapters.pettingzoo import WarpDriveParallelEnv
-from warpdrive.envs import make
+from warpdrive.envs import REGISTRY, make
 
+# every registered env (the multi-agent ones small, with short episodes so that the tests see several), and
+# the MPE envs with continuous actions too
 SMALL: dict[str, dict[str, Any]] = {
     "tag_gridworld": {"num_taggers": 2, "grid_length": 5, "episode_length": 30},
     "tag_continuous": {"num_taggers": 2, "num_runners": 3, "grid_length": 3.0, "episode_length": 30},
+    "simple_tag": {"num_good": 1, "num_adversaries": 2, "num_obstacles": 1, "episode_length": 30},
+    "simple_spread": {"num_agents": 3, "episode_length": 30},
+    "simple_adversary": {"num_good": 2, "num_adversaries": 1, "episode_length": 30},
+    "simple_spread_continuous": {"num_agents": 3, "episode_length": 30, "continuous_actions": True},
+    **{name: {} for name in ("cartpole", "pendulum", "acrobot", "mountain_car", "mountain_car_continuous")},
 }
+assert set(REGISTRY) <= set(SMALL), f"add {sorted(set(REGISTRY) - set(SMALL))} to SMALL"
 
 
-def _parallel_env(name: str) -> WarpDriveParallelEnv:
-    return WarpDriveParallelEnv(make(name, num_envs=1, device="cpu", **SMALL[name]))
+def _parallel_env(case: str, **kwargs: Any) -> WarpDriveParallelEnv:
+    name = case.removesuffix("_continuous") if case.startswith("simple_") else case
+    return WarpDriveParallelEnv(make(name, num_envs=1, device="cpu", **SMALL[case]), **kwargs)
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
@@ -93,3 +102,17 @@ def test_bad_input_is_refused():
         env.step({"taggers_0": 0, "taggers_1": 0, "runner_0": 7})
     with pytest.raises(KeyError, match="unknown agent 'ghost'"):
         env.action_space("ghost")
+
+
+@pytest.mark.parametrize("name", ["tag_gridworld", "simple_spread"])
+def test_render_gives_the_game_as_an_rgb_array(name: str):
+    env = _parallel_env(name, render_mode="rgb_array")
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame is not None and frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+    assert np.array_equal(frame, env.env.render(0))  # the replica the adapter plays
+    assert frame.std() > 0  # something is drawn
+    with pytest.warns(UserWarning, match="without a render mode"):
+        assert _parallel_env(name).render() is None
+    with pytest.raises(ValueError, match=r"render_mode must be None or one of \['rgb_array'\], got 'human'"):
+        _parallel_env(name, render_mode="human")

@@ -1,7 +1,7 @@
 """Adapters: warpdrive envs as the env types of other RL libraries.
 
-- :mod:`warpdrive.adapters.gymnasium`: a ``gymnasium.vector.VectorEnv`` for single-agent envs, and the
-  ``warpdrive/CartPole-v1`` and ``warpdrive/Pendulum-v1`` ids for ``gymnasium.make_vec``;
+- :mod:`warpdrive.adapters.gymnasium`: a ``gymnasium.vector.VectorEnv`` for single-agent envs, and
+  ``warpdrive/<Gymnasium id>`` ids of the classic-control envs for ``gymnasium.make_vec``;
 - :mod:`warpdrive.adapters.sb3`: a Stable-Baselines3 ``VecEnv`` for single-agent envs;
 - :mod:`warpdrive.adapters.pettingzoo`: a PettingZoo ``ParallelEnv`` of one replica of any env;
 - :mod:`warpdrive.adapters.torchrl`: a TorchRL ``EnvBase`` over the whole batch, agent groups as nested keys.
@@ -45,6 +45,13 @@ def restart_every_replica(env: Env, seed: int | None) -> torch.Tensor:
     if seed is not None:
         return env.reset(seed=seed)
     return env.reset(mask=torch.ones(env.num_envs, dtype=torch.bool, device=env.device))
+
+
+def check_render_mode(render_mode: str | None, render_modes: list[str]) -> str | None:
+    """``render_mode``, checked to be ``None`` or one of ``render_modes``."""
+    if render_mode is not None and render_mode not in render_modes:
+        raise ValueError(f"render_mode must be None or one of {render_modes}, got {render_mode!r}")
+    return render_mode
 
 
 def single_agent(env: Env, adapter: str) -> Env:

@@ -5,7 +5,8 @@
     import gymnasium as gym
     from warpdrive.adapters.gymnasium import register_envs
 
-    register_envs()  # adds warpdrive/CartPole-v1 and warpdrive/Pendulum-v1 to Gymnasium's registry
+    register_envs()  # adds warpdrive/CartPole-v1, Pendulum-v1, Acrobot-v1, MountainCar-v0 and
+                    # MountainCarContinuous-v0 to Gymnasium's registry
     envs = gym.make_vec("warpdrive/CartPole-v1", num_envs=64, device="cpu")
 
 Registration is an explicit call: Gymnasium 1.x discovers no plugins, and importing a warpdrive module
@@ -25,7 +26,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from warpdrive.adapters import restart_every_replica, share_cpu_with_numba, single_agent
+from warpdrive.adapters import check_render_mode, restart_every_replica, share_cpu_with_numba, single_agent
 from warpdrive.core.env import Env
 from warpdrive.envs import make
 
@@ -33,6 +34,9 @@ from warpdrive.envs import make
 GYMNASIUM_IDS: dict[str, str] = {
     "warpdrive/CartPole-v1": "cartpole",
     "warpdrive/Pendulum-v1": "pendulum",
+    "warpdrive/Acrobot-v1": "acrobot",
+    "warpdrive/MountainCar-v0": "mountain_car",
+    "warpdrive/MountainCarContinuous-v0": "mountain_car_continuous",
 }
 
 
@@ -47,7 +51,8 @@ def register_envs() -> None:
 
 
 def make_vector_env(env: str, num_envs: int = 1, max_episode_steps: int | None = None,
-                    torch_threads: int | None = 1, **kwargs: Any) -> WarpDriveVectorEnv:
+                    torch_threads: int | None = 1, render_mode: str | None = None,
+                    **kwargs: Any) -> WarpDriveVectorEnv:
     """Build the warpdrive env registered as ``env`` with ``num_envs`` replicas, as a Gymnasium vector env.
 
     ``max_episode_steps`` is Gymnasium's name for ``episode_length``; ``kwargs`` go to the env's
@@ -58,7 +63,9 @@ def make_vector_env(env: str, num_envs: int = 1, max_episode_steps: int | None =
             raise ValueError(f"max_episode_steps={max_episode_steps!r} and episode_length="
                              f"{kwargs['episode_length']!r} disagree; pass one of them")
         kwargs["episode_length"] = max_episode_steps
-    return WarpDriveVectorEnv(make(env, num_envs=num_envs, **kwargs), torch_threads=torch_threads)
+    check_render_mode(render_mode, WarpDriveVectorEnv.metadata["render_modes"])  # before building the env
+    return WarpDriveVectorEnv(make(env, num_envs=num_envs, **kwargs), torch_threads=torch_threads,
+                              render_mode=render_mode)
 
 
 class WarpDriveVectorEnv(gym.vector.VectorEnv):
@@ -81,14 +88,19 @@ class WarpDriveVectorEnv(gym.vector.VectorEnv):
     ``reset(options={"reset_mask": m})``, with ``m`` a NumPy bool array [N], restarts only those replicas
     (:meth:`Env.reset` with a mask).
 
+    ``render_mode="rgb_array"``: :meth:`render` returns a frame of every replica, as Gymnasium's vector envs
+    do (each drawn on the host: seconds for hundreds of replicas; ``env.env.render(i)`` draws one).
+
     Threads: on the CPU this sets PyTorch to ``torch_threads`` threads (default 1) beside Numba's workers,
     which run the env (see :func:`warpdrive.adapters.share_cpu_with_numba`); ``None`` leaves it alone.
     """
 
     # gymnasium declares metadata without ClassVar, though it is a class attribute there too
-    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}  # type: ignore[misc]
+    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.SAME_STEP,  # type: ignore[misc]
+                                          "render_modes": ["rgb_array"]}
 
-    def __init__(self, env: Env, torch_threads: int | None = 1) -> None:
+    def __init__(self, env: Env, torch_threads: int | None = 1, render_mode: str | None = None) -> None:
+        self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         self.env = single_agent(env, "WarpDriveVectorEnv")
         share_cpu_with_numba(env, torch_threads)
         self.num_envs = env.num_envs
@@ -134,6 +146,14 @@ class WarpDriveVectorEnv(gym.vector.VectorEnv):
                 finished[i] = final_obs[i]
             infos = {"final_obs": finished, "_final_obs": done, "final_info": {}, "_final_info": done.copy()}
         return self._host(obs[:, 0]), self._host(rewards[:, 0]), self._host(terminated), self._host(truncated), infos
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """Every replica now as an RGB array [height, width, 3] uint8 with ``render_mode="rgb_array"``; else
+        ``None`` (with a warning, as Gymnasium's envs do)."""
+        if self.render_mode is None:
+            gym.logger.warn("render() was called without a render mode: pass render_mode='rgb_array'")
+            return None
+        return tuple(self.env.render(i) for i in range(self.num_envs))
 
     def _device_actions(self, actions: Any) -> torch.Tensor:
         tensor = torch.as_tensor(actions, device=self.env.device)

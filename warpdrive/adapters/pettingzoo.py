@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from pettingzoo import ParallelEnv
 
-from warpdrive.adapters import restart_every_replica, share_cpu_with_numba
+from warpdrive.adapters import check_render_mode, restart_every_replica, share_cpu_with_numba
 from warpdrive.core.env import Env
 from warpdrive.core.sampling import discrete_choices
 
@@ -44,19 +44,22 @@ class WarpDriveParallelEnv(ParallelEnv):
     observation as ``{"observation": obs, "action_mask": mask}``: ``mask`` int8, 1 where allowed, one
     array per head as ``space.sample(mask=...)`` takes it (an array for Discrete, a tuple for MultiDiscrete).
 
+    ``render_mode="rgb_array"``: :meth:`render` returns the game now as an RGB array [height, width, 3] uint8
+    (:meth:`Env.render`).
+
     Threads: on the CPU this sets PyTorch to ``torch_threads`` threads (default 1) beside Numba's workers,
     which run the env (see :func:`warpdrive.adapters.share_cpu_with_numba`); ``None`` leaves it alone.
     """
 
-    def __init__(self, env: Env, torch_threads: int | None = 1) -> None:
+    def __init__(self, env: Env, torch_threads: int | None = 1, render_mode: str | None = None) -> None:
         if not isinstance(env, Env):
             raise TypeError(f"WarpDriveParallelEnv wraps a warpdrive Env, got {type(env).__name__}")
         if env.num_envs != 1:
             raise ValueError(f"WarpDriveParallelEnv is one game: build the env with num_envs=1, got {env.num_envs}")
+        self.metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "name": f"warpdrive/{env.name}"}
+        self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         share_cpu_with_numba(env, torch_threads)
         self.env = env
-        self.metadata: dict[str, Any] = {"render_modes": [], "name": f"warpdrive/{env.name}"}
-        self.render_mode = None
         self._agent_index: dict[str, int] = {}
         self.observation_spaces: dict[str, gym.spaces.Space] = {}
         self.action_spaces: dict[str, gym.spaces.Space] = {}
@@ -72,6 +75,14 @@ class WarpDriveParallelEnv(ParallelEnv):
                 self.observation_spaces[name], self.action_spaces[name] = obs_space, action_space
         self.possible_agents = sorted(self._agent_index, key=self._agent_index.__getitem__)
         self.agents: list[str] = []
+
+    def render(self) -> np.ndarray | None:
+        """The game now as an RGB array [height, width, 3] uint8 with ``render_mode="rgb_array"``; else ``None``
+        (with a warning, as Gymnasium's envs do)."""
+        if self.render_mode is None:
+            gym.logger.warn("render() was called without a render mode: build the adapter with render_mode='rgb_array'")
+            return None
+        return self.env.render(0)
 
     def observation_space(self, agent: str) -> gym.spaces.Space:
         return self.observation_spaces[self._known(agent)]
