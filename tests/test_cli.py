@@ -14,11 +14,12 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import pytest
+import torch
 import yaml
 
 import warpdrive as package
-from warpdrive.cli import CHECK_EXAMPLE, TRAIN_EXAMPLE
-from warpdrive.envs import env_class
+from warpdrive.cli import CHECK_EXAMPLE, TRAIN_EXAMPLE, main
+from warpdrive.envs import env_class, make
 from warpdrive.training.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -226,3 +227,22 @@ def test_check_exit_status_and_a_typing_error_in_one_line(tmp_path: Path) -> Non
     assert train.returncode == 1
     assert train.stderr.splitlines() == [f"warpdrive train: error: Numba cannot compile the env's kernels: {where}",
                                          "  (the full Numba error: add --debug, or set WARPDRIVE_DEBUG=1)"]
+
+
+def test_render_random_actions_without_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gif = tmp_path / "random.gif"
+    assert main(["render", "cartpole", "--random", "--out", str(gif), "--seed", "4"]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {gif}"
+    frames = iio.imread(gif, index=None)
+    # the episode the same seed and random stream play: its first frame and its length
+    env = make("cartpole", num_envs=1, device="cpu", seed=4)
+    env.reset(seed=4)
+    generator = torch.Generator().manual_seed(4)
+    steps = 0
+    while not bool(env.store["done"][0]):
+        env.sample_actions(generator)
+        env.step_without_reset()
+        steps += 1
+    assert frames.shape[0] == steps + 1 and 5 < steps < 500  # random actions let the pole fall soon
+    assert main(["render", "cartpole", "--random", "--deterministic", "--out", str(gif)]) == 2
+    assert "--deterministic" in capsys.readouterr().err

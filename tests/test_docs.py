@@ -52,8 +52,8 @@ def commands_in(path: Path) -> list[list[str]]:
 def test_the_docs_show_commands() -> None:
     """The parser finds what the files show (a broken pattern would let the test below pass on nothing)."""
     shown = {path.name: [words[0] for words in commands_in(path)] for path in DOCS}
-    assert shown["README.md"] == ["train", "check", "envs", "train", "eval", "render"]
-    assert shown["training.md"] == ["train", "train", "eval", "render", "train", "bench", "tune", "train"]
+    assert shown["README.md"] == ["train", "check", "envs", "render", "train", "eval", "render"]
+    assert shown["training.md"] == ["train", "train", "eval", "render", "render", "train", "bench", "tune", "train"]
 
 
 def on_a_budget(args: list[str], last_run: Path | None) -> list[str]:

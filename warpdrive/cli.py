@@ -5,6 +5,7 @@
     warpdrive train CONFIG [key.path=value ...] [--resume RUN_DIR_OR_CHECKPOINT] [--seeds N]
     warpdrive eval CHECKPOINT [--episodes N] [--deterministic]
     warpdrive render CHECKPOINT --out FILE.gif|FILE.mp4
+    warpdrive render CONFIG_OR_ENV --random --out FILE.gif|FILE.mp4
     warpdrive bench [ENV] [--envs N ...]
     warpdrive envs [ENV]
     warpdrive check ENV [key=value ...] [--steps N] [--no-ptx]
@@ -69,8 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", help="cpu, cuda, cuda:N (default: the checkpoint's config)")
     evaluate.add_argument("--seed", type=int, default=12345, help="env seed of the evaluation episodes")
 
-    render = commands.add_parser("render", help="animate one episode of a checkpoint's policies")
-    render.add_argument("checkpoint", help="run directory or checkpoint file")
+    render = commands.add_parser("render", help="animate one episode of a checkpoint's policies (or of random "
+                                                "actions: --random)")
+    render.add_argument("checkpoint", help="run directory or checkpoint file; with --random, a config or env name "
+                                           "as train takes it")
+    render.add_argument("--random", action="store_true",
+                        help="uniformly random actions in the env of CHECKPOINT, here a config or env name: no "
+                             "training needed")
     render.add_argument("--out", required=True, help="output file, .gif or .mp4")
     render.add_argument("--fps", type=int, default=10)
     render.add_argument("--deterministic", action="store_true", help="most likely actions instead of samples")
@@ -253,15 +259,24 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from warpdrive.training.config import ConfigError
-    from warpdrive.training.render import output_path, render_episode
+    from warpdrive.training.config import ConfigError, load_config
+    from warpdrive.training.render import output_path, render_episode, render_random_episode
     from warpdrive.training.run import trainer_from_checkpoint
+    from warpdrive.training.trainer import make_env, resolve_device
 
     try:  # before the checkpoint is loaded and its env built
         output_path(args.out)
     except ValueError as err:
         raise ConfigError("--out", str(err)) from None
     _at_least("--fps", args.fps, 1)
+    if args.random:
+        if args.deterministic:
+            raise ConfigError("--deterministic", "picks a trained policy's most likely actions; --random has none")
+        # (an env without a config file needs total_env_steps to make a config; nothing is trained here)
+        config = load_config(args.checkpoint, [*_eval_overrides(args, 1), "total_env_steps=1"])
+        env = make_env(config, resolve_device(config.device), args.seed)
+        print(f"wrote {render_random_episode(env, args.out, fps=args.fps, seed=args.seed)}")
+        return 0
     trainer, _ = trainer_from_checkpoint(args.checkpoint, _eval_overrides(args, 1))
     out = render_episode(trainer, args.out, deterministic=args.deterministic, fps=args.fps, seed=args.seed)
     print(f"wrote {out}")
