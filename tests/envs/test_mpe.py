@@ -1,8 +1,11 @@
 """MPE envs (simple_tag, simple_spread, simple_adversary): step by step against mpe2, CPU vs CUDA, k-nearest, bad input.
 
-mpe2 is stepped beside our env with the same actions over whole episodes, its world's positions and velocities
-set from ours (in float64) before every step, and observations, rewards, terminations and truncations are
-compared after every step. Our state is float32 and mpe2's float64: one step differs by float32 rounding. Over
+mpe2 is stepped beside our env with the same actions over whole episodes, its world's positions and velocities set
+from ours (in float64) before every step, and observations, rewards, terminations and truncations are compared
+after every step, and so are the agents' positions and velocities (except where an episode ended: our arrays then
+hold the next start). The velocities are what checks the forces (actions and contacts) of simple_adversary: its
+observations have none, and its positions after a step follow from the velocities before it, which the
+re-synchronisation sets. Our state is float32 and mpe2's float64: one step differs by float32 rounding. Over
 free-running episodes that difference grows through contacts (stiff: contact_margin = 1e-3) past 1e-4 in a few
 dozen steps, hence the re-synchronisation.
 """
@@ -128,8 +131,13 @@ def run_beside_mpe2(env: MPEEnv, continuous: bool, steps: int) -> dict[str, floa
             assert not row[len(expected):].any(), f"{at}: padding of {name}"
             np.testing.assert_allclose(rewards[0, i].item(), ref_rewards[name], atol=ATOL, rtol=RTOL,
                                        err_msg=f"{at}, reward of {name}")
-        seen["tags"] += isinstance(env, SimpleTag) and bool((rewards[0] >= 10).any())
         world = ref.unwrapped.world
+        if not done:  # after an autoreset our arrays hold the next episode's start
+            state = np.stack([env.store[name][0].numpy() for name in ("x", "y", "vx", "vy")], -1)
+            expected = np.array([[*a.state.p_pos, *a.state.p_vel] for a in world.agents])
+            np.testing.assert_allclose(state, expected, atol=ATOL, rtol=RTOL,
+                                       err_msg=f"{at}, positions and velocities (x, y, vx, vy)")
+        seen["tags"] += isinstance(env, SimpleTag) and bool((rewards[0] >= 10).any())
         seen["contacts"] += any(np.linalg.norm(a.state.p_pos - b.state.p_pos) < a.size + b.size
                                 for i, a in enumerate(world.agents) for b in world.agents[i + 1:])
         seen["out_of_bounds"] += any(np.abs(a.state.p_pos).max() > 0.9 for a in world.agents
@@ -150,10 +158,10 @@ PARITY_CASES = {
 }
 
 
-# Continuous actions once (the action-to-force mapping is shared physics): each action type of each env is a
+# Discrete and continuous actions for every env (issue 10: both against mpe2). Each action type of each env is a
 # compilation of its own, and compilations dominate this file's time.
-@pytest.mark.parametrize(("case", "continuous"), [("tag", False), ("tag", True), ("spread", False),
-                                                  ("adversary", False)])
+@pytest.mark.parametrize("continuous", [False, True], ids=["discrete", "continuous"])
+@pytest.mark.parametrize("case", list(PARITY_CASES))
 def test_steps_match_mpe2(case: str, continuous: bool) -> None:
     cls, params = PARITY_CASES[case]
     env = cls(num_envs=1, backend="cpu", seed=5, episode_length=30, continuous_actions=continuous, **params)
