@@ -14,6 +14,7 @@ from torchrl.modules import MultiAgentMLP, ProbabilisticActor
 from torchrl.objectives import ClipPPOLoss, ValueEstimators
 
 from warpdrive.adapters.torchrl import WarpDriveTorchRLEnv
+from warpdrive.core.device import cuda_available
 from warpdrive.envs import REGISTRY, make
 
 
@@ -135,3 +136,21 @@ def test_ppo_with_torchrls_collector_trains_tag_agent_groups():
     assert batches == iterations
     assert all(not torch.equal(p, q) for p, q in zip(parameters, before, strict=True))
     assert int(env.env.store["episode"].min()) >= iterations * steps // 10  # episodes ran out and restarted
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", ["tag_gridworld", "simple_spread"])
+def test_data_stays_on_the_gpu_without_host_syncs(name: str):
+    env = WarpDriveTorchRLEnv(make(name, num_envs=3, device="cuda", **SMALL[name]))
+    check_env_specs(env, seed=0)
+    rollout = env.rollout(5, break_when_any_done=False)
+    assert all(leaf.is_cuda for leaf in rollout.values(include_nested=True, leaves_only=True))
+    state = env.rand_action(env.reset())
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # a host sync in the adapter's step raises
+    try:
+        out = env._step(state)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert all(leaf.is_cuda for leaf in out.values(include_nested=True, leaves_only=True))
