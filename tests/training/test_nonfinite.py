@@ -1,5 +1,7 @@
 """The non-finite guard: a NaN from the env stops the run, names policy, iteration and tensor, and leaves
-the last good checkpoint; switched off, the run trains on (and its weights are ruined)."""
+the last good checkpoint; switched off, the run trains on (and its weights are ruined). The replay learners
+(DDPG, MADDPG, MASAC, VDN, QMIX) are guarded alike: a diverging critic by its loss, a non-finite gradient
+(behind finite losses) by its network's gradient norm."""
 
 from __future__ import annotations
 
@@ -18,17 +20,27 @@ from warpdrive.core.actions import InvalidActionError
 from warpdrive.core.compile import per_agent
 from warpdrive.envs import REGISTRY, register
 from warpdrive.training import NonFiniteError, load_config, train
+from warpdrive.training.algorithms import ALGORITHMS
+from warpdrive.training.algorithms.replay import ReplayLearner
 from warpdrive.training.checkpoint import load_checkpoint
+from warpdrive.training.config import TrainConfig
 from warpdrive.training.guard import check_finite
 from warpdrive.training.trainer import Trainer
+
+pytestmark = pytest.mark.xdist_group("poison")  # this file's env: compiled by one worker
 
 NAN_STEP = 3
 """The episode step whose reward (or observation) is NaN: with 2 steps per rollout, in iteration 2."""
 
 
+HUGE = 3.0e38
+"""A finite float32 reward whose squared TD error is not."""
+
+
 @kernel_function
 def _poison(env, agent, p, s):
-    nan = np.float32(np.nan) if s.t[env] == p.nan_step else np.float32(0.0)
+    bad = np.float32(HUGE) if p.huge_reward else np.float32(np.nan)
+    nan = bad if s.t[env] == p.nan_step else np.float32(0.0)
     if p.nan_obs:
         s.obs[env, agent, 0] = nan
         s.rewards[env, agent] = np.float32(1.0)
@@ -43,6 +55,10 @@ class PoisonConfig:
     nan_step: int = NAN_STEP
     nan_obs: bool = False
     """NaN in the observation instead of the reward."""
+    huge_reward: bool = False
+    """A reward of ``HUGE`` (finite) instead of NaN."""
+    box: bool = False
+    """A Box action (ignored, as the discrete one) for the algorithms of continuous actions."""
 
     def validate(self) -> None:
         pass
@@ -61,14 +77,17 @@ class Poison(Env):
     def num_agents_of(cls, config: PoisonConfig) -> int:
         return 1
 
-    def single_action_space(self) -> gym.spaces.Discrete:
+    def single_action_space(self) -> gym.spaces.Space:
+        if self.config.box:
+            return gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
         return gym.spaces.Discrete(2)
 
     def observation_size(self) -> int:
         return 1
 
     def kernel_params(self) -> dict[str, object]:
-        return {"nan_step": self.config.nan_step, "nan_obs": self.config.nan_obs}
+        return {"nan_step": self.config.nan_step, "nan_obs": self.config.nan_obs,
+                "huge_reward": self.config.huge_reward}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -126,7 +145,7 @@ def test_losses_and_gradient_norm_must_be_finite_other_metrics_need_not(tmp_path
     metrics = trainer.train_iteration()  # finite: no error
     flags = {"shared/observations": True, "shared/rewards": True, "shared/weights": True}
     check_finite(1, trainer.policies, flags, {**metrics, "losses/shared/explained_variance": math.nan})
-    for name in ("policy_loss", "grad_norm"):
+    for name in ("policy_loss", "grad_norm", "critic_grad_norm", "actor_grad_norm"):
         message = rf"^non-finite {name} \(NaN or inf\) in policy 'shared' at iteration 7;"
         with pytest.raises(NonFiniteError, match=message):
             check_finite(7, trainer.policies, flags, {**metrics, f"losses/shared/{name}": math.inf})
@@ -142,3 +161,77 @@ def test_an_invalid_action_found_by_the_step_kernel_stops_the_iteration(tmp_path
     with pytest.raises(InvalidActionError, match=r"actions\[2, 0, 0\] = 7, expected 0 <= index < 2"):
         trainer.train_iteration()
     assert not bool(trainer.env.action_faults_found())  # cleared: the next iteration is not refused for it
+
+
+# -- the replay learners ------------------------------------------------------------------------------------
+
+OFF_POLICY = [name for name, cls in ALGORITHMS.items() if cls.trainable and issubclass(cls, ReplayLearner)]
+
+
+def off_policy_config(tmp_path: Path, algorithm: str, *overrides: str) -> TrainConfig:
+    """A tiny run of ``algorithm`` on the poison env (NaN-free unless ``overrides`` say): one gradient step
+    per iteration from the first on, so iteration ``i`` takes gradient step ``i - 1``."""
+    section = f"policies.shared.{algorithm}"
+    return load_config("poison", [
+        "total_env_steps=24", "env.num_envs=4", "rollout_length=2", "device=cpu", "checkpoint.every=1",
+        "logging.tensorboard=false", "logging.progress=false", "logging.learning_curve=false",
+        f"logging.run_dir={tmp_path / 'run'}", f"policies.shared.algorithm={algorithm}",
+        f"env.kwargs.box={str(not ALGORITHMS[algorithm].discrete).lower()}", "policies.shared.model.hidden_sizes=[8]",
+        f"{section}.learning_starts=0", f"{section}.batch_size=64", f"{section}.gradient_steps=1", *overrides])
+
+
+def test_every_replay_learner_is_covered() -> None:
+    assert set(OFF_POLICY) == {"ddpg", "maddpg", "masac", "vdn", "qmix"}
+
+
+@pytest.mark.parametrize("algorithm", OFF_POLICY)
+def test_a_diverging_off_policy_critic_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path: Path,
+                                                                                        algorithm: str) -> None:
+    """A finite reward of 3e38 (in the replay from iteration 2) squares to inf in the TD loss: the rewards
+    pass, the loss is the first casualty."""
+    with pytest.raises(NonFiniteError) as info:
+        train(off_policy_config(tmp_path, algorithm, "env.kwargs.huge_reward=true"))
+    err = info.value
+    loss = "td_loss" if algorithm in ("vdn", "qmix") else "value_loss"
+    assert (err.policy, err.iteration, err.tensors[0]) == ("shared", 2, loss)
+    assert "rewards" not in err.tensors
+    assert str(err).startswith(f"non-finite {loss}") and "in policy 'shared' at iteration 2;" in str(err)
+    iteration, tensors = weights(tmp_path / "run")
+    assert iteration == 1
+    assert all(torch.isfinite(t).all() for t in tensors.values())
+
+
+@pytest.mark.parametrize(("algorithm", "network", "step", "norm", "overrides"), [
+    ("ddpg", "critic", 1, "critic_grad_norm", []),  # (its actor steps at even steps only)
+    ("ddpg", "actor", 2, "actor_grad_norm", []),
+    ("maddpg", "actor", 1, "actor_grad_norm", []),  # (its actor steps after the critic, at every step)
+    ("masac", "critic", 1, "critic_grad_norm", []),  # (its actor steps at even steps only)
+    # (one actor step per critic step; log alpha's loss is from the actor's samples before its step)
+    ("masac", "actor", 1, "actor_grad_norm", ["policies.shared.masac.policy_frequency=1"]),
+    ("vdn", None, 1, "grad_norm", []),
+    ("qmix", None, 1, "grad_norm", []),
+], ids=["ddpg-critic", "ddpg-actor", "maddpg-actor", "masac-critic", "masac-actor", "vdn", "qmix"])
+def test_a_non_finite_gradient_behind_finite_losses_is_named_by_its_norm(tmp_path: Path, monkeypatch,
+                                                                         algorithm: str, network: str | None,
+                                                                         step: int, norm: str,
+                                                                         overrides: list[str]) -> None:
+    """An inf in one gradient of ``network`` (``None``: the agent network) at gradient step ``step``, and
+    no later step of the iteration uses what it stepped: every loss of the iteration is finite, the gradient
+    norm is not (and the weights it stepped follow)."""
+    backward = ReplayLearner.backward
+
+    def poisoned(self: ReplayLearner, loss: torch.Tensor, parameters: list[torch.Tensor]) -> None:
+        backward(self, loss, parameters)
+        module = self.model if network is None else getattr(self.model, network)
+        if self.gradient_steps == step and parameters[0] is next(module.parameters()):
+            parameters[0].grad.view(-1)[0] = math.inf
+
+    monkeypatch.setattr(ReplayLearner, "backward", poisoned)
+    with pytest.raises(NonFiniteError) as info:
+        train(off_policy_config(tmp_path, algorithm, "env.kwargs.nan_step=100", *overrides))
+    err = info.value
+    assert (err.policy, err.iteration, err.tensors) == ("shared", step + 1, [norm, "weights"])
+    assert str(err).startswith(f"non-finite {norm}, weights (NaN or inf) in policy 'shared' at iteration {step + 1};")
+    iteration, tensors = weights(tmp_path / "run")
+    assert iteration == step
+    assert all(torch.isfinite(t).all() for t in tensors.values())

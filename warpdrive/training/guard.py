@@ -5,9 +5,11 @@ whether its rollout's observations and rewards and its weights after the update 
 0-dim bool tensor each. They reach the host in the iteration's single metrics transfer
 (:meth:`~warpdrive.training.metrics.IterationMetrics.collect`), so the guard adds no host sync, and its
 cost is a handful of tiny device reductions per iteration: one over the rollout's observations, one over
-its rewards, one per weight tensor; nothing per rollout step. The losses and the gradient norm are
-already host floats among the metrics. :func:`check_finite` then raises :class:`NonFiniteError`, before
-the iteration is logged or checkpointed, so the last checkpoint keeps finite weights.
+its rewards, one per weight tensor; nothing per rollout step. The losses and the gradient norms
+(``grad_norm``; ``critic_grad_norm``, ``actor_grad_norm``, ... of the algorithms that step several
+networks) are among the metrics already, device scalars reduced with the update and brought to the host in
+the same transfer. :func:`check_finite` then raises :class:`NonFiniteError`, before the iteration is
+logged or checkpointed, so the last checkpoint keeps finite weights.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ __all__ = ["NonFiniteError", "check_finite", "finite_flags"]
 
 
 class NonFiniteError(RuntimeError):
-    """A policy's observations, rewards, losses, gradient norm or weights held a NaN or inf.
+    """A policy's observations, rewards, losses, gradient norms or weights held a NaN or inf.
 
     Attributes:
         iteration: the iteration (from 1, as logged) whose rollout or update produced it.
         policy: the policy's name.
-        tensors: what was not finite, in the order observations, rewards, losses (metric names), weights.
+        tensors: what was not finite, in the order observations, rewards, losses and gradient norms (metric
+            names, in the metrics' order), weights.
     """
 
     def __init__(self, iteration: int, policy: str, tensors: list[str]) -> None:
@@ -57,6 +60,12 @@ def finite_flags(policies: list[Policy]) -> dict[str, torch.Tensor]:
     return flags
 
 
+def _checked(metric: str) -> bool:
+    """Whether the guard requires a policy's metric (its name after ``losses/<policy>/``) to be finite: the
+    losses and the gradient norms."""
+    return metric.endswith("_loss") or metric == "grad_norm" or metric.endswith("_grad_norm")
+
+
 def check_finite(iteration: int, policies: list[Policy], flags: dict[str, bool], metrics: dict[str, float]) -> None:
     """Raise :class:`NonFiniteError` for the first policy with a non-finite tensor.
 
@@ -64,15 +73,14 @@ def check_finite(iteration: int, policies: list[Policy], flags: dict[str, bool],
         iteration: the iteration just done, counted from 1.
         flags: :func:`finite_flags`' result as host bools.
         metrics: the iteration's metrics; of a policy's ``losses/<policy>/...`` entries, the losses
-            (``*_loss``) and ``grad_norm`` must be finite (others, such as ``explained_variance``, may be
-            NaN by definition).
+            (``*_loss``) and gradient norms (``grad_norm``, ``*_grad_norm``) must be finite (others, such as
+            ``explained_variance``, may be NaN by definition).
     """
     for policy in policies:
         prefix = f"losses/{policy.name}/"
         bad = [name for name in ("observations", "rewards") if not flags.get(f"{policy.name}/{name}", True)]
         bad += [key[len(prefix):] for key, value in metrics.items()
-                if key.startswith(prefix) and (key.endswith("_loss") or key.endswith("/grad_norm"))
-                and not math.isfinite(value)]
+                if key.startswith(prefix) and _checked(key[len(prefix):]) and not math.isfinite(value)]
         if not flags.get(f"{policy.name}/weights", True):
             bad.append("weights")
         if bad:

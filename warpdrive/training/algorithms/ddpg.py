@@ -84,12 +84,13 @@ class DDPG(DeterministicActorLearner):
         with self.autocast():
             q = self.model.q(b["obs"], b["actions"])
         step = {"loss_value": ((q - target_q) ** 2).mean(), "q_values": q.detach().mean()}
-        self.optimizer_step(self.critic_optimizer, step["loss_value"], self.model.critic.parameters(), c.max_grad_norm)
+        step["critic_grad_norm"] = self.optimizer_step(self.critic_optimizer, step["loss_value"],
+                                                       self.model.critic.parameters(), c.max_grad_norm)
         if self.gradient_steps % c.policy_frequency == 0:
             with self.autocast():
                 step["loss_policy"] = -self.model.q(b["obs"], self.model.action(b["obs"])).mean()
-            self.optimizer_step(self.actor_optimizer, step["loss_policy"], self.model.actor.parameters(),
-                                c.max_grad_norm)
+            step["actor_grad_norm"] = self.optimizer_step(self.actor_optimizer, step["loss_policy"],
+                                                          self.model.actor.parameters(), c.max_grad_norm)
             soft_update(self.target, self.model, c.tau)
         return step
 

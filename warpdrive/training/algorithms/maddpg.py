@@ -129,13 +129,14 @@ class MADDPG(DeterministicActorLearner):
         with self.autocast():
             q = self.model.critic(b["obs"], b["actions"])
         step = {"loss_value": ((q - target_q) ** 2).mean(), "q_values": q.detach().mean()}
-        self.optimizer_step(self.critic_optimizer, step["loss_value"], self.model.critic.parameters(), c.max_grad_norm)
+        step["critic_grad_norm"] = self.optimizer_step(self.critic_optimizer, step["loss_value"],
+                                                       self.model.critic.parameters(), c.max_grad_norm)
         if self.gradient_steps % c.policy_frequency == 0:
             with self.autocast():
                 own = self.model.action(b["obs"])
                 step["loss_policy"] = -self.model.critic(b["obs"], with_own_actions(b["actions"], own)).mean()
-            self.optimizer_step(self.actor_optimizer, step["loss_policy"], self.model.actor.parameters(),
-                                c.max_grad_norm)
+            step["actor_grad_norm"] = self.optimizer_step(self.actor_optimizer, step["loss_policy"],
+                                                          self.model.actor.parameters(), c.max_grad_norm)
             soft_update(self.target, self.model, c.tau)
         return step
 

@@ -215,7 +215,8 @@ class MASAC(BoxReplayLearner):
             q1, q2 = (critic(b["obs"], b["actions"]) for critic in self.model.critic)
         step = {"loss_value": ((q1 - target_q) ** 2).mean() + ((q2 - target_q) ** 2).mean(),
                 "q_values": q1.detach().mean()}
-        self.optimizer_step(self.critic_optimizer, step["loss_value"], self.model.critic.parameters(), c.max_grad_norm)
+        step["critic_grad_norm"] = self.optimizer_step(self.critic_optimizer, step["loss_value"],
+                                                       self.model.critic.parameters(), c.max_grad_norm)
         if self.gradient_steps % c.policy_frequency == 0:
             for _ in range(c.policy_frequency):
                 step.update(self._actor_step(b, c))
@@ -223,19 +224,20 @@ class MASAC(BoxReplayLearner):
         return step
 
     def _actor_step(self, b: dict[str, torch.Tensor], c: MASACConfig) -> dict[str, torch.Tensor]:
-        """One actor step on rows ``b`` and, with ``autotune``, one step of ``log alpha``; returns their losses,
-        ``alpha`` and the policy's entropy estimate ``-log pi`` (mean over rows and agents)."""
+        """One actor step on rows ``b`` and, with ``autotune``, one step of ``log alpha``; returns their losses
+        and gradient norms, ``alpha`` and the policy's entropy estimate ``-log pi`` (mean over rows and agents)."""
         with self.autocast():
             own, logp = self.model.actor.sample(b["obs"], self.generator)
             q = self.model.min_q(b["obs"], with_own_actions(b["actions"], own))
             loss_policy = (self.alpha * logp - q).mean()
-        self.optimizer_step(self.actor_optimizer, loss_policy, self.model.actor.parameters(), c.max_grad_norm)
-        out = {"loss_policy": loss_policy.detach(), "entropy": -logp.detach().mean()}
+        actor_norm = self.optimizer_step(self.actor_optimizer, loss_policy, self.model.actor.parameters(),
+                                         c.max_grad_norm)
+        out = {"loss_policy": loss_policy.detach(), "actor_grad_norm": actor_norm, "entropy": -logp.detach().mean()}
         if c.autotune:
             # -alpha * (log pi + target): its gradient in log alpha raises alpha while the entropy (-log pi)
             # is below the target and lowers it above
             loss_alpha = (-self.model.log_alpha.exp() * (logp.detach() + self.target_entropy)).mean()
-            self.optimizer_step(self.alpha_optimizer, loss_alpha, [self.model.log_alpha], None)
+            out["alpha_grad_norm"] = self.optimizer_step(self.alpha_optimizer, loss_alpha, [self.model.log_alpha], None)
             out["loss_alpha"] = loss_alpha.detach()
         out["alpha"] = self.alpha
         return out

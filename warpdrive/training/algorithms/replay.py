@@ -2,8 +2,11 @@
 
 An iteration stores the rollout in a replay buffer on the device and, once ``learning_starts`` transitions
 (or joint rows) are stored, takes ``gradient_steps`` gradient steps on batches sampled from it (one per
-rollout step by default). Each step's losses and statistics are averaged over the iteration's steps. A resume
-restores the optimisers, the replay (where the checkpoint holds it) and the step count.
+rollout step by default). Each step's losses and statistics are averaged over the iteration's steps, on the
+device; among them the gradient norm of each network it stepped (``grad_norm``, or ``critic_grad_norm``,
+``actor_grad_norm``, ... where it steps several: what :meth:`ReplayLearner.optimizer_step` returns), which
+the non-finite guard (:mod:`warpdrive.training.guard`) checks with the losses. A resume restores the
+optimisers, the replay (where the checkpoint holds it) and the step count.
 
 An algorithm gives :meth:`ReplayLearner.store_rollout`, :meth:`ReplayLearner.gradient_step` and
 :meth:`ReplayLearner.optimizers`; its ``Config`` has ``learning_starts``, ``batch_size`` and
@@ -62,7 +65,9 @@ class ReplayLearner(Algorithm):
 
     def gradient_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One gradient step (:attr:`gradient_steps` is the number of steps before it) on a sampled
-        ``batch``; returns its losses and statistics (device scalars)."""
+        ``batch``; returns its losses and statistics (device scalars), with the norm that
+        :meth:`optimizer_step` returned for each network stepped, as ``grad_norm`` or ``<network>_grad_norm``
+        (the non-finite guard checks every such entry)."""
         raise NotImplementedError
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
