@@ -85,6 +85,21 @@ def test_shared_policy_with_global_critic() -> None:
     assert math.isfinite(metrics["losses/shared/value_loss"])
 
 
+@pytest.mark.parametrize("algorithm", ["ppo", "a2c"])
+def test_a_global_critic_beside_a_local_one(algorithm: str) -> None:
+    """One group's critic reads the env's global state, the other's its observations only: the rollout stores
+    the state for the first, and the second's view shows none (its critic's input has no room for it)."""
+    trainer = grid_trainer("policies.taggers.model.critic_input=global", f"policies.taggers.algorithm={algorithm}",
+                           f"policies.runner.algorithm={algorithm}")
+    taggers, runner = trainer.policies
+    assert taggers.global_critic and not runner.global_critic
+    assert taggers.storage.global_state is not None and taggers.storage.last_global_state is not None
+    assert runner.storage.global_state is runner.storage.final_global_state is runner.storage.last_global_state is None
+    for _ in range(2):  # the update reads each view, the truncated steps' values too
+        metrics = trainer.train_iteration()
+        assert math.isfinite(metrics["losses/taggers/value_loss"]) and math.isfinite(metrics["losses/runner/value_loss"])
+
+
 def test_global_critic_sees_the_env_global_state_hook(monkeypatch: pytest.MonkeyPatch) -> None:
     """An env that declares ``global_state(obs)``: its state, not the observations concatenated, is stored for
     the critic at every step, at episode ends (from ``final_obs``) and after the last step."""

@@ -62,7 +62,8 @@ class RolloutCollector:
                 assert self.env_rollout is not None  # built above, as a policy is trainable
                 algorithm = policy.algorithm
                 policy.storage = RolloutStorage(self.env_rollout, policy.agents, algorithm.action_size,
-                                                algorithm.stored_action_dtype, on_policy=algorithm.on_policy)
+                                                algorithm.stored_action_dtype, on_policy=algorithm.on_policy,
+                                                reads_global_state=policy.global_critic)
         self.step_index = torch.zeros(1, dtype=torch.int64, device=device)
         """Where the next step is written: a device tensor, so that a captured step writes where it points."""
         self._use_graph = cuda_graph and device.type == "cuda"

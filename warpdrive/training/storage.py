@@ -111,9 +111,12 @@ class RolloutStorage:
     """
 
     def __init__(self, env_rollout: EnvRollout, agents: slice | torch.Tensor, action_size: int,
-                 action_dtype: torch.dtype, *, on_policy: bool = True) -> None:
+                 action_dtype: torch.dtype, *, on_policy: bool = True, reads_global_state: bool = True) -> None:
         self.env_rollout = env_rollout
         self.agents = agents
+        self.reads_global_state = reads_global_state
+        """False for a policy without a global critic: its view shows no global state even where the rollout
+        stores one for another policy (its critic takes observations only)."""
         t, e = env_rollout.num_steps, env_rollout.num_envs
         a = len(range(env_rollout.num_agents)[agents]) if isinstance(agents, slice) else int(agents.numel())
         self.num_steps, self.num_envs, self.num_agents = t, e, a
@@ -163,15 +166,15 @@ class RolloutStorage:
 
     @property
     def global_state(self) -> torch.Tensor | None:
-        return self.env_rollout.global_state
+        return self.env_rollout.global_state if self.reads_global_state else None
 
     @property
     def final_global_state(self) -> torch.Tensor | None:
-        return self.env_rollout.final_global_state
+        return self.env_rollout.final_global_state if self.reads_global_state else None
 
     @property
     def last_global_state(self) -> torch.Tensor | None:
-        return self.env_rollout.last_global_state
+        return self.env_rollout.last_global_state if self.reads_global_state else None
 
     @property
     def dones(self) -> torch.Tensor:
