@@ -39,6 +39,25 @@ def test_contract(name: str, check: str, gpu_backend: str) -> None:
     assert results
     for result in results:
         assert result.status == "pass", str(result)
+        if check == "consistency" and (gpu_backend == "cudasim" or env_class(name).bit_identical_on_gpu):
+            # the simulator computes with the CPU's arithmetic: bit for bit for every env, no tolerance
+            assert result.detail.endswith("(exact)"), str(result)
+
+
+def test_only_a_real_gpu_gets_a_tolerance_and_only_for_envs_not_bit_identical() -> None:
+    """:func:`~warpdrive.core.checker.default_tolerance`: CPU vs CPU and CPU vs the simulator are compared bit
+    for bit for every env; a real GPU gets ``GPU_TOLERANCE`` only for an env that does not promise bit-identity."""
+    from types import SimpleNamespace
+
+    from warpdrive.core.checker import GPU_TOLERANCE, default_tolerance
+
+    for name in ENVS:
+        identical = env_class(name).bit_identical_on_gpu
+        cpu, sim, gpu = (SimpleNamespace(backend=b, bit_identical_on_gpu=identical) for b in ("cpu", "cudasim", "cuda"))
+        assert default_tolerance(cpu, cpu) == default_tolerance(cpu, sim) == default_tolerance(sim, cpu) == 0.0  # type: ignore[arg-type]
+        expected = 0.0 if identical else GPU_TOLERANCE
+        assert default_tolerance(cpu, gpu) == default_tolerance(gpu, cpu) == expected, name  # type: ignore[arg-type]
+    assert not all(env_class(name).bit_identical_on_gpu for name in ENVS)  # both kinds are covered
 
 
 @pytest.fixture(scope="session")

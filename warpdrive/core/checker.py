@@ -6,6 +6,13 @@ done flags after every step. It reports the first divergence: step, field, env a
 the CUDA side runs in Numba's simulator (``NUMBA_ENABLE_CUDASIM=1``), which executes the same kernel
 source thread by thread.
 
+How exact the comparison is by default (:func:`default_tolerance`): bit for bit, except where one side is a
+real GPU (backend ``"cuda"``) and the env does not declare
+:attr:`~warpdrive.core.env.Env.bit_identical_on_gpu` (CUDA's libdevice rounds some transcendental functions
+differently from the CPU's libm, and the GPU compiler may fuse multiply-adds). The simulator computes with
+NumPy on the CPU, i.e. with the CPU's arithmetic, so a CPU-vs-simulator comparison is exact for every env:
+a tolerance there would hide a real difference in the kernel code.
+
 :meth:`Env.cuda_ptx <warpdrive.core.env.Env.cuda_ptx>` compiles an env's kernels to PTX without any GPU (it
 needs only NVVM, e.g. from ``pip install "numba-cuda[cu13]"``): a fast way to catch code that the CPU target
 accepts but the CUDA target rejects.
@@ -19,9 +26,26 @@ import torch
 
 from warpdrive.core.env import Env
 
-__all__ = ["ConsistencyReport", "Divergence", "check_consistency"]
+__all__ = ["GPU_TOLERANCE", "ConsistencyReport", "Divergence", "check_consistency", "default_tolerance"]
 
 _COMPARED = ("obs", "rewards", "terminated", "truncated", "done", "final_obs")
+
+#: the default ``atol`` and ``rtol`` of a comparison with a real GPU for an env that does not promise
+#: bit-identity (:attr:`~warpdrive.core.env.Env.bit_identical_on_gpu` False)
+GPU_TOLERANCE = 1e-5
+
+
+def default_tolerance(reference: Env, candidate: Env) -> float:
+    """The default ``atol`` (and ``rtol``) of :func:`check_consistency` for these two envs.
+
+    0 (bit-identical) unless one of them runs on a real GPU (backend ``"cuda"``) and the env does not declare
+    :attr:`~warpdrive.core.env.Env.bit_identical_on_gpu`; then :data:`GPU_TOLERANCE`. The CPU backend and
+    Numba's simulator (``"cudasim"``) both compute with the CPU's arithmetic, so comparing them (or two CPU
+    runs) is exact for every env: only the GPU's own libdevice functions and fused multiply-adds round
+    differently.
+    """
+    on_gpu = "cuda" in (reference.backend, candidate.backend)
+    return GPU_TOLERANCE if on_gpu and not reference.bit_identical_on_gpu else 0.0
 
 
 @dataclass(frozen=True)
@@ -48,14 +72,23 @@ class ConsistencyReport:
     episodes_finished: int
     divergence: Divergence | None = None
     max_abs_error: dict[str, float] = field(default_factory=dict)
+    #: the tolerances the float fields were compared to (0: bit for bit)
+    atol: float = 0.0
+    rtol: float = 0.0
 
     @property
     def ok(self) -> bool:
         return self.divergence is None
 
+    @property
+    def exact(self) -> bool:
+        """True when the comparison was bit for bit (no tolerance)."""
+        return self.atol == 0.0 and self.rtol == 0.0
+
     def __str__(self) -> str:
+        tolerance = "exact" if self.exact else f"atol {self.atol:g}, rtol {self.rtol:g}"
         status = "consistent" if self.ok else str(self.divergence)
-        return f"{self.steps} steps, {self.episodes_finished} episodes finished: {status}"
+        return f"{self.steps} steps, {self.episodes_finished} episodes finished: {status} ({tolerance})"
 
 
 def _first_difference(a: torch.Tensor, b: torch.Tensor, atol: float, rtol: float
@@ -93,9 +126,10 @@ def check_consistency(
         candidate: usually the ``cuda`` backend, or ``cudasim`` without a GPU.
         steps: how many steps; default two full episodes plus one step (so that autoresets are covered).
         seed: seeds both envs' random starts and the random actions.
-        atol, rtol: tolerances for float fields (integer and boolean fields must match exactly); by default 0
-            (bit-identical) for an env that declares :attr:`~warpdrive.core.env.Env.bit_identical_on_gpu`,
-            else 1e-5.
+        atol, rtol: tolerances for float fields (integer and boolean fields must match exactly); by default
+            :func:`default_tolerance`: 0 (bit-identical), except :data:`GPU_TOLERANCE` when one side is a real
+            GPU and the env does not declare :attr:`~warpdrive.core.env.Env.bit_identical_on_gpu`. CPU vs
+            simulator is always exact by default.
 
     Returns:
         A report; ``report.ok`` is False when any field differed, and ``report.divergence`` says where.
@@ -109,11 +143,11 @@ def check_consistency(
         raise ValueError("the two envs must have the same num_envs and start mode")
     if steps is None:
         steps = 2 * reference.config.episode_length + 1
-    default = 0.0 if reference.bit_identical_on_gpu else 1e-5
+    default = default_tolerance(reference, candidate)
     atol = default if atol is None else atol
     rtol = default if rtol is None else rtol
     generator = torch.Generator().manual_seed(seed)
-    report = ConsistencyReport(steps=0, episodes_finished=0)
+    report = ConsistencyReport(steps=0, episodes_finished=0, atol=atol, rtol=rtol)
     reference.reset(seed=seed)
     candidate.reset(seed=seed)
     pairs = [("obs", reference.obs, candidate.obs)]

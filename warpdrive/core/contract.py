@@ -16,7 +16,10 @@ parameters) and returns a :class:`ContractReport`; ``warpdrive check ENV [key=va
 - ``consistency[START]``: the CPU and the CUDA compilations agree step by step over two episodes
   (:func:`~warpdrive.core.checker.check_consistency`), for every start mode the env has and under each of
   its :attr:`~warpdrive.core.env.Env.code_variants`; the CUDA side is the GPU when there is one, else
-  Numba's simulator (``NUMBA_ENABLE_CUDASIM=1``);
+  Numba's simulator (``NUMBA_ENABLE_CUDASIM=1``). Bit for bit against the simulator, which computes with the
+  CPU's arithmetic, for every env; against a real GPU bit for bit when the env declares
+  :attr:`~warpdrive.core.env.Env.bit_identical_on_gpu`, else to
+  :data:`~warpdrive.core.checker.GPU_TOLERANCE` (:func:`~warpdrive.core.checker.default_tolerance` chooses);
 - ``ptx``: the kernels compile for the GPU (no GPU needed, only NVVM) without multiply-adds that the
   env did not ask for (when the env declares ``bit_identical_on_gpu``).
 """
