@@ -2,17 +2,33 @@
 a traceback: malformed YAML, wrong types, unknown keys, negative sizes, NaN and inf, bad arguments, missing
 files, more env replicas than fit in memory. ``main()`` runs in this process, and each bad input is refused
 before an env is built or a kernel compiled; the property tests give config loading arbitrary overrides
-and YAML text."""
+and YAML text.
+
+Wrong action tensors at the API boundary (``env.step(actions)``, or values written into ``env.actions``), swept
+generatively over every registered env on the CPU: a wrong type, shape or dtype, out-of-range indices, int64
+indices beyond int32, NaN and inf (and finite values out of bounds) for Box actions, with the host check
+(``validate=True``) and with only the step kernel's check. Each is one error line naming the bad value (its
+index) and what was expected. (tests/core/test_actions.py and the contract's ``actions`` check test the same
+checks at fixed inputs.)"""
 
 from __future__ import annotations
 
+import functools
+import math
 import re
 
+import gymnasium as gym
+import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from warpdrive.cli import main
+from warpdrive.core.actions import INT32_LIMIT, InvalidActionError
+from warpdrive.core.env import Env
+from warpdrive.core.sampling import discrete_choices
+from warpdrive.envs import REGISTRY, env_class
 from warpdrive.training.config import ConfigError, load_config
 
 BAD_YAML = {
@@ -167,3 +183,136 @@ def test_any_yaml_text_loads_or_is_a_config_error(tmp_path_factory: pytest.TempP
         load_config(str(path), ["env.name=cartpole", "total_env_steps=10"])
     except ConfigError as err:
         assert "\n" not in str(err), err
+
+
+# --------------------------------------------------------------------------------------------------
+# wrong action tensors at the API boundary
+
+#: every registered env as configured by default, and MPE's Box actions
+ACTION_ENVS = [(name, {}) for name in sorted(REGISTRY)] + [("simple_spread", {"continuous_actions": True})]
+#: dtypes no action buffer accepts
+NEVER_ACTIONS = [torch.bool, torch.float64, torch.float16, torch.bfloat16, torch.complex64]
+INTEGER_DTYPES = [torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8]
+
+
+@functools.cache
+def _action_env(name: str, overrides: tuple[tuple[str, object], ...], validate: bool) -> Env:
+    """One CPU env per case, reused by the examples (a refused or faulty step leaves it usable)."""
+    env = env_class(name)(num_envs=3, backend="cpu", seed=0, validate=validate, **dict(overrides))
+    env.reset(seed=0)
+    return env
+
+
+def _bad_shapes(shape: tuple[int, ...]) -> st.SearchStrategy[tuple[int, ...]]:
+    accepted = {shape} | ({shape[:2]} if shape[2] == 1 else set())
+    return st.lists(st.integers(0, 4), max_size=4).map(tuple).filter(lambda s: s not in accepted)
+
+
+def _choices(space: gym.spaces.Space, head: int) -> int:
+    choices = discrete_choices(space)
+    assert choices is not None
+    return int(choices[head])
+
+
+def _bad_values(space: gym.spaces.Space, head: int, dtype: torch.dtype, validate: bool) -> st.SearchStrategy:
+    """Values of ``dtype`` outside ``space`` at ``head`` that the check of this mode refuses."""
+    if dtype == torch.float32:
+        nonfinite = st.sampled_from([math.nan, math.inf, -math.inf])
+        if not validate:  # a finite value out of bounds is the env's to clip: only the host check refuses it
+            return nonfinite
+        low, high = float(space.low.reshape(-1)[head]), float(space.high.reshape(-1)[head])
+        finite = st.floats(width=32, allow_nan=False, allow_infinity=False).filter(lambda v: not low <= v <= high)
+        return st.one_of(nonfinite, finite)
+    info, n = torch.iinfo(dtype), _choices(space, head)
+    edges = [v for v in (-1, n, INT32_LIMIT - 1, -INT32_LIMIT, 2**32 + 1, 2**63 - 1)
+             if info.min <= v <= info.max and not 0 <= v < n]
+    below = st.integers(info.min, -1) if info.min < 0 else st.nothing()
+    return st.one_of(below, st.integers(n, info.max), st.sampled_from(edges))
+
+
+def _expected_action_error(env: Env, where: tuple[int, int, int], value: float) -> tuple[type, str]:
+    """The error type and the text it must hold for the bad action ``value`` at ``where`` (the first one)."""
+    space = env.single_action_space()
+    e, a, h = where
+    box = isinstance(space, gym.spaces.Box)
+    if box:
+        shown = str(float(np.float32(value)))
+    elif not env.validate and not -INT32_LIMIT < value < INT32_LIMIT - 1:  # saturated into the int32 buffer
+        shown = f"{-INT32_LIMIT if value < 0 else INT32_LIMIT - 1} (or beyond int32)"
+    else:
+        shown = str(int(value))
+    if env.validate:
+        bounds = (f"a value in [{float(space.low.reshape(-1)[h])}, {float(space.high.reshape(-1)[h])}]" if box
+                  else f"0 <= index < {_choices(space, h)}")
+        return ValueError, f"action out of range: actions[{e}, {a}, {h}] = {shown}, expected {bounds}"
+    bounds = "a finite value" if box else f"0 <= index < {_choices(space, h)}"
+    return InvalidActionError, f"invalid action: actions[{e}, {a}, {h}] = {shown}, expected {bounds}"
+
+
+def _one_line(err: BaseException, text: str) -> None:
+    message = str(err)
+    assert "\n" not in message and text in message, (message, text)
+
+
+def _by_env(name: str, overrides: dict) -> object:
+    """A case that runs in the pytest-xdist worker of the env's own tests (the ``xdist_group`` of
+    tests/envs/test_contract.py): the env's kernels are then compiled once in the session, not once more here."""
+    group = "mpe" if name.startswith("simple_") else name
+    return pytest.param(name, overrides, marks=pytest.mark.xdist_group(group),
+                        id=name + "".join(f"[{k}={v}]" for k, v in overrides.items()))
+
+
+@pytest.mark.parametrize("validate", [True, False], ids=["host-check", "kernel-check"])
+@pytest.mark.parametrize(("name", "overrides"), [_by_env(name, overrides) for name, overrides in ACTION_ENVS])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_wrong_action_tensors_are_one_line_errors_naming_the_value(name: str, overrides: dict, validate: bool,
+                                                                   data: st.DataObject) -> None:
+    env = _action_env(name, tuple(sorted(overrides.items())), validate)
+    shape = tuple(env.actions.shape)
+    buffer_dtype = env.actions.dtype
+    space = env.single_action_space()
+    good = env.sample_actions(torch.Generator().manual_seed(data.draw(st.integers(0, 2**16), "seed")))
+    t = env.store["t"].clone()
+    kind = data.draw(st.sampled_from(["type", "shape", "dtype", "values", "buffer"]), "kind")
+
+    if kind == "type":
+        given_actions = data.draw(st.sampled_from([good.tolist(), good.numpy(), 0, "actions"]), "actions")
+        with pytest.raises(TypeError) as caught:
+            env.step(given_actions)
+        _one_line(caught.value, f"actions must be a torch.Tensor of shape {shape}, got {type(given_actions).__name__}")
+    elif kind == "shape":
+        bad_shape = data.draw(_bad_shapes(shape), "shape")
+        with pytest.raises(ValueError) as caught:
+            env.step(torch.zeros(bad_shape, dtype=buffer_dtype))
+        _one_line(caught.value, f"actions has shape {bad_shape}, expected {shape}")
+    elif kind == "dtype":
+        wrong = data.draw(st.sampled_from(NEVER_ACTIONS + (INTEGER_DTYPES if buffer_dtype == torch.float32 else [])),
+                          "dtype")
+        with pytest.raises(TypeError) as caught:
+            env.step(good.to(wrong))
+        _one_line(caught.value, f"actions has dtype {wrong}, expected one of: ")
+    else:
+        # one to three bad values at random places, the others valid: the first in (env, agent, head) order is named
+        dtype = buffer_dtype if kind == "buffer" or buffer_dtype == torch.float32 else data.draw(
+            st.sampled_from(INTEGER_DTYPES), "dtype")
+        places = data.draw(st.lists(st.tuples(*(st.integers(0, n - 1) for n in shape)), min_size=1, max_size=3,
+                                    unique=True), "places")
+        bad = good.to(dtype)
+        values = {}
+        for where in places:
+            values[where] = data.draw(_bad_values(space, where[2], dtype, validate), f"value at {where}")
+            bad[where] = values[where]
+        first = min(places)
+        error, text = _expected_action_error(env, first, values[first])
+        with pytest.raises(error) as caught:
+            if kind == "buffer":  # written into the buffer, no copy: the same checks
+                env.actions.copy_(bad)
+                env.step()
+            else:
+                env.step(bad)
+        _one_line(caught.value, text)
+        if not validate:  # the kernel took a safe action and the step ran; the next valid step passes
+            env.step(env.sample_actions(torch.Generator().manual_seed(1)))
+            return
+    assert torch.equal(env.store["t"], t), "a refused action stepped the env"
