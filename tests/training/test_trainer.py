@@ -97,7 +97,7 @@ def test_a_global_critic_beside_a_local_one(algorithm: str) -> None:
     assert runner.storage.global_state is runner.storage.final_global_state is runner.storage.last_global_state is None
     for _ in range(2):  # the update reads each view, the truncated steps' values too
         metrics = trainer.train_iteration()
-        assert math.isfinite(metrics["losses/taggers/value_loss"]) and math.isfinite(metrics["losses/runner/value_loss"])
+        assert all(math.isfinite(metrics[f"losses/{group}/value_loss"]) for group in ("taggers", "runner"))
 
 
 def test_global_critic_sees_the_env_global_state_hook(monkeypatch: pytest.MonkeyPatch) -> None:
