@@ -175,6 +175,7 @@ def _train(args: argparse.Namespace) -> int:
         config = load_config(state["config"], overrides)
     else:
         config = load_config(source, overrides)
+    args.training_config = config  # for the advice of an out-of-memory error (main)
     if args.seeds is not None:
         return _train_seeds(args, config)
     start = time.perf_counter()
@@ -303,6 +304,7 @@ def _bench(args: argparse.Namespace) -> int:
         # one config for both rows: the env-only row runs the env the training row trains (its config's
         # parameters); an env without a packaged config trains with the defaults (give total_env_steps=N)
         config = load_config(args.config or args.env, [*args.overrides, f"env.num_envs={num_envs}", f"device={device}"])
+        args.training_config = config  # for the advice of an out-of-memory error (main)
         start = time.perf_counter()
         env = make_env(config, device, config.seed, validate=False)  # sampled actions are valid
         env.reset(seed=0)
@@ -375,6 +377,38 @@ def _tune(args: argparse.Namespace) -> int:
     gain = best["env_steps_per_s"] / default["env_steps_per_s"] - 1 if "env_steps_per_s" in default else 0.0
     print(f"fastest: env.launch=[{best['launch'][0]},{best['launch'][1]}] ({gain:+.0%} against the default)")
     return 0
+
+
+#: what PyTorch's CPU allocator says when an allocation fails (a RuntimeError, not a MemoryError)
+_CPU_ALLOCATION_FAILED = "DefaultCPUAllocator: can't allocate memory"
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """A CUDA or CPU allocation that failed (PyTorch's, or Python's ``MemoryError``)."""
+    import torch
+
+    return isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)) or _CPU_ALLOCATION_FAILED in str(err)
+
+
+def _out_of_memory_hint(args: argparse.Namespace, err: BaseException) -> str:
+    """After an out-of-memory error: how many env replicas fit at most, estimated from the training config's
+    shapes (:func:`~warpdrive.training.tune.out_of_memory_advice`, no GPU run), where the command ran one;
+    else a pointer to ``warpdrive tune``."""
+    import torch
+
+    if args.command == "tune":  # tune's own measurement ran out: its error is the answer
+        return ""
+    config = getattr(args, "training_config", None)
+    if config is not None:
+        from warpdrive.training.tune import out_of_memory_advice
+
+        try:
+            return f" ({_one_line(out_of_memory_advice(config))})"
+        except Exception:  # the estimate is a courtesy: it must never replace the error it explains
+            pass
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return " (warpdrive tune CONFIG prints how many env replicas fit)"
+    return ""
 
 
 def _envs(args: argparse.Namespace) -> int:
@@ -513,7 +547,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 2
     if extra:
         args.overrides = [*args.overrides, *extra]
-    import torch
     from numba.core.errors import TypingError
 
     from warpdrive.core.errors import typing_error_summary
@@ -540,10 +573,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UnknownEnvError as err:  # a KeyError: its str() is the repr of its message
         print(f"warpdrive {args.command}: error: {_one_line(str(err.args[0]))}", file=sys.stderr)
         return 2
-    except (MemoryError, torch.cuda.OutOfMemoryError) as err:  # too many env replicas, or too large models
-        hint = (" (warpdrive tune CONFIG prints how many env replicas fit)"
-                if isinstance(err, torch.cuda.OutOfMemoryError) and args.command != "tune" else "")
-        print(f"warpdrive {args.command}: error: out of memory: {_one_line(str(err))}{hint}", file=sys.stderr)
+    except (MemoryError, RuntimeError) as err:  # too many env replicas, or too large models
+        if not _out_of_memory(err):
+            raise
+        print(f"warpdrive {args.command}: error: out of memory: {_one_line(str(err))}{_out_of_memory_hint(args, err)}",
+              file=sys.stderr)
         return 2
     except TypingError as err:  # the env's code does not compile: where, in one line
         if debug:

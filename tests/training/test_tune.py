@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
+import warpdrive
 from warpdrive.cli import TUNE_EXAMPLE, main
 from warpdrive.core.compile import LaunchShape
-from warpdrive.training.config import load_config
+from warpdrive.core.targets import KernelTarget
+from warpdrive.training import tune
+from warpdrive.training.config import ConfigError, load_config
 from warpdrive.training.trainer import Trainer
-from warpdrive.training.tune import MemoryFit, _run_bytes, fit_memory, launch_candidates, time_launch_shapes
+from warpdrive.training.tune import (
+    MemoryEstimate,
+    MemoryFit,
+    _reachable_tensors,
+    _run_bytes,
+    estimate_memory,
+    fit_memory,
+    launch_candidates,
+    out_of_memory_advice,
+    time_launch_shapes,
+)
 
 CPU = torch.device("cpu")
 
@@ -38,6 +54,10 @@ def test_a_replica_costs_at_least_its_arrays_and_rollout_storage() -> None:
                         if isinstance(t, torch.Tensor)) / config.env.num_envs
     assert env_bytes > 0 and storage_bytes > 0
     assert fit.per_env >= 0.95 * (env_bytes + storage_bytes), (fit.per_env, env_bytes, storage_bytes)
+    # the estimate from shapes alone counts the same, and is a lower bound of what a run measures
+    estimate = estimate_memory(config)
+    assert estimate.env_per_env == env_bytes and estimate.rollout_per_env >= storage_bytes
+    assert estimate.per_env <= fit.per_env, (estimate, fit)
 
 
 def test_replicas_that_fit() -> None:
@@ -76,3 +96,132 @@ def test_launch_shapes_are_timed_on_the_gpu() -> None:
     config = load_config("cartpole", ["device=cuda"])
     rows = time_launch_shapes(config, torch.device("cuda"), 64, steps=5, repeats=1)
     assert rows[0]["default"] and all(row["env_steps_per_s"] > 0 for row in rows if "error" not in row)
+
+
+# --------------------------------------------------------------------------------------------------
+# the estimate from shapes alone (no run, no GPU), and what an out-of-memory error says with it
+
+
+@pytest.mark.parametrize("source, overrides", [
+    ("cartpole", []),
+    ("cartpole", ["policies.shared.model.recurrent=gru"]),  # the recurrent state per replica too
+    ("tag_gridworld", ["env.kwargs.num_taggers=2"]),  # two policies
+    ("simple_spread/masac.yaml", ["policies.shared.masac.buffer_size=3000"]),  # off-policy: a replay buffer
+], ids=["ppo", "recurrent", "two-policies", "masac"])
+def test_the_estimate_counts_what_a_run_allocates(source: str, overrides: list[str]) -> None:
+    """The env's arrays and the rollout storage per replica exactly as a CPU run allocates them (after one
+    iteration, when a recurrent policy's states exist); the networks and replay buffers in the fixed part."""
+    if source.endswith(".yaml"):  # a packaged env's other config
+        source = str(Path(warpdrive.__file__).parent / "envs" / source)
+    config = load_config(source, ["device=cpu", "env.num_envs=6", "rollout_length=5", *overrides])
+    estimate = estimate_memory(config)
+    trainer = Trainer(config)
+    trainer.train_iteration()
+    store = trainer.env.store
+    assert estimate.env_per_env * 6 == sum(store[n].nbytes for n, spec in store.specs.items() if spec.per != "global")
+    rollout = _reachable_tensors([trainer.collector.env_rollout, [p.storage for p in trainer.policies],
+                                  [p.algorithm.memory for p in trainer.policies]])
+    assert estimate.rollout_per_env * 6 == sum(t.nbytes for t in rollout)
+    parameters = sum(t.nbytes for p in trainer.policies for t in p.algorithm.model.parameters())
+    replay = sum(t.nbytes for p in trainer.policies if hasattr(p.algorithm, "replay")
+                 for t in vars(p.algorithm.replay).values() if isinstance(t, torch.Tensor))
+    assert estimate.fixed >= 4 * parameters + replay  # weights, gradients, two Adam moments; the replay buffer
+    assert ("masac" in source) == (replay > 0)
+    assert estimate.bytes(6) == estimate.fixed + 6 * estimate.per_env
+
+
+def test_replicas_that_fit_by_the_estimate() -> None:
+    estimate = MemoryEstimate(env_per_env=100, rollout_per_env=900, fixed=5000, rollout_length=8)
+    assert estimate.per_env == 1000 and estimate.bytes(3) == 8000
+    assert estimate.num_envs(100_000) == 95 and estimate.num_envs(5999) == 0 and estimate.num_envs(10) == 0
+
+
+def test_out_of_memory_advice_says_how_many_replicas_fit() -> None:
+    config = cartpole(**{"env.num_envs": 64})
+    estimate = estimate_memory(config)
+    free = estimate.bytes(10) + 1
+    advice = out_of_memory_advice(config, free, "free on cuda:0")
+    assert advice.startswith("at most 10 env replicas fit, so env.num_envs=64 does not: ") and "\n" not in advice
+    assert "per env replica" in advice and "rollout storage of rollout_length=" in advice
+    assert advice.endswith("free on cuda:0; the update's activations need more on top (warpdrive tune CONFIG "
+                           "measures the whole run)")
+    # the config's replicas fit by the estimate: the update ran out
+    advice = out_of_memory_advice(config, estimate.bytes(100), "free on cuda:0")
+    assert advice.startswith("env.num_envs=64 fits by an estimate") and "at most 100 replicas would" in advice
+    assert out_of_memory_advice(config, estimate.fixed, "free on cuda:0").startswith("not even one env replica fits")
+
+
+CUDA_OOM = ("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 139.81 GiB of which\n"
+            "1.06 GiB is free.")
+CPU_OOM = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "
+           "allocate 140737488355328 bytes. Error code 12 (Cannot allocate memory)")
+
+
+@pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError(CUDA_OOM), RuntimeError(CPU_OOM)], ids=["cuda", "cpu"])
+def test_train_out_of_memory_says_how_many_replicas_fit(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str], error: Exception) -> None:
+    """An allocation that fails in a run (simulated) is one line with exit status 2 that says how many replicas
+    fit, from the estimate and what is free (simulated too)."""
+    from warpdrive.training import run
+
+    def out_of_memory(*args: object, **kwargs: object) -> None:
+        raise error
+
+    config = cartpole(**{"env.num_envs": 4096})
+    free = estimate_memory(config).bytes(1000) + 5
+    monkeypatch.setattr(run, "train", out_of_memory)
+    monkeypatch.setattr(tune, "available_memory", lambda device: (free, "free on cuda:0"))
+    assert main(["train", "cartpole", "device=cpu", "env.num_envs=4096"]) == 2
+    out, err = capsys.readouterr()
+    [line] = err.splitlines()
+    assert out == "" and line.startswith("warpdrive train: error: out of memory: "), line
+    assert str(error).splitlines()[0] in line
+    assert re.search(r"\(at most 1000 env replicas fit, so env\.num_envs=4096 does not: .* per env replica .*"
+                     r"free on cuda:0; the update's activations need more on top \(warpdrive tune CONFIG measures "
+                     r"the whole run\)\)$", line), line
+
+
+def test_without_an_estimate_out_of_memory_points_to_tune(monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from warpdrive.training import run
+
+    def out_of_memory(*args: object, **kwargs: object) -> None:
+        raise torch.cuda.OutOfMemoryError(CUDA_OOM)
+
+    def no_estimate(config: object) -> None:
+        raise ValueError("cannot estimate")
+
+    monkeypatch.setattr(run, "train", out_of_memory)
+    monkeypatch.setattr(tune, "estimate_memory", no_estimate)
+    assert main(["train", "cartpole", "device=cpu"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.endswith("is free. (warpdrive tune CONFIG prints how many env replicas fit)"), line
+
+
+def test_other_runtime_errors_are_not_taken_for_out_of_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from warpdrive.training import run
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(run, "train", broken)
+    with pytest.raises(RuntimeError, match=r"^a bug$"):
+        main(["train", "cartpole", "device=cpu"])
+
+
+def test_the_envs_memory_check_counts_rollout_storage_in_a_training_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The env's own check counts only its arrays; a training run's error adds how many replicas fit with the
+    rollout storage, networks and replay buffers too."""
+    free = 2**20
+    monkeypatch.setattr(KernelTarget, "free_memory", lambda self, device: (free, "of available host memory"))
+    config = cartpole(**{"env.num_envs": 20_000})
+    estimate = estimate_memory(config)
+    with_rollouts = estimate.num_envs(free)
+    with pytest.raises(ConfigError) as caught:
+        Trainer(config)
+    message = str(caught.value)
+    assert message.startswith("env.num_envs: CartPole with num_envs=20000") and "\n" not in message
+    arrays_only = re.search(r"so at most (\d+) envs fit; counting a training run's rollout storage "
+                            r"\(rollout_length=64: ", message)
+    assert arrays_only and 0 < with_rollouts < int(arrays_only[1]) // 10 < 20_000, message
+    assert message.endswith(f"networks and replay buffers too, at most {with_rollouts} envs fit"), message

@@ -78,7 +78,25 @@ def make_env(config: TrainConfig, device: torch.device, seed: int, validate: boo
     except (TypeError, ValueError) as err:
         raise ConfigError("env", str(err)) from None
     except MemoryError as err:  # the env's own check, before it allocates
-        raise ConfigError("env.num_envs", str(err)) from None
+        raise ConfigError("env.num_envs", f"{err}{_with_rollout_storage(config, device)}") from None
+
+
+def _with_rollout_storage(config: TrainConfig, device: torch.device) -> str:
+    """For the env's memory check, which counts only the env's arrays: how many replicas a training run of
+    ``config`` fits with its rollout storage, networks and replay buffers too (estimated from their shapes by
+    :func:`~warpdrive.training.tune.estimate_memory`, nothing allocated); "" where that cannot be estimated."""
+    if config.env.num_envs < 2:  # not even one: nothing to add (and the estimate builds a one-replica env)
+        return ""
+    from warpdrive.training.tune import available_memory, estimate_memory, format_bytes
+
+    try:
+        estimate = estimate_memory(config)
+        free, _ = available_memory(device)
+    except Exception:  # the estimate is a courtesy: it must never replace the error it explains
+        return ""
+    return (f"; counting a training run's rollout storage (rollout_length={config.rollout_length}: "
+            f"{format_bytes(estimate.per_env)} per env with the env's arrays), networks and replay buffers too, "
+            f"at most {estimate.num_envs(free)} envs fit")
 
 
 class Trainer:
