@@ -20,7 +20,7 @@ import torch
 
 from warpdrive import ArraySpec, Env, atomic_add, kernel_function, per_agent, per_env
 from warpdrive.core.random import uniform
-from warpdrive.core.typed import bounded
+from warpdrive.core.typed import bounded, bounded_magnitude
 
 MOVES = np.array([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]], dtype=np.float32)
 
@@ -32,11 +32,11 @@ class RendezvousConfig:
 
     num_agents: int = bounded(8, ge=2)
     """Agents per env."""
-    size: float = bounded(10.0, gt=0)
+    size: float = bounded_magnitude(10.0, gt=0)
     """L: side of the square."""
-    step_size: float = bounded(0.5, gt=0)
+    step_size: float = bounded_magnitude(0.5, gt=0)
     """Distance an agent moves per step."""
-    radius: float = bounded(1.0, gt=0)
+    radius: float = bounded_magnitude(1.0, gt=0)
     """The episode is won when every agent is this close to the centre."""
     episode_length: int = bounded(100, ge=1)
     """Steps before truncation."""

@@ -45,9 +45,10 @@ def test_identical_start_is_refused() -> None:
     ("kwargs", "message"),
     [
         ({"num_agents": 1}, "^num_agents: expected an integer >= 2, got 1$"),
-        ({"radius": 0.0}, "^radius: expected a float > 0, got 0.0$"),
-        ({"size": "big"}, "^size: expected a float > 0, got 'big'$"),
-        ({"step_size": float("nan")}, "^step_size: expected a finite float > 0, got nan$"),
+        ({"radius": 0.0}, "^radius: expected a float > 0 and <= 1e\\+12, got 0.0$"),
+        ({"size": "big"}, "^size: expected a float > 0 and <= 1e\\+12, got 'big'$"),
+        ({"step_size": float("nan")}, "^step_size: expected a finite float > 0 and <= 1e\\+12, got nan$"),
+        ({"size": 3e38}, "^size: expected a float > 0 and <= 1e\\+12, got 3e\\+38$"),
         ({"radus": 2.0}, "^radus: unknown key; did you mean 'radius'\\?$"),
     ],
 )

@@ -107,7 +107,7 @@ def test_random_starts_differ_per_env() -> None:
         ({"grid_length": 2.5}, r"^grid_length: expected an integer >= 2 and <= 32767, got 2.5$"),
         ({"episode_length": 0}, "^episode_length: expected an integer >= 1, got 0$"),
         ({"use_full_observation": 1}, "^use_full_observation: expected true or false, got 1$"),
-        ({"wall_hit_penalty": "high"}, "^wall_hit_penalty: expected a float, got 'high'$"),
+        ({"wall_hit_penalty": "high"}, r"^wall_hit_penalty: expected a float >= -1e\+12 and <= 1e\+12, got 'high'$"),
         ({"num_tagers": 3}, "^num_tagers: unknown key; did you mean 'num_taggers'\\?$"),
         ({"num_taggers": 1, "starting_location_x": (0, 1, 2), "starting_location_y": (0, 1, 2)},
          "^starting_location_x: expected one value per agent \\(2\\), got 3$"),

@@ -51,7 +51,7 @@ from warpdrive.core.random import SEED_LIMIT, replica_seed
 from warpdrive.core.sampling import discrete_choices, uniform_actions
 from warpdrive.core.store import ArraySpec, DataStore, kernel_tuple_type
 from warpdrive.core.targets import Backend, CudaTarget, KernelTarget, kernel_target, resolve_backend
-from warpdrive.core.typed import ConfigError, from_dict
+from warpdrive.core.typed import ConfigError, from_dict, join_path
 
 StartMode = Literal["random", "identical"]
 
@@ -67,19 +67,27 @@ def _types_digest(p: Any, s: Any) -> str:
 
 
 def _check_float32_fields(config: Any) -> None:
-    """Every float field of an env's config must be finite in float32, the precision of the kernels (a value
-    such as 1e39 passes a float64 check and becomes inf on the device)."""
+    """Every float of an env's config, also each one in a tuple or list field (``initial_state``), must be finite
+    in float32, the precision of the kernels (a value such as 1e39 passes a float64 check and becomes inf on the
+    device), and not a nonzero value that float32 rounds to 0."""
     for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if not isinstance(value, (float, np.floating)):
-            continue
-        if not abs(float(value)) <= _FLOAT32_MAX:
-            raise ConfigError(field.name, f"expected a float finite in float32 (|value| <= {_FLOAT32_MAX:.4g}: the "
-                                          f"kernels compute in float32), got {value!r}")
-        if value != 0 and np.float32(value) == 0:
-            smallest = float(np.finfo(np.float32).smallest_subnormal)
-            raise ConfigError(field.name, f"expected 0 or at least {smallest:.4g} in magnitude (it is 0 in float32, "
-                                          f"the kernels' precision), got {value!r}")
+        _check_float32(field.name, getattr(config, field.name))
+
+
+def _check_float32(path: str, value: Any) -> None:
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_float32(join_path(path, i), item)
+        return
+    if not isinstance(value, (float, np.floating)):
+        return
+    if not abs(float(value)) <= _FLOAT32_MAX:
+        raise ConfigError(path, f"expected a float finite in float32 (|value| <= {_FLOAT32_MAX:.4g}: the "
+                                f"kernels compute in float32), got {value!r}")
+    if value != 0 and np.float32(value) == 0:
+        smallest = float(np.finfo(np.float32).smallest_subnormal)
+        raise ConfigError(path, f"expected 0 or at least {smallest:.4g} in magnitude (it is 0 in float32, "
+                                f"the kernels' precision), got {value!r}")
 
 
 #: kernel parameters the base class sets (``p.<name>``); config fields with these names are not mirrored into ``p``
@@ -137,7 +145,8 @@ class Env:
 
     name: ClassVar[str] = "env"
     #: the env's parameters: a dataclass declared as :mod:`warpdrive.core.typed` describes (each field's type,
-    #: default, limits with ``bounded`` and a docstring); ``validate(self, path)`` holds only rules across fields
+    #: default, limits with ``bounded``, or ``bounded_magnitude`` for rewards and physical scales, and a docstring);
+    #: ``validate(self, path)`` holds only rules across fields
     Config: ClassVar[type]
     step_phases: ClassVar[tuple[Phase | LaunchBoundary, ...]] = ()
     reset_phases: ClassVar[tuple[Phase | LaunchBoundary, ...]] = ()

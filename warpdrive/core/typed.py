@@ -2,7 +2,8 @@
 
 A config class is a dataclass whose fields carry type hints (``int``, ``float``, ``bool``, ``str``,
 ``Literal[...]``, ``X | None``, ``list[X]``, ``dict[str, X]``, ``Any`` or another config dataclass) and,
-where a number has limits, a :func:`bounded` default; floats must be finite (no ``.inf`` or ``.nan``).
+where a number has limits, a :func:`bounded` default (:func:`bounded_magnitude` for an env's rewards and physical
+scales, whose sums and products the kernels form in float32); floats must be finite (no ``.inf`` or ``.nan``).
 :func:`from_dict` builds one from nested dicts and lists (what ``yaml.safe_load`` returns) and raises
 :class:`ConfigError` at the first problem::
 
@@ -26,7 +27,8 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 import numpy as np
 
-__all__ = ["ConfigError", "bounded", "check_length", "from_dict", "join_path", "to_dict"]
+__all__ = ["MAGNITUDE_LIMIT", "ConfigError", "bounded", "bounded_magnitude", "check_length", "from_dict", "join_path",
+           "to_dict"]
 
 T = TypeVar("T")
 
@@ -53,6 +55,39 @@ def bounded(default: Any, *, gt: float | None = None, ge: float | None = None,
     return dataclasses.field(default=default, metadata={"bounds": (gt, ge, lt, le)})
 
 
+#: The largest magnitude of an env parameter that the kernels add up or multiply in float32: every reward
+#: parameter, and the physical scales (lengths, speeds, accelerations, angles). See :func:`bounded_magnitude`.
+MAGNITUDE_LIMIT = 1e12
+
+
+def bounded_magnitude(default: Any, *, gt: float | None = None, ge: float | None = None,
+                      lt: float | None = None, le: float | None = None) -> Any:
+    """A :func:`bounded` default for an env parameter the kernels sum or multiply in float32 (a reward, a length,
+    a speed, an acceleration, an angle): besides the limits given, ``|value| <= MAGNITUDE_LIMIT`` (1e12).
+
+    The rule: every quantity the kernels derive from such parameters stays finite in float32, whose largest
+    value is about 3.4e38 (2**128); being finite in float32 one by one is not enough (a reward of 3.4e38 is,
+    the episode's return is not):
+
+    - rewards: one step's reward of an agent sums a few terms, at most one per agent (a tagger is credited once
+      for each runner it tags in the step); an episode's return sums fewer than 2**31 steps (``t`` is int32);
+      with fewer than 2**31 agents, one return stays below 1e12 * 2**31 * 2**31 (about 4.6e30), which leaves a
+      factor of about 7e7 for the sums of returns over episodes and replicas (``finished_return``, a trainer's
+      statistics);
+    - physical scales: the kernels form products of two of them (squared distances, ``max_speed * skill``)
+      and sums of a few (a speed plus an acceleration): at most about (3e12)**2 = 1e25.
+
+    Values that large are of no use anyway: float32 cannot even add 1 to 1e12. A value outside the limits is
+    refused as :func:`bounded`'s are, naming the field, the value and the range:
+    ``wall_hit_penalty: expected a float >= -1e+12 and <= 1e+12, got 3.4e+38``.
+    """
+    if gt is None and (ge is None or ge < -MAGNITUDE_LIMIT):
+        ge = -MAGNITUDE_LIMIT
+    if lt is None and (le is None or le > MAGNITUDE_LIMIT):
+        le = MAGNITUDE_LIMIT
+    return bounded(default, gt=gt, ge=ge, lt=lt, le=le)
+
+
 def check_length(path: str, name: str, value: Sequence[Any] | None, size: int, layout: str) -> None:
     """For a ``validate``: a sequence field (``None`` allowed) has ``size`` values, laid out as ``layout`` says
     (e.g. ``"(x, x_dot, theta, theta_dot)"``); the values' types are checked by the field's declaration."""
@@ -74,8 +109,10 @@ def _describe_bounds(bounds: tuple[float | None, ...]) -> str:
 
 
 def _number(value: float) -> str:
-    """A limit as written: integers in full (2**32 as 4294967296), other numbers in ``%g``."""
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+    """A limit as written: in ``%g`` where that is exact (1e+12, 0.5), other integers in full (2**32 as
+    4294967296)."""
+    short = f"{value:g}" if value != 0 else "0"
+    return short if float(short) == value or not float(value).is_integer() else str(int(value))
 
 
 def _check_bounds(value: float, bounds: tuple[float | None, ...] | None) -> bool:

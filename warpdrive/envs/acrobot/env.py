@@ -40,7 +40,7 @@ import numpy as np
 from warpdrive.core.compile import per_env
 from warpdrive.core.device import kernel_function
 from warpdrive.core.random import uniform
-from warpdrive.core.typed import bounded, check_length
+from warpdrive.core.typed import bounded, bounded_magnitude, check_length
 from warpdrive.envs.classic_control import ClassicControlEnv
 
 # Gymnasium's constants
@@ -64,7 +64,7 @@ class AcrobotConfig:
 
     episode_length: int = bounded(500, ge=1)
     """Episodes are truncated after this many steps."""
-    initial_state: tuple[float, ...] | None = None
+    initial_state: tuple[float, ...] | None = bounded_magnitude(None)
     """``(theta1, theta2, dtheta1, dtheta2)`` every episode starts from with ``start="identical"`` (default:
     hanging straight down at rest, all zero); must be None with ``start="random"``."""
 

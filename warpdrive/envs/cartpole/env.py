@@ -37,7 +37,7 @@ import numpy as np
 from warpdrive.core.compile import per_env
 from warpdrive.core.device import kernel_function
 from warpdrive.core.random import uniform
-from warpdrive.core.typed import bounded, check_length
+from warpdrive.core.typed import bounded, bounded_magnitude, check_length
 from warpdrive.envs.classic_control import ClassicControlEnv
 
 # Gymnasium's constants, computed as it computes them (Python floats: float64 inside the kernels)
@@ -63,7 +63,7 @@ class CartPoleConfig:
     """Episodes are truncated after this many steps."""
     sutton_barto_reward: bool = False
     """Gymnasium's ``sutton_barto_reward``: reward 0 per step and -1 on termination, instead of 1 per step."""
-    initial_state: tuple[float, ...] | None = None
+    initial_state: tuple[float, ...] | None = bounded_magnitude(None)
     """``(x, x_dot, theta, theta_dot)`` every episode starts from with ``start="identical"`` (default: all
     zero); must be None with ``start="random"``."""
 

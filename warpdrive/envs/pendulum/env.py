@@ -38,7 +38,7 @@ from warpdrive.core.compile import per_env
 from warpdrive.core.device import kernel_function
 from warpdrive.core.exactmath import mod64
 from warpdrive.core.random import uniform
-from warpdrive.core.typed import bounded, check_length
+from warpdrive.core.typed import bounded, bounded_magnitude, check_length
 from warpdrive.envs.classic_control import ClassicControlEnv
 
 # Gymnasium's constants
@@ -61,9 +61,9 @@ class PendulumConfig:
 
     episode_length: int = bounded(200, ge=1)
     """Episodes are truncated after this many steps (the pendulum never terminates)."""
-    g: float = 10.0
+    g: float = bounded_magnitude(10.0)
     """Gravity (Gymnasium's ``g`` argument)."""
-    initial_state: tuple[float, ...] | None = None
+    initial_state: tuple[float, ...] | None = bounded_magnitude(None)
     """``(th, thdot)`` every episode starts from with ``start="identical"`` (default: hanging down at
     rest, ``(pi, 0)``); must be None with ``start="random"``."""
 

@@ -61,7 +61,7 @@ from warpdrive.core.spatial import (
     k_nearest_phases,
 )
 from warpdrive.core.store import ArraySpec
-from warpdrive.core.typed import ConfigError, bounded, join_path
+from warpdrive.core.typed import ConfigError, bounded, bounded_magnitude, join_path
 
 #: Start directions the reference draws from.
 HEADINGS = np.array([0.0, np.pi / 2, np.pi, 3 * np.pi / 2], dtype=np.float32)
@@ -77,35 +77,41 @@ _TAGGER = 1
 
 @dataclass(frozen=True)
 class TagContinuousConfig:
-    """Parameters of Tag-continuous (defaults: the reference's; its training config in brackets)."""
+    """Parameters of Tag-continuous (defaults: the reference's; its training config in brackets).
+
+    The rewards and the physical scales (lengths, speeds, skill levels, accelerations, turns) have a magnitude
+    up to :data:`~warpdrive.core.typed.MAGNITUDE_LIMIT` (1e12), so that every sum and product the kernels form
+    of them (a step's rewards, an episode's return, a top speed, a squared distance) stays finite in float32
+    (:func:`~warpdrive.core.typed.bounded_magnitude` gives the rule).
+    """
 
     num_taggers: int = bounded(1, ge=1)
     """Number of taggers [10]."""
     num_runners: int = bounded(10, ge=1)
     """Number of runners [100]."""
-    grid_length: float = bounded(10.0, gt=0)
+    grid_length: float = bounded_magnitude(10.0, gt=0)
     """L: the arena is the square [0, L] x [0, L] [20.0]."""
     episode_length: int = bounded(100, ge=1)
     """T: the episode is truncated after T steps [500]."""
-    max_speed: float = bounded(1.0, gt=0)
+    max_speed: float = bounded_magnitude(1.0, gt=0)
     """Top speed before the skill multiplier; also the speed and acceleration normaliser."""
-    skill_level_runner: float = bounded(1.0, ge=0)
+    skill_level_runner: float = bounded_magnitude(1.0, ge=0)
     """A runner's top speed is max_speed * skill_level_runner."""
-    skill_level_tagger: float = bounded(1.0, ge=0)
+    skill_level_tagger: float = bounded_magnitude(1.0, ge=0)
     """A tagger's top speed is max_speed * skill_level_tagger."""
-    max_acceleration: float = 1.0
+    max_acceleration: float = bounded_magnitude(1.0)
     """Largest acceleration action [0.1]."""
-    min_acceleration: float = -1.0
+    min_acceleration: float = bounded_magnitude(-1.0)
     """Smallest acceleration action [-0.1]."""
-    max_turn: float = np.pi / 2
+    max_turn: float = bounded_magnitude(np.pi / 2)
     """Largest turn action, radians [2.356]."""
-    min_turn: float = -np.pi / 2
+    min_turn: float = bounded_magnitude(-np.pi / 2)
     """Smallest turn action, radians [-2.356]."""
     num_acceleration_levels: int = bounded(10, ge=0)
     """Acceleration actions evenly spaced in [min, max], plus index 0 (no change) [20]."""
     num_turn_levels: int = bounded(10, ge=0)
     """Turn actions evenly spaced in [min, max], plus index 0 (no turn) [20]."""
-    edge_hit_penalty: float = bounded(-0.0, le=0)
+    edge_hit_penalty: float = bounded_magnitude(-0.0, le=0)
     """Reward (<= 0) of an agent in the game in a step where it crossed the edge and was clipped [0.0]."""
     use_full_observation: bool = True
     """Full (all N-1 others, 7(N-1)+1 values) or partial (k nearest, 7k+1 values) observation [False]."""
@@ -113,15 +119,15 @@ class TagContinuousConfig:
     """k: neighbours in the partial observation (1 <= k <= N; slots beyond the others left are 0) [10]."""
     tagging_distance: float = bounded(0.01, ge=0, le=1)
     """A runner nearer than tagging_distance * L to a tagger is tagged (0 <= value <= 1) [0.02]."""
-    tag_reward_for_tagger: float = bounded(1.0, ge=0)
+    tag_reward_for_tagger: float = bounded_magnitude(1.0, ge=0)
     """Reward (>= 0) of a tagger per runner it tags [10.0]."""
-    step_penalty_for_tagger: float = bounded(-0.0, le=0)
+    step_penalty_for_tagger: float = bounded_magnitude(-0.0, le=0)
     """Reward (<= 0) of every tagger every step [0.0]."""
-    tag_penalty_for_runner: float = bounded(-1.0, le=0)
+    tag_penalty_for_runner: float = bounded_magnitude(-1.0, le=0)
     """Reward (<= 0) of a runner when tagged [-10.0]."""
-    step_reward_for_runner: float = bounded(0.0, ge=0)
+    step_reward_for_runner: float = bounded_magnitude(0.0, ge=0)
     """Reward (>= 0) of every runner in the game every step."""
-    end_of_game_reward_for_runner: float = bounded(1.0, ge=0)
+    end_of_game_reward_for_runner: float = bounded_magnitude(1.0, ge=0)
     """Reward (>= 0) at step T of every runner still in the game."""
     runner_exits_game_after_tagged: bool = True
     """A tagged runner leaves the game (freezes, gets no rewards); when none is left the episode ends."""
@@ -131,7 +137,7 @@ class TagContinuousConfig:
     """x of every agent at the identical start (N values in [0, L]); default: drawn from ``seed``."""
     starting_location_y: tuple[float, ...] | None = None
     """y of every agent at the identical start (N values in [0, L]); give both x and y or neither."""
-    starting_directions: tuple[float, ...] | None = None
+    starting_directions: tuple[float, ...] | None = bounded_magnitude(None)
     """Direction of every agent at the identical start (N values, radians); default: drawn from ``seed``."""
     seed: int = bounded(0, ge=0, lt=2**32)
     """Seed of the reference-style draw of the defaults above: ``np.random.seed(seed)``, then tagger ids,

@@ -28,7 +28,7 @@ from warpdrive.core.device import atomic_min, kernel_function
 from warpdrive.core.env import Env
 from warpdrive.core.random import randint
 from warpdrive.core.store import ArraySpec
-from warpdrive.core.typed import ConfigError, bounded, join_path
+from warpdrive.core.typed import ConfigError, bounded, bounded_magnitude, join_path
 
 # (dx, dy) of each action
 MOVES = np.array([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]], dtype=np.int32)
@@ -38,7 +38,12 @@ MAX_GRID_LENGTH = 32767
 
 @dataclass(frozen=True)
 class TagGridWorldConfig:
-    """Parameters of Tag-gridworld (defaults: the reference's)."""
+    """Parameters of Tag-gridworld (defaults: the reference's).
+
+    The reward parameters may have either sign (as in the reference) and a magnitude up to
+    :data:`~warpdrive.core.typed.MAGNITUDE_LIMIT` (1e12), so that every reward and return the kernels sum
+    stays finite in float32 (:func:`~warpdrive.core.typed.bounded_magnitude` gives the rule).
+    """
 
     num_taggers: int = bounded(10, ge=1)
     """Number of taggers; there is always one runner."""
@@ -46,13 +51,13 @@ class TagGridWorldConfig:
     """L: positions are integers in [0, L] on each axis."""
     episode_length: int = bounded(100, ge=1)
     """T: the episode is truncated after T steps."""
-    wall_hit_penalty: float = 0.1
+    wall_hit_penalty: float = bounded_magnitude(0.1)
     """Subtracted from an agent's reward when its move is clipped at the border."""
-    tag_reward_for_tagger: float = 10.0
+    tag_reward_for_tagger: float = bounded_magnitude(10.0)
     """Every tagger's reward in the step the runner is tagged."""
-    tag_penalty_for_runner: float = 2.0
+    tag_penalty_for_runner: float = bounded_magnitude(2.0)
     """Subtracted from the runner's reward when it is tagged."""
-    step_cost_for_tagger: float = 0.01
+    step_cost_for_tagger: float = bounded_magnitude(0.01)
     """Each step without a tag: taggers lose this, the runner gains it."""
     use_full_observation: bool = True
     """Full (4N + 1 values) or partial (6 values) observation."""
