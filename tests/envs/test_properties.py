@@ -11,7 +11,17 @@
   bit;
 - classic control: the observations stay within Gymnasium's bounds (CartPole's while the pole is up); MPE: no
   agent is faster than its type's ``max_speed``; simple_tag's adversaries share one reward per collision that
-  the good agents pay for.
+  the good agents pay for;
+- classic control, for any parameters and start (random or a drawn ``initial_state``): the state stays finite
+  and within the references' bounds (Pendulum |thdot| <= 8, Acrobot's velocity limits, MountainCar's position
+  and speed limits), an episode terminates exactly when the reference's rule holds (CartPole: |x| > 2.4 or
+  |theta| > 12 degrees; Acrobot: the tip above one link length; MountainCar(Continuous): position >= 0.5 (0.45)
+  and velocity >= goal_velocity; Pendulum never), and the rewards are the reference's (Pendulum's within
+  [-(pi^2 + 0.1 * 8^2 + 0.001 * 2^2), 0]);
+- simple_spread and simple_adversary, for any agent and landmark counts, ``local_ratio``, ``continuous_actions``
+  and ``k_nearest``: everything stays finite; simple_spread's reward is ``global (1 - local_ratio) + local
+  local_ratio`` with ``global <= 0`` and ``local`` minus a whole number of collisions; simple_adversary's
+  adversaries get minus a distance and the good agents one team reward, at most the adversaries' distances.
 
 Each env's tests share its pytest-xdist group (tests/envs/test_contract.py), whose worker has compiled its kernels.
 """
@@ -232,3 +242,143 @@ def test_states_stay_within_the_references_bounds(name: str, num_envs: int, seed
         assert bool(inside.all()), f"replicas {torch.nonzero(~inside).flatten().tolist()} left the bounds"
 
     run(env, 60, seed, check_step)
+
+
+# classic control: parameters drawn within each Config's ranges; the start either random or a drawn
+# ``initial_state`` (start="identical"). Starts are drawn beyond the thresholds too: such episodes end at once.
+def _start(*ranges: tuple[float, float]) -> st.SearchStrategy[tuple[float, ...] | None]:
+    return st.none() | st.tuples(*(f32(low, high) for low, high in ranges))
+
+
+CLASSIC = {
+    "cartpole": dict(sutton_barto_reward=st.booleans(),
+                     initial_state=_start((-3.0, 3.0), (-3.0, 3.0), (-0.3, 0.3), (-3.0, 3.0))),
+    "pendulum": dict(g=f32(-20.0, 20.0), initial_state=_start((-10.0, 10.0), (-8.0, 8.0))),
+    "acrobot": dict(initial_state=_start((-4.0, 4.0), (-4.0, 4.0), (-15.0, 15.0), (-30.0, 30.0))),
+    # (float32 values within the limits: the configs refuse f32(0.07) > 0.07 and f32(-1.2) < -1.2)
+    "mountain_car": dict(goal_velocity=f32(-0.069999, 0.069999),
+                         initial_state=_start((-1.19999, 0.59999), (-0.069999, 0.069999))),
+}
+
+# the observations are the float64 state rounded to float32: a threshold rule is checked on them up to this
+SLACK = 1e-6
+PENDULUM_WORST = -(np.pi**2 + 0.1 * 8**2 + 0.001 * 2**2) * (1 + 1e-6)  # (+ float32 rounding of the cost)
+
+
+def _ends(terminated: torch.Tensor, certainly: torch.Tensor, possibly: torch.Tensor) -> None:
+    """An episode terminates exactly when the rule holds: surely where it holds beyond the rounding, never where
+    it fails beyond it."""
+    assert bool((certainly <= terminated).all()) and bool((terminated <= possibly).all())
+
+
+def _cartpole_rules(before: dict, after: dict, last: torch.Tensor, c) -> None:
+    x, theta = last[:, 0].abs(), last[:, 2].abs()
+    limit = 12 * 2 * np.pi / 360
+    term = after["terminated"]
+    _ends(term, (x > 2.4 + SLACK) | (theta > limit + SLACK), (x > 2.4 - SLACK) | (theta > limit - SLACK))
+    expected = torch.where(term, -1.0, 0.0) if c.sutton_barto_reward else torch.ones_like(term, dtype=torch.float)
+    assert torch.equal(after["rewards"][:, 0], expected.float())
+
+
+def _pendulum_rules(before: dict, after: dict, last: torch.Tensor, c) -> None:
+    assert bool((last[:, 2].abs() <= 8).all()) and bool((after["state"][:, 1].abs() <= 8).all())
+    reward = after["rewards"][:, 0].double()
+    assert bool(((reward >= PENDULUM_WORST) & (reward <= 0)).all()), reward
+    assert not bool(after["terminated"].any())  # it never terminates
+
+
+def _acrobot_rules(before: dict, after: dict, last: torch.Tensor, c) -> None:
+    assert bool((last[:, 4].abs() <= F32(4 * np.pi)).all()) and bool((last[:, 5].abs() <= F32(9 * np.pi)).all())
+    cos1, sin1, cos2, sin2 = last[:, 0], last[:, 1], last[:, 2], last[:, 3]
+    height = -cos1 - (cos1 * cos2 - sin1 * sin2)  # -cos(theta1) - cos(theta1 + theta2)
+    term = after["terminated"]
+    _ends(term, height > 1 + 1e-5, height > 1 - 1e-5)
+    assert torch.equal(after["rewards"][:, 0], torch.where(term, 0.0, -1.0).float())
+
+
+def _mountain_car_rules(goal: float):
+    def check(before: dict, after: dict, last: torch.Tensor, c) -> None:
+        position, velocity = last[:, 0], last[:, 1]
+        assert bool(((position >= F32(-1.2)) & (position <= F32(0.6)) & (velocity.abs() <= F32(0.07))).all())
+        term = after["terminated"]
+        _ends(term, (position >= goal + SLACK) & (velocity >= c.goal_velocity + SLACK),
+              (position >= goal - SLACK) & (velocity >= c.goal_velocity - SLACK))
+        if goal == 0.5:  # MountainCar: -1 every step
+            assert bool((after["rewards"] == -1).all())
+        else:  # MountainCarContinuous: 100 on reaching the goal, less 0.1 a^2 (in float64, then float32)
+            throttle = after["actions"][:, 0, 0].double()
+            expected = (torch.where(term, 100.0, 0.0).double() - 0.1 * (throttle * throttle)).float()
+            assert torch.equal(after["rewards"][:, 0], expected)
+    return check
+
+
+CLASSIC["mountain_car_continuous"] = CLASSIC["mountain_car"]  # (the same fields and ranges)
+
+CLASSIC_RULES = {"cartpole": _cartpole_rules, "pendulum": _pendulum_rules, "acrobot": _acrobot_rules,
+                 "mountain_car": _mountain_car_rules(0.5), "mountain_car_continuous": _mountain_car_rules(0.45)}
+
+
+@pytest.mark.parametrize("name", [by_env(name) for name in sorted(CLASSIC)])
+@settings(PROPERTY_SETTINGS, max_examples=8)
+@given(data=st.data(), num_envs=st.integers(1, 4), episode_length=st.integers(1, 40),
+       seed=st.integers(0, 2**31 - 1))
+def test_classic_control_keeps_the_references_bounds_and_termination_rules(name: str, data, num_envs: int,
+                                                                           episode_length: int, seed: int) -> None:
+    params = data.draw(st.fixed_dictionaries(CLASSIC[name]), label="params")
+    start = "random" if params["initial_state"] is None else "identical"
+    env = env_class(name)(**params, episode_length=episode_length, num_envs=num_envs, start=start, backend="cpu",
+                          seed=seed)
+    rules = CLASSIC_RULES[name]
+
+    def check_step(before: dict, after: dict) -> None:
+        for array in ("obs", "final_obs", "rewards", "state"):
+            assert bool(torch.isfinite(after[array]).all()), array
+        # the episode's last observation: the one before the reset where it ended
+        last = torch.where(after["done"][:, None], after["final_obs"][:, 0], after["obs"][:, 0]).double()
+        rules(before, after, last, env.config)
+
+    run(env, 2 * episode_length + 2, seed, check_step)
+
+
+MPE = {
+    "simple_spread": dict(num_agents=st.integers(1, 4), num_landmarks=st.none() | st.integers(1, 3),
+                          local_ratio=f32(0.0, 1.0)),
+    "simple_adversary": dict(num_good=st.integers(1, 3), num_adversaries=st.integers(1, 3),
+                             num_landmarks=st.none() | st.integers(1, 3)),
+}
+
+
+@pytest.mark.parametrize("name", [by_env(name) for name in sorted(MPE)])
+@settings(PROPERTY_SETTINGS, max_examples=3)  # (each agent count and layout compiles its kernels)
+@given(data=st.data(), continuous_actions=st.booleans(), k_nearest=st.none() | st.integers(1, 3),
+       episode_length=st.integers(1, 9), num_envs=st.integers(1, 3), seed=st.integers(0, 2**31 - 1))
+def test_mpe_stays_finite_and_rewards_as_specified(name: str, data, num_envs: int, seed: int,
+                                                   **common: object) -> None:
+    params = data.draw(st.fixed_dictionaries(MPE[name]), label="params")
+    env = env_class(name)(**params, **common, num_envs=num_envs, backend="cpu", seed=seed)
+    c = env.config
+    adversary = env.store["adversary"].bool()
+
+    def check_step(before: dict, after: dict) -> None:
+        for array in ("obs", "final_obs", "rewards", "x", "y", "vx", "vy", "lx", "ly"):
+            assert bool(torch.isfinite(after[array]).all()), array
+        assert bool(_mpe(after, env).all())  # (no type of these envs has a max_speed: +inf)
+        rewards = after["rewards"].double()
+        if name == "simple_spread":  # global (1 - local_ratio) + local local_ratio, local = -collisions
+            shared = after["global_reward"].double()
+            assert bool((shared <= 0).all())
+            if c.local_ratio > 0:
+                local = (rewards - shared[:, None] * np.float32(1.0 - c.local_ratio)) / np.float32(c.local_ratio)
+                scale = 1 + shared.abs()[:, None] / np.float32(c.local_ratio)
+                assert bool(((local - local.round()).abs() <= 1e-5 * scale).all()), local
+                assert bool(((local.round() <= 0) & (local.round() >= -(env.num_agents - 1))).all())
+            else:
+                assert torch.equal(after["rewards"], after["global_reward"][:, None].expand_as(after["rewards"]))
+        else:  # adversary: -distance to the goal; good agents: one team reward, -nearest + sum of the adversaries'
+            assert bool((rewards[:, adversary] <= 0).all())
+            team = rewards[:, ~adversary]
+            assert torch.equal(team, team[:, :1].expand_as(team))
+            adversaries = -rewards[:, adversary].sum(1)
+            assert bool((team[:, 0] <= adversaries + 1e-5 * (1 + adversaries)).all())  # -nearest <= 0
+
+    run(env, 2 * c.episode_length + 1, seed, check_step)
