@@ -72,7 +72,7 @@ class Points(Env):
 
     def program_phases(self) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
         observe = (per_env(_begin), per_agent(_count), *self.grid().build_phases(),
-                   *k_nearest_phases(K, _write, self.config.lanes))
+                   *k_nearest_phases(K, _write, self.config.lanes, self.grid().one_cell))
         return observe, (per_agent(_place), *observe)
 
     def program_variant(self) -> str:

@@ -344,7 +344,8 @@ def _key_id(key):
 
 
 @cache
-def k_nearest_phases(k: int, visit: Callable[..., Any], search_lanes: int = 1) -> tuple[Phase, ...]:
+def k_nearest_phases(k: int, visit: Callable[..., Any], search_lanes: int = 1,
+                     one_cell: bool = False) -> tuple[Phase, ...]:
     """Phases that call ``visit(env, agent, slot, other, p, s)`` for ``slot`` in ``range(k)`` for every
     agent: ``other`` is the id of its ``slot``-th nearest other agent that takes part (by distance, then
     id), or -1 where fewer remain and for every slot of an agent that does not take part. The env declares
@@ -360,12 +361,16 @@ def k_nearest_phases(k: int, visit: Callable[..., Any], search_lanes: int = 1) -
     holds every one of the k nearest that the lane scans, so the merged lists give them all. Agents are
     searched in cell order (threads of a warp search nearby, alike), and ``visit`` may run for the pairs of
     one agent in different threads, so it should write only what belongs to ``(agent, slot)``.
+
+    ``one_cell``: the grid has one cell (:attr:`NeighbourGrid.one_cell`), and the search is a plain scan of
+    every agent taking part, which loads each candidate one ahead (the same lists, fewer stalls).
     """
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
     _check_search_lanes(search_lanes)
-    K = k  # compile-time constants of the closure: the k-best list's size
-    LANES = search_lanes  # and the threads that share one agent's search
+    K = k  # compile-time constants of the closure: the k-best list's size,
+    LANES = search_lanes  # the threads that share one agent's search,
+    ONE_CELL = bool(one_cell)  # and a grid of one cell (a plain scan)
 
     @kernel_function
     def clear(best):
@@ -386,16 +391,20 @@ def k_nearest_phases(k: int, visit: Callable[..., Any], search_lanes: int = 1) -
         return _INF if worst == _EMPTY else bits_float(np.uint32(worst >> _SHIFT))
 
     @kernel_function
+    def enter(q, other, best):
+        """Insert agent ``other`` at squared distance ``q`` (at most the reach) into the list; returns the new
+        reach (the root is taken only where the candidate may enter: sqrt is monotonic, so a square above the
+        reach of the k-th distance has a root above it, and the same keys enter as with every root taken)."""
+        # a key at or above the k-th best leaves the list unchanged: no test before the insertion
+        insert((np.uint64(float_bits(np.float32(math.sqrt(q)))) << _SHIFT) | np.uint64(other), best)
+        return _squared_reach(worst_distance(best))
+
+    @kernel_function
     def offer(env, pos_self, pos, x, y, reach, best, s):
-        """Offer the agent at ``pos`` to the list; returns the new reach (the root is taken only where the
-        candidate may enter: sqrt is monotonic, so a square above the reach of the k-th distance has a root
-        above it, and the same keys enter as with every root taken)."""
+        """Offer the agent at ``pos`` to the list; returns the new reach (its id is read only if it enters)."""
         q = squared_distance(x, y, s.cell_x[env, pos], s.cell_y[env, pos])
         if q <= reach and pos != pos_self:
-            # a key at or above the k-th best leaves the list unchanged: no test before the insertion
-            insert((np.uint64(float_bits(np.float32(math.sqrt(q)))) << _SHIFT) | np.uint64(s.cell_agent[env, pos]),
-                   best)
-            reach = _squared_reach(worst_distance(best))
+            reach = enter(q, s.cell_agent[env, pos], best)
         return reach
 
     @kernel_function
@@ -489,6 +498,40 @@ def k_nearest_phases(k: int, visit: Callable[..., Any], search_lanes: int = 1) -
             level += 1
 
     @kernel_function
+    def scan(env, pos_self, lane, lanes, best, p, s):
+        """:func:`search` in a grid of one cell: every agent taking part is a candidate. Each candidate's
+        position and id are loaded one candidate ahead, so that those loads overlap the previous candidate's
+        arithmetic rather than stall it."""
+        x = s.cell_x[env, pos_self]
+        y = s.cell_y[env, pos_self]
+        end = s.cell_start[env, 1]
+        reach = _INF
+        pos = lane
+        if pos >= end:
+            return
+        other_x = s.cell_x[env, pos]
+        other_y = s.cell_y[env, pos]
+        other = s.cell_agent[env, pos]
+        while True:
+            after = pos + lanes
+            next_x = other_x
+            next_y = other_y
+            next_other = other
+            if after < end:
+                next_x = s.cell_x[env, after]
+                next_y = s.cell_y[env, after]
+                next_other = s.cell_agent[env, after]
+            q = squared_distance(x, y, other_x, other_y)
+            if q <= reach and pos != pos_self:
+                reach = enter(q, other, best)
+            if after >= end:
+                return
+            pos = after
+            other_x = next_x
+            other_y = next_y
+            other = next_other
+
+    @kernel_function
     def search_count(p, s):
         return p.num_agents * LANES
 
@@ -501,7 +544,10 @@ def k_nearest_phases(k: int, visit: Callable[..., Any], search_lanes: int = 1) -
         clear(best)
         side = s.grid_side[env]
         if pos < s.cell_start[env, side * side]:  # the agents left out come after every cell
-            search(env, pos, lane, LANES, best, p, s)
+            if ONE_CELL:
+                scan(env, pos, lane, LANES, best, p, s)
+            else:
+                search(env, pos, lane, LANES, best, p, s)
         # ids, and the distances only where lists are merged (the ids of neighbouring agents stay contiguous)
         for q in range(K):
             key = best[q]

@@ -330,7 +330,7 @@ def world_phases(observe: tuple[Phase, ...], rewards: tuple[Phase, ...], visit: 
         grid_start = (_begin_grid,)
         move = per_agent(_integrate, _count)
         place = per_agent(_place_agent, _count)
-        neighbours = (*grid_build_phases(one_cell), *k_nearest_phases(k, visit))
+        neighbours = (*grid_build_phases(one_cell), *k_nearest_phases(k, visit, one_cell=one_cell))
     begin_step = (per_env(*step_start, *grid_start),) if step_start or grid_start else ()
     begin_episode = (per_env(*episode_start, *grid_start),) if episode_start or grid_start else ()
     step = (*begin_step, per_agent(_force), move, *neighbours, *observe, *rewards)

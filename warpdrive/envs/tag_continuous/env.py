@@ -504,7 +504,7 @@ _FULL_OBSERVATION_PHASES = (
 @cache
 def _partial_observation_phases(k: int, separate_search: bool, grid: NeighbourGrid
                                 ) -> tuple[tuple[Phase | LaunchBoundary, ...], tuple[Phase | LaunchBoundary, ...]]:
-    search = k_nearest_phases(k, _observe_neighbour, grid.search_lanes)
+    search = k_nearest_phases(k, _observe_neighbour, grid.search_lanes, grid.one_cell)
     searched: tuple[Phase | LaunchBoundary, ...] = (NEW_LAUNCH, *search, NEW_LAUNCH) if separate_search else search
     observe = (*grid.build_phases(), *searched)
     return (
