@@ -1,11 +1,14 @@
 """CPU vs CUDA consistency of every example env on a real GPU: bit-identical (atol=0) over whole episodes.
 
-    python benchmarks/gpu_check.py [ENV ...] [--jobs N]
+    python benchmarks/gpu_check.py [ENV ...] [--jobs N] [--shapes]
 
 Each case runs two full episodes plus one step (every replica autoresets at least once) from random and from
 identical starts, with the same random actions on both sides, and compares observations, rewards, done
 flags and final observations exactly. Tag-continuous runs the reference's training parameters with
-500-step episodes at 110 and at 1000 agents. Prints one line per (env, configuration, start).
+500-step episodes at 110 and at 1000 agents. Prints one line per (env, configuration, start). With
+``--shapes``, every env runs instead at the contract's shape sweep (``warpdrive.core.contract.SHAPES``: one
+replica, a prime number of them, more than a CUDA block's threads; one agent, 31, 33 and 300 where the env allows
+that many, :meth:`Env.config_for_agents`), from its default parameters.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from env_throughput import TAG_CONTINUOUS_TRAINING, TAG_GRIDWORLD_TRAINING
 
 from warpdrive.core.checker import check_consistency
+from warpdrive.core.contract import SHAPES
 from warpdrive.envs import REGISTRY, env_class, make
 
 CASES = {
@@ -42,13 +46,29 @@ CASES.update({name: [{}] for name in REGISTRY if name not in CASES})
 TOLERANCE = 1e-5
 
 
-def check(case: tuple[str, dict, str]) -> tuple[bool, str]:
-    """One (env, parameters, start mode): (consistent, a line to print)."""
-    name, kwargs, start = case
+def shape_cases(name: str) -> list[tuple[dict, int]]:
+    """(parameters, replicas) of each shape of :data:`SHAPES` that env ``name`` allows (at its own agent count
+    where it does not allow the shape's)."""
+    cls = env_class(name)
+    cases, seen = [], set()
+    for num_envs, agents in SHAPES:
+        overrides = cls.config_for_agents(agents)
+        if overrides is None:
+            overrides, agents = {}, cls.num_agents_of(cls.Config())
+        if (num_envs, agents) not in seen:
+            seen.add((num_envs, agents))
+            cases.append((overrides, num_envs))
+    return cases
+
+
+def check(case: tuple[str, dict, str, int | None]) -> tuple[bool, str]:
+    """One (env, parameters, start mode, replicas or None for the default): (consistent, a line to print)."""
+    name, kwargs, start, num_envs = case
     t0 = time.perf_counter()
     try:
-        # 4 replicas of the 1000-agent envs: 16 took ~115 ms per CPU step on 2 cores (1001-step runs)
-        num_envs = 16 if env_class(name).num_agents_of(env_class(name).Config(**kwargs)) <= 200 else 4
+        if num_envs is None:
+            # 4 replicas of the 1000-agent envs: 16 took ~115 ms per CPU step on 2 cores (1001-step runs)
+            num_envs = 16 if env_class(name).num_agents_of(env_class(name).Config(**kwargs)) <= 200 else 4
         cpu = make(name, num_envs=num_envs, device="cpu", start=start, **kwargs)
         gpu = make(name, num_envs=num_envs, device="cuda", start=start, validate=True, **kwargs)
         tolerance = 0.0 if env_class(name).bit_identical_on_gpu else TOLERANCE
@@ -57,7 +77,7 @@ def check(case: tuple[str, dict, str]) -> tuple[bool, str]:
     except Exception as error:  # keep checking the others
         ok, status = False, f"ERROR {error!r}"[:300]
     shown = {k: v for k, v in kwargs.items() if k not in TAG_CONTINUOUS_TRAINING or k.startswith("num_")}
-    return ok, f"{name} {start} {shown}: {status} [{time.perf_counter() - t0:.1f}s]"
+    return ok, f"{name} {start} {num_envs} x {shown}: {status} [{time.perf_counter() - t0:.1f}s]"
 
 
 def main() -> int:
@@ -66,16 +86,23 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=min(8, os.cpu_count() or 1),
                         help="cases checked at once, each in its own process (compilation dominates)")
     parser.add_argument("--min-agents", type=int, default=0, help="only the cases with at least this many agents")
+    parser.add_argument("--shapes", action="store_true",
+                        help="check every env at the contract's shape sweep instead of the cases above")
     parser.add_argument("--in-process", action="store_true",
                         help="check the cases one after another in this process: cases that share a program compile "
                              "it once (worker processes each compile their own while the disk cache is empty)")
     args = parser.parse_args()
 
-    def agents(case: tuple[str, dict, str]) -> int:
+    def agents(case: tuple[str, dict, str, int | None]) -> int:
         return env_class(case[0]).num_agents_of(env_class(case[0]).Config(**case[1]))
 
-    cases = [(name, kwargs, start) for name in args.names or list(CASES) for kwargs in CASES[name]
-             for start in env_class(name).start_modes]
+    names = args.names or list(CASES)
+    if args.shapes:
+        cases = [(name, kwargs, start, num_envs) for name in names for kwargs, num_envs in shape_cases(name)
+                 for start in env_class(name).start_modes]
+    else:
+        cases = [(name, kwargs, start, None) for name in names for kwargs in CASES[name]
+                 for start in env_class(name).start_modes]
     cases = [case for case in cases if agents(case) >= args.min_agents]
     # the largest first: they take longest (the CPU side), and the small ones fill the workers meanwhile
     cases.sort(key=lambda case: -agents(case))
