@@ -228,3 +228,39 @@ args = (typeof(np.int64(0)), typeof(arrays), typeof(1), typeof(1))
 ptx = kernel_target("cuda").ptx(runner, "x", "exactmath", args, exact=True)
 assert "fma.rn.f32" not in ptx and "fma.rn.f64" not in ptx
 """)
+
+
+def test_exact_hooks_stay_until_the_last_block_of_any_thread_ends(run_with_cuda_target) -> None:
+    """Runs at once (threads) enter and leave exact blocks in any order: the hooks stay while any block is open
+    (a thread's exit must not restore contraction under another's compilation) and the originals come back
+    after the last."""
+    run_with_cuda_target(r"""
+import threading
+from numba.cuda.cudadrv import driver, nvvm
+from warpdrive.core.targets import exact_cuda_arithmetic
+
+original = (nvvm.compile_ir, driver._Linker)
+first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+seen = {}
+
+def first():
+    with exact_cuda_arithmetic():
+        first_in.set()
+        second_in.wait()
+    first_out.set()
+
+def second():
+    first_in.wait()
+    with exact_cuda_arithmetic():
+        second_in.set()
+        first_out.wait()
+        seen["inside"] = (nvvm.compile_ir, driver._Linker)
+
+threads = [threading.Thread(target=first), threading.Thread(target=second)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+assert seen["inside"][0] is not original[0] and seen["inside"][1] is not original[1], "unhooked under a block"
+assert (nvvm.compile_ir, driver._Linker) == original, "originals not restored"
+""")

@@ -20,6 +20,7 @@ backend             compiled with                     arrays passed as          
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
@@ -352,23 +353,56 @@ def exact_cuda_arithmetic() -> Iterator[None]:
     and that both hooks exist, so a numba-cuda that changes them fails there, not silently;
     ``benchmarks/gpu_check.py`` checks the results on a GPU.
     """
-    from numba.cuda.cudadrv import driver, nvvm
-
-    compile_ir, linker = nvvm.compile_ir, driver._Linker
-
-    def compile_ir_without_contraction(llvmir: Any, **options: Any) -> Any:
-        options["fma"] = False
-        return compile_ir(llvmir, **options)
-
-    def linker_of_ptx(*args: Any, **options: Any) -> Any:
-        options["lto"] = False
-        return linker(*args, **options)
-
-    nvvm.compile_ir, driver._Linker = compile_ir_without_contraction, linker_of_ptx
-    try:
+    with _EXACT_HOOKS:
         yield
-    finally:
-        nvvm.compile_ir, driver._Linker = compile_ir, linker
+
+
+class _ExactHooks:
+    """The hooks of :func:`exact_cuda_arithmetic`, installed while any thread is inside one of its blocks.
+
+    Threads (several runs at once, a user's) may enter and leave blocks in any order: a count under a lock makes
+    the first entrant install the hooks and the last one out remove them, so that no thread compiles while
+    another's exit has put the contracting originals back, and the originals are never lost. Meanwhile every
+    CUDA compilation in the process is exact (also one that asked to contract: correct, only slower).
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.depth = 0
+        self.originals: tuple[Any, Any] | None = None
+
+    def __enter__(self) -> None:
+        from numba.cuda.cudadrv import driver, nvvm
+
+        with self.lock:
+            if self.depth == 0:
+                compile_ir, linker = self.originals = nvvm.compile_ir, driver._Linker
+
+                def compile_ir_without_contraction(llvmir: Any, **options: Any) -> Any:
+                    options["fma"] = False
+                    return compile_ir(llvmir, **options)
+
+                def linker_of_ptx(*args: Any, **options: Any) -> Any:
+                    options["lto"] = False
+                    return linker(*args, **options)
+
+                nvvm.compile_ir, driver._Linker = compile_ir_without_contraction, linker_of_ptx
+            self.depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        from numba.cuda.cudadrv import driver, nvvm
+
+        with self.lock:
+            self.depth -= 1
+            if self.depth == 0:
+                assert self.originals is not None  # set by the first entrant
+                nvvm.compile_ir, driver._Linker = self.originals
+                self.originals = None
+
+
+# (an object, not module-level numbers: program fingerprints hash this module's simple values, which must not
+# change while programs run)
+_EXACT_HOOKS = _ExactHooks()
 
 
 _external_streams: dict[int, Any] = {}
