@@ -16,7 +16,7 @@ import torch
 from warpdrive import ArraySpec, Env, kernel_function
 from warpdrive.core.compile import Phase, per_agent, per_env
 from warpdrive.core.random import uniform
-from warpdrive.core.spatial import NeighbourGrid, begin_grid, count_into_cell, k_nearest_phases
+from warpdrive.core.spatial import NeighbourGrid, begin_grid, count_into_cell
 
 K = 4
 
@@ -72,7 +72,7 @@ class Points(Env):
 
     def program_phases(self) -> tuple[tuple[Phase, ...], tuple[Phase, ...]]:
         observe = (per_env(_begin), per_agent(_count), *self.grid().build_phases(),
-                   *k_nearest_phases(K, _write, self.config.lanes, self.grid().one_cell))
+                   *self.grid().k_nearest_phases(K, _write))
         return observe, (per_agent(_place), *observe)
 
     def program_variant(self) -> str:

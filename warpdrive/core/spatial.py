@@ -149,6 +149,10 @@ class NeighbourGrid:
         """:func:`grid_build_phases` for this grid."""
         return grid_build_phases(self.one_cell)
 
+    def k_nearest_phases(self, k: int, visit: Callable[..., Any]) -> tuple[Phase, ...]:
+        """:func:`k_nearest_phases` for this grid (its search lanes, and the plain scan if it has one cell)."""
+        return k_nearest_phases(k, visit, self.search_lanes, self.one_cell)
+
 
 def adaptive_cells_per_side(num_agents: int, agents_per_cell: float = 3.0, largest: int = 64) -> int:
     """Cells per side for about ``agents_per_cell`` agents per cell, at most ``largest``."""
@@ -362,8 +366,9 @@ def k_nearest_phases(k: int, visit: Callable[..., Any], search_lanes: int = 1,
     searched in cell order (threads of a warp search nearby, alike), and ``visit`` may run for the pairs of
     one agent in different threads, so it should write only what belongs to ``(agent, slot)``.
 
-    ``one_cell``: the grid has one cell (:attr:`NeighbourGrid.one_cell`), and the search is a plain scan of
-    every agent taking part, which loads each candidate one ahead (the same lists, fewer stalls).
+    ``one_cell``: the grid has one cell at every step (:attr:`NeighbourGrid.one_cell`; a grid that may have more
+    needs False), and the search is a plain scan of every agent taking part, which loads each candidate one
+    ahead (the same lists, fewer stalls). :meth:`NeighbourGrid.k_nearest_phases` passes the grid's own.
     """
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")

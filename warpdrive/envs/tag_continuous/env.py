@@ -58,7 +58,6 @@ from warpdrive.core.spatial import (
     cell_range,
     count_into_cell,
     distance,
-    k_nearest_phases,
 )
 from warpdrive.core.store import ArraySpec
 from warpdrive.core.typed import ConfigError, bounded, bounded_magnitude, join_path
@@ -504,7 +503,7 @@ _FULL_OBSERVATION_PHASES = (
 @cache
 def _partial_observation_phases(k: int, separate_search: bool, grid: NeighbourGrid
                                 ) -> tuple[tuple[Phase | LaunchBoundary, ...], tuple[Phase | LaunchBoundary, ...]]:
-    search = k_nearest_phases(k, _observe_neighbour, grid.search_lanes, grid.one_cell)
+    search = grid.k_nearest_phases(k, _observe_neighbour)
     searched: tuple[Phase | LaunchBoundary, ...] = (NEW_LAUNCH, *search, NEW_LAUNCH) if separate_search else search
     observe = (*grid.build_phases(), *searched)
     return (
