@@ -6,7 +6,7 @@ Each case runs two full episodes plus one step (every replica autoresets at leas
 identical starts, with the same random actions on both sides, and compares observations, rewards, done
 flags and final observations exactly. Tag-continuous runs the reference's training parameters with
 500-step episodes at 110 and at 1000 agents. Prints one line per (env, configuration, start). With
-``--shapes``, every env runs instead at the contract's shape sweep (``warpdrive.core.contract.SHAPES``: one
+``--shapes``, every env runs instead at the contract's shape sweep (``warpdrive.core.contract.shape_sweep``: one
 replica, a prime number of them, more than a CUDA block's threads; one agent, 31, 33 and 300 where the env allows
 that many, :meth:`Env.config_for_agents`), from its default parameters.
 """
@@ -23,7 +23,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from env_throughput import TAG_CONTINUOUS_TRAINING, TAG_GRIDWORLD_TRAINING
 
 from warpdrive.core.checker import check_consistency
-from warpdrive.core.contract import SHAPES
+from warpdrive.core.contract import shape_sweep
 from warpdrive.envs import REGISTRY, env_class, make
 
 CASES = {
@@ -44,21 +44,6 @@ CASES.update({name: [{}] for name in REGISTRY if name not in CASES})
 # Envs that are not bit-identical on the GPU by design (Env.bit_identical_on_gpu: they call the targets' own sin/cos
 # to match Gymnasium bit for bit on the CPU) are compared with the tolerance the CI consistency tests use.
 TOLERANCE = 1e-5
-
-
-def shape_cases(name: str) -> list[tuple[dict, int]]:
-    """(parameters, replicas) of each shape of :data:`SHAPES` that env ``name`` allows (at its own agent count
-    where it does not allow the shape's)."""
-    cls = env_class(name)
-    cases, seen = [], set()
-    for num_envs, agents in SHAPES:
-        overrides = cls.config_for_agents(agents)
-        if overrides is None:
-            overrides, agents = {}, cls.num_agents_of(cls.Config())
-        if (num_envs, agents) not in seen:
-            seen.add((num_envs, agents))
-            cases.append((overrides, num_envs))
-    return cases
 
 
 def check(case: tuple[str, dict, str, int | None]) -> tuple[bool, str]:
@@ -98,8 +83,8 @@ def main() -> int:
 
     names = args.names or list(CASES)
     if args.shapes:
-        cases = [(name, kwargs, start, num_envs) for name in names for kwargs, num_envs in shape_cases(name)
-                 for start in env_class(name).start_modes]
+        cases = [(name, kwargs, start, num_envs) for name in names
+                 for num_envs, _, kwargs in shape_sweep(env_class(name), {}) for start in env_class(name).start_modes]
     else:
         cases = [(name, kwargs, start, None) for name in names for kwargs in CASES[name]
                  for start in env_class(name).start_modes]

@@ -49,7 +49,7 @@ from warpdrive.core.errors import typing_error_summary
 from warpdrive.core.sampling import discrete_choices
 
 __all__ = ["CHECKS", "CheckResult", "ContractReport", "check_env", "check_ptx", "consistency_cases",
-           "cuda_backend"]
+           "cuda_backend", "shape_sweep"]
 
 Status = Literal["pass", "fail", "skip"]
 
@@ -345,7 +345,15 @@ def check_shapes(cls: type[Env], kwargs: dict[str, Any], steps: int | None = Non
 
         return run
 
-    results = []
+    return [_run(f"shape {num_envs} x {agents}", run_shape(num_envs, overrides))
+            for num_envs, agents, overrides in shape_sweep(cls, kwargs)]
+
+
+def shape_sweep(cls: type[Env], kwargs: dict[str, Any]) -> list[tuple[int, int, dict[str, Any]]]:
+    """``(replicas, agents, config overrides)`` of each of :data:`SHAPES` that ``cls`` allows with ``kwargs``
+    (:meth:`Env.config_for_agents`); where it cannot have a shape's agent count, the replica count alone at its
+    own agent count; each distinct (replicas, agents) once."""
+    shapes = []
     seen: set[tuple[int, int]] = set()
     for num_envs, agents in SHAPES:
         overrides = cls.config_for_agents(agents)
@@ -353,8 +361,8 @@ def check_shapes(cls: type[Env], kwargs: dict[str, Any], steps: int | None = Non
             overrides, agents = {}, cls(**kwargs, backend="cpu").num_agents
         if (num_envs, agents) not in seen:
             seen.add((num_envs, agents))
-            results.append(_run(f"shape {num_envs} x {agents}", run_shape(num_envs, overrides)))
-    return results
+            shapes.append((num_envs, agents, overrides))
+    return shapes
 
 
 def check_render(cls: type[Env], kwargs: dict[str, Any], steps: int | None = None) -> list[CheckResult]:
