@@ -2,7 +2,7 @@
 
 ::
 
-    warpdrive train CONFIG [key.path=value ...] [--resume RUN_DIR_OR_CHECKPOINT] [--seeds N]
+    warpdrive train CONFIG [key.path=value ...] [--resume RUN_DIR_OR_CHECKPOINT] [--seeds N [--concurrent K]]
     warpdrive eval CHECKPOINT [--episodes N] [--deterministic]
     warpdrive render CHECKPOINT --out FILE.gif|FILE.mp4
     warpdrive render CONFIG_OR_ENV --random --out FILE.gif|FILE.mp4
@@ -60,8 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN_DIR_OR_CKPT",
                        help="continue a run from its newest checkpoint (or the one given)")
     train.add_argument("--seeds", type=int, metavar="N",
-                       help="train N runs, with seeds seed .. seed+N-1, one after another, each in "
-                            "<run>/seed_<s>, and aggregate their returns (mean, 95%% bootstrap interval)")
+                       help="train N runs, with seeds seed .. seed+N-1, each in <run>/seed_<s> (at once on "
+                            "a GPU, one after another on the CPU), and aggregate their returns (mean, 95%% "
+                            "bootstrap interval)")
+    train.add_argument("--concurrent", type=int, metavar="K",
+                       help="with --seeds on a GPU: train at most K runs at once (default: all N)")
 
     evaluate = commands.add_parser("eval", help="mean return per group of a checkpoint vs a random policy")
     evaluate.add_argument("checkpoint", help="run directory or checkpoint file")
@@ -157,6 +160,10 @@ def _train(args: argparse.Namespace) -> int:
     from warpdrive.training.run import train
 
     source, overrides = _split_config(args.config, args.overrides)
+    if args.concurrent is not None:
+        if args.seeds is None:
+            raise ConfigError("--concurrent", "applies to several seeds: add --seeds N")
+        _at_least("--concurrent", args.concurrent, 1)
     if args.seeds is not None:
         _at_least("--seeds", args.seeds, 1)
         if args.resume is not None:
@@ -215,13 +222,14 @@ def _train_seeds(args: argparse.Namespace, config: Any) -> int:
 
     start = time.perf_counter()
     try:
-        result = train_seeds(config, args.seeds)
+        result = train_seeds(config, args.seeds, args.concurrent)
     except (NonFiniteError, InvalidActionError) as err:  # a run diverged: status 1
         print(f"warpdrive train: error: {err}", file=sys.stderr)
         return 1
     seeds = result.summary["seeds"]
+    at_once = result.summary["concurrent"]
     print(f"Trained {len(seeds)} seeds ({seeds[0]}..{seeds[-1]}) of {config.env.name} in "
-          f"{time.perf_counter() - start:.1f} s.")
+          f"{time.perf_counter() - start:.1f} s ({'one at a time' if at_once == 1 else f'{at_once} at a time'}).")
     for group, final in result.summary["final_return"].items():
         per_seed = ", ".join("-" if v is None else f"{v:.3f}" for v in final["per_seed"])
         print(f"Final mean episodic return, {group}: {final['mean']:.3f} (95% bootstrap interval "

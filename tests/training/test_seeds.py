@@ -7,10 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from warpdrive.cli import main
+from warpdrive.core.device import cuda_available
+from warpdrive.core.typed import ConfigError
 from warpdrive.training.config import load_config
+from warpdrive.training.graphs import new_stream
 from warpdrive.training.logging import read_metrics
 from warpdrive.training.run import train
 from warpdrive.training.seeds import aggregate_runs, bootstrap_interval, plot_seed_curves, train_seeds
@@ -91,3 +95,51 @@ def test_a_seed_of_several_trains_as_that_seed_alone(tmp_path: Path) -> None:
     assert rows == _learned(read_metrics(alone.metrics_path))
     assert any(key.startswith("losses/") for key in rows[-1])  # it learned: the losses are compared too
     assert rows != _learned(read_metrics(several.runs[0].metrics_path))
+    assert several.summary["concurrent"] == 1  # on the CPU, one after another
+
+
+def test_concurrent_runs_need_a_gpu_and_seeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "cartpole", "--seeds", "2", "--concurrent", "2", "device=cpu", *SMALL]) == 2
+    assert "--concurrent" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+    assert main(["train", "cartpole", "--concurrent", "2", *SMALL]) == 2
+    assert "add --seeds N" in capsys.readouterr().err
+    assert main(["train", "cartpole", "--seeds", "2", "--concurrent", "0", *SMALL]) == 2
+    with pytest.raises(ConfigError, match="need a CUDA device"):
+        train_seeds(load_config("cartpole", [*SMALL, "device=cpu"]), 2, concurrent=2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU")
+def test_new_streams_are_not_torchs_pooled_ones() -> None:
+    """Streams that training makes are the caller's alone: never one of the pool that torch.cuda.Stream()
+    hands out round-robin (which another run of the process may hold), and they run work."""
+    device = torch.device("cuda")
+    pooled = {torch.cuda.Stream(device).cuda_stream for _ in range(80)}
+    made = [new_stream(device) for _ in range(4)]
+    assert len({stream.cuda_stream for stream in made}) == 4 and not {s.cuda_stream for s in made} & pooled
+    with torch.cuda.stream(made[0]):
+        x = torch.arange(1000, device=device).sum()
+    made[0].synchronize()
+    assert int(x) == 499500
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("config", ["cartpole", "simple_spread/maddpg"])
+def test_seeds_at_once_on_the_gpu_train_as_one_at_a_time(config: str, tmp_path: Path) -> None:
+    """Runs in threads on streams of their own (their graphs captured in turn) learn what they learn one
+    after another: the same numbers, as far as the GPU's arithmetic is deterministic."""
+    overrides = ["device=cuda", "env.num_envs=64", "total_env_steps=32768", "rollout_length=64",
+                 "logging.progress=false", "checkpoint.at_end=false", "logging.learning_curve=false"]
+    results = {at_once: train_seeds(load_config(config, [*overrides, f"logging.root={tmp_path / str(at_once)}"]),
+                                    3, concurrent=at_once) for at_once in (1, 3)}
+    assert results[3].summary["concurrent"] == 3
+    for sequential, together in zip(results[1].runs, results[3].runs, strict=True):
+        first, second = (_learned(read_metrics(run.metrics_path)) for run in (sequential, together))
+        assert len(first) == len(second) and first[-1]["env_steps"] == 32768
+        for a, b in zip(first, second, strict=True):
+            assert a.keys() == b.keys()
+            for key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (key, a["iteration"])

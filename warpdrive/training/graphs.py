@@ -9,19 +9,28 @@ tensor shapes and the same input tensors (updated in place) at every call, and e
 between calls (learning rate, entropy coefficient) read from a device tensor rather than baked in as a
 Python number.
 
-Captures go through :func:`capture`, which registers the run's own random generator with the graph.
+Captures go through :func:`capture`, which also serves runs that share the process and the GPU (several
+seeds at once, :mod:`~warpdrive.training.seeds`): one capture at a time, on a stream that nothing else uses,
+each run's random generator registered with the graph, and other threads' CUDA calls allowed meanwhile.
+Training code makes its streams with :func:`new_stream`, never from torch's pool (see there why).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import torch
 
-__all__ = ["GraphedCall", "capture"]
+__all__ = ["GraphedCall", "capture", "new_stream"]
+
+_CAPTURE_LOCK = threading.Lock()
+#: per CUDA device index, the stream that captures record on (one at a time, under the lock)
+_capture_streams: dict[int, torch.cuda.Stream] = {}
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +43,55 @@ def capture(graph: torch.cuda.CUDAGraph, generators: Iterable[torch.Generator | 
 
     ``generators``: the random generators the block draws from besides torch's default one (which every
     capture registers); registered with the graph, so that each replay draws fresh numbers from them and
-    advances them. The capture is ``thread_local``: other threads of the process (a user's, a data loader's)
-    may use CUDA meanwhile without breaking it, as long as nothing they do reaches the capturing streams.
+    advances them. Captures in this process take turns (a lock) on a stream of their own (:func:`new_stream`),
+    and run in ``thread_local`` error mode: another thread's runs may allocate and synchronise while this one
+    records, and none of their work can reach the capturing stream.
     """
-    for generator in dict.fromkeys(g for g in generators if g is not None and g.device.type == "cuda"):
-        graph.register_generator_state(generator)
-    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-        yield
+    with _CAPTURE_LOCK:
+        device = torch.cuda.current_device()
+        stream = _capture_streams.get(device)
+        if stream is None:
+            stream = _capture_streams[device] = new_stream(torch.device("cuda", device))
+        for generator in dict.fromkeys(g for g in generators if g is not None and g.device.type == "cuda"):
+            graph.register_generator_state(generator)
+        with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
+            yield
+
+
+def new_stream(device: torch.device) -> torch.cuda.Stream:
+    """A CUDA stream on ``device`` that no other code of the process is handed (non-blocking, as torch's are).
+
+    ``torch.cuda.Stream()`` hands out a pool of 32 streams round-robin, so two runs of one process (several
+    seeds at once) can get the same stream; and a capture records whatever reaches its streams from any
+    thread (seen on an H200: one run's sampling reached another's capture, which failed with "Attempt to
+    increase offset for a CUDA generator not in capture mode"). This one is made by the driver for the
+    caller alone, and destroyed with the returned object (the driver finishes its queued work first).
+    """
+    from cuda.bindings import driver
+
+    index = torch.device(device).index
+    index = torch.cuda.current_device() if index is None else index
+    # the device's primary context (torch's), made current for the call: a thread that has not used CUDA
+    # through the runtime yet has no current context
+    context = _check(driver.cuDevicePrimaryCtxRetain(_check(driver.cuDeviceGet(index), "cuDeviceGet")),
+                     "cuDevicePrimaryCtxRetain")
+    _check(driver.cuCtxPushCurrent(context), "cuCtxPushCurrent")
+    try:
+        handle = _check(driver.cuStreamCreate(driver.CUstream_flags.CU_STREAM_NON_BLOCKING), "cuStreamCreate")
+    finally:
+        _check(driver.cuCtxPopCurrent(), "cuCtxPopCurrent")
+    stream = torch.cuda.ExternalStream(int(handle), device=torch.device("cuda", index))
+    weakref.finalize(stream, driver.cuStreamDestroy, handle)
+    return stream
+
+
+def _check(result: tuple[Any, ...], call: str) -> Any:
+    """The value of a cuda.bindings call's ``(error, value...)`` result; raises on an error."""
+    from cuda.bindings import driver
+
+    if result[0] != driver.CUresult.CUDA_SUCCESS:
+        raise RuntimeError(f"{call} failed: {result[0]}")
+    return result[1] if len(result) > 1 else None
 
 
 class GraphedCall(Generic[Output]):
@@ -84,7 +135,7 @@ class GraphedCall(Generic[Output]):
         if not self.enabled:
             return self.fn()
         if self.calls <= self.warmup:
-            side = torch.cuda.Stream(device=self.device)
+            side = new_stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):
                 outputs = self.fn()

@@ -30,7 +30,7 @@ import yaml
 from warpdrive.core.device import set_numba_cache_dir
 from warpdrive.core.env import Env
 from warpdrive.core.targets import cache_name
-from warpdrive.envs import label
+from warpdrive.envs import label as label_of
 from warpdrive.training.config import TrainConfig, config_to_dict
 
 __all__ = ["RunLogger", "new_run_dir", "plot_learning_curve", "read_metrics"]
@@ -44,7 +44,7 @@ def new_run_dir(config: TrainConfig) -> Path:
     if config.logging.run_dir:
         return Path(config.logging.run_dir)
     algorithms = "+".join(dict.fromkeys(p.algorithm for p in config.policies.values()))
-    base = Path(config.logging.root) / f"{label(config.env.name)}-{algorithms}-{time.strftime('%Y%m%d-%H%M%S')}"
+    base = Path(config.logging.root) / f"{label_of(config.env.name)}-{algorithms}-{time.strftime('%Y%m%d-%H%M%S')}"
     path, n = base, 1
     while path.exists():
         n += 1
@@ -121,10 +121,16 @@ class RunLogger:
         config: the resolved config, written to ``config.yaml``.
         start_env_steps: where a resumed run starts; metrics rows logged after it by the interrupted run
             are dropped, so that the files read as one run.
+        label: the progress bar's and messages' label (default: the env's).
+        position: the progress bar's line, for runs that share the terminal (tqdm's ``position``).
     """
 
-    def __init__(self, run_dir: Path, config: TrainConfig, start_env_steps: int = 0) -> None:
+    def __init__(self, run_dir: Path, config: TrainConfig, start_env_steps: int = 0, label: str | None = None,
+                 position: int | None = None) -> None:
         self.run_dir = Path(run_dir)
+        self.label = label_of(config.env.name) if label is None else label
+        self.position = position
+        self.closed = False
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.config = config
         self.config_path = self.run_dir / "config.yaml"
@@ -156,7 +162,7 @@ class RunLogger:
         # each compiled program is cached under its own name (see warpdrive.core.env.Env.program_name)
         first = not any(cache.glob(f"*/*{cache_name(env.program_name('step'))}*"))
         what = f"compiling kernels (first run; cached in {cache})" if first else f"loading kernels from {cache}"
-        self._say(f"{label(self.config.env.name)}: {what}, then the first iteration ...")
+        self._say(f"{self.label}: {what}, then the first iteration ...")
         self._compile_start = time.perf_counter()
 
     def _say(self, text: str) -> None:
@@ -172,12 +178,12 @@ class RunLogger:
             # its time is mostly compiling: no SPS, and the bar's rate and ETA start after it
             metrics = {k: v for k, v in metrics.items() if k != "charts/SPS"}
             if self._compile_start is not None:
-                self._say(f"  ready in {time.perf_counter() - self._compile_start:.1f} s")
+                self._say(f"{self.label}: ready in {time.perf_counter() - self._compile_start:.1f} s")
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=self.config.total_env_steps, initial=env_steps, unit="step", unit_scale=True,
-                             disable=not self.config.logging.progress, dynamic_ncols=True,
-                             desc=label(self.config.env.name))
+                             disable=not self.config.logging.progress, dynamic_ncols=True, desc=self.label,
+                             position=self.position)
         row = {"iteration": iteration, "env_steps": env_steps, **metrics}
         self._metrics.write(json.dumps(row) + "\n")
         self._metrics.flush()

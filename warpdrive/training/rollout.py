@@ -22,7 +22,7 @@ import logging
 import torch
 
 from warpdrive.core.env import Env
-from warpdrive.training.graphs import capture
+from warpdrive.training.graphs import capture, new_stream
 from warpdrive.training.policies import Policy, global_state
 from warpdrive.training.storage import EnvRollout, RolloutStorage
 
@@ -70,7 +70,7 @@ class RolloutCollector:
         self._graph: torch.cuda.CUDAGraph | None = None
         self._policy_streams: list[torch.cuda.Stream] = []
         if device.type == "cuda" and len(policies) > 1:
-            self._policy_streams = [torch.cuda.Stream(device=device) for _ in policies]
+            self._policy_streams = [new_stream(device) for _ in policies]
 
     @property
     def uses_cuda_graph(self) -> bool:
@@ -162,7 +162,7 @@ class RolloutCollector:
         """
         device = self.env.device
         warmup = min(_GRAPH_WARMUP_STEPS, self.num_steps)
-        side = torch.cuda.Stream(device=device)
+        side = new_stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             for _ in range(warmup):

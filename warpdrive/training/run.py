@@ -68,7 +68,8 @@ def train(config: TrainConfig, *, resume: str | Path | None = None) -> RunResult
 
 
 class Run:
-    """One run taken an iteration at a time (:func:`train` loops over it).
+    """One run taken an iteration at a time: :func:`train` loops over it, and
+    :func:`~warpdrive.training.seeds.train_seeds` steps several at once.
 
     Construction builds the trainer (from ``resume``'s checkpoint if given), the run directory and its
     logger; :meth:`train_iteration` trains, logs and checkpoints one iteration; :meth:`finish` saves the
@@ -76,9 +77,12 @@ class Run:
 
     Args:
         resume: as :func:`train` takes it.
+        progress_label: the progress bar's label (default: the env's), e.g. ``seed 3`` for runs that share
+            the terminal; ``progress_position`` its line among theirs.
     """
 
-    def __init__(self, config: TrainConfig, *, resume: str | Path | None = None) -> None:
+    def __init__(self, config: TrainConfig, *, resume: str | Path | None = None, progress_label: str | None = None,
+                 progress_position: int | None = None) -> None:
         self.ranks = ranks = setup(config.device)  # None in a one-process run
         checkpoint = None
         if resume is not None:  # before building anything: the checkpoint may not fit this config
@@ -97,7 +101,8 @@ class Run:
         if ranks is not None:
             run_dir = ranks.from_main(run_dir)  # its name has rank 0's clock time
         self.run_dir = run_dir
-        self.logger = RunLogger(run_dir, config, start_env_steps=trainer.env_steps) if trainer.is_main else None
+        self.logger = RunLogger(run_dir, config, start_env_steps=trainer.env_steps, label=progress_label,
+                                position=progress_position) if trainer.is_main else None
         self.config = config
         self._config_data = config_to_dict(config)
         self.checkpoint = checkpoint

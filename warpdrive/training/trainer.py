@@ -219,8 +219,10 @@ class Trainer:
         self.collector.act(deterministic)
 
     def _sync(self) -> None:
+        """Wait for this run's work (on this thread's current stream, which its other streams join), not for
+        the device: runs sharing the GPU (several seeds at once) have streams of their own."""
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+            torch.cuda.current_stream(self.device).synchronize()
 
     # ----------------------------------------------------------------------------------------------
     # state, for checkpoints

@@ -31,6 +31,7 @@ from warpdrive.core.env import Env
 from warpdrive.core.store import DataStore
 from warpdrive.core.targets import tensor_target
 from warpdrive.training.config import TrainConfig
+from warpdrive.training.graphs import new_stream
 from warpdrive.training.trainer import Trainer, make_env, resolve_device
 
 __all__ = ["MemoryEstimate", "MemoryFit", "available_memory", "estimate_memory", "fit_memory", "format_bytes",
@@ -292,7 +293,7 @@ def time_launch_shapes(config: TrainConfig, device: torch.device, num_envs: int,
         env.shape = shape
         env.reset(seed=0)
         try:
-            side = torch.cuda.Stream(device)
+            side = new_stream(device)
             side.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(side):
                 for _ in range(3):
