@@ -130,16 +130,15 @@ def test_new_streams_are_not_torchs_pooled_ones() -> None:
 @pytest.mark.parametrize("config", ["cartpole", "simple_spread/maddpg"])
 def test_seeds_at_once_on_the_gpu_train_as_one_at_a_time(config: str, tmp_path: Path) -> None:
     """Runs in threads on streams of their own (their graphs captured in turn) learn what they learn one
-    after another: the same numbers, as far as the GPU's arithmetic is deterministic."""
-    overrides = ["device=cuda", "env.num_envs=64", "total_env_steps=32768", "rollout_length=64",
+    after another, bit for bit, as runs one after another repeat bit for bit. Big enough (512 envs, 20
+    iterations, updates replayed from CUDA graphs) that runs racing on shared memory would show: the H200
+    showed such a race at 512 envs from the third iteration, which 64 envs and 8 iterations did not."""
+    overrides = ["device=cuda", "env.num_envs=512", "rollout_length=64", f"total_env_steps={512 * 64 * 20}",
                  "logging.progress=false", "checkpoint.at_end=false", "logging.learning_curve=false"]
     results = {at_once: train_seeds(load_config(config, [*overrides, f"logging.root={tmp_path / str(at_once)}"]),
-                                    3, concurrent=at_once) for at_once in (1, 3)}
-    assert results[3].summary["concurrent"] == 3
-    for sequential, together in zip(results[1].runs, results[3].runs, strict=True):
+                                    4, concurrent=at_once) for at_once in (1, 4)}
+    assert results[4].summary["concurrent"] == 4
+    for sequential, together in zip(results[1].runs, results[4].runs, strict=True):
         first, second = (_learned(read_metrics(run.metrics_path)) for run in (sequential, together))
-        assert len(first) == len(second) and first[-1]["env_steps"] == 32768
-        for a, b in zip(first, second, strict=True):
-            assert a.keys() == b.keys()
-            for key in a:
-                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (key, a["iteration"])
+        assert first[-1]["env_steps"] == 512 * 64 * 20
+        assert second == first

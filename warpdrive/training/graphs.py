@@ -29,8 +29,16 @@ import torch
 __all__ = ["GraphedCall", "capture", "new_stream"]
 
 _CAPTURE_LOCK = threading.Lock()
-#: per CUDA device index, the stream that captures record on (one at a time, under the lock)
-_capture_streams: dict[int, torch.cuda.Stream] = {}
+
+
+class _CaptureStreams(threading.local):
+    """Per thread, per CUDA device index: the stream that the thread's captures record on."""
+
+    def __init__(self) -> None:
+        self.by_device: dict[int, torch.cuda.Stream] = {}
+
+
+_capture_streams = _CaptureStreams()
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +51,21 @@ def capture(graph: torch.cuda.CUDAGraph, generators: Iterable[torch.Generator | 
 
     ``generators``: the random generators the block draws from besides torch's default one (which every
     capture registers); registered with the graph, so that each replay draws fresh numbers from them and
-    advances them. Captures in this process take turns (a lock) on a stream of their own (:func:`new_stream`),
-    and run in ``thread_local`` error mode: another thread's runs may allocate and synchronise while this one
-    records, and none of their work can reach the capturing stream.
+    advances them. Captures in this process take turns (a lock), and run in ``thread_local`` error mode:
+    another thread's runs may allocate and synchronise while this one records, and none of their work can reach
+    the capturing stream, which is the calling thread's own (:func:`new_stream`).
+
+    Why a stream per thread: the backward passes of every thread run in autograd's one worker thread per
+    device, whose cuBLAS calls take a workspace per (cuBLAS handle, stream). Captured on one shared stream,
+    every run's graph would bake in the same workspace, and graphs replayed at once on their runs' streams
+    would race on it (the suspected cause of runs at once parting from runs alone on the H200, 2026-12-01).
     """
     with _CAPTURE_LOCK:
         device = torch.cuda.current_device()
-        stream = _capture_streams.get(device)
+        streams = _capture_streams.by_device
+        stream = streams.get(device)
         if stream is None:
-            stream = _capture_streams[device] = new_stream(torch.device("cuda", device))
+            stream = streams[device] = new_stream(torch.device("cuda", device))
         for generator in dict.fromkeys(g for g in generators if g is not None and g.device.type == "cuda"):
             graph.register_generator_state(generator)
         with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
