@@ -37,31 +37,40 @@ from warpdrive.training.trainer import Trainer
 
 #: algorithm -> its packaged config
 CONFIGS = {"vdn": "simple_spread/vdn", "qmix": "simple_spread/qmix", "ppo": "simple_spread", "random": "simple_spread"}
-RETURN = "return/agents"
-TRAIN_RETURN = "charts/episodic_return/agents"
 
 
 def curve(algorithm: str, seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Train ``algorithm`` with ``seed``; its evaluations as rows."""
-    overrides = [f"device={args.device}", f"seed={seed}", *args.overrides]
+    overrides = [f"device={args.device}", *args.overrides]
     if algorithm == "random":
         overrides.append("policies.shared.algorithm=random")
     if args.total_env_steps is not None:
         overrides.append(f"total_env_steps={args.total_env_steps}")
-    trainer = Trainer(load_config(CONFIGS[algorithm], overrides))
-    judge = Trainer(load_config(CONFIGS[algorithm], [*overrides, f"env.num_envs={args.eval_episodes}"]))
+    return evaluated_training(algorithm, CONFIGS[algorithm], overrides, seed, args.eval_every, args.eval_episodes,
+                              random_policy=algorithm == "random")
+
+
+def evaluated_training(label: str, source: Any, overrides: list[str], seed: int, eval_every: int,
+                       eval_episodes: int, random_policy: bool = False, group: str = "agents") -> list[dict[str, Any]]:
+    """Train the config ``source`` (a packaged name, a path or a dict; with ``overrides`` and ``seed``) and evaluate
+    its policies before training, every ``eval_every`` iterations and at the end, each time on ``eval_episodes``
+    fresh episodes (the same env seed every time); the evaluations as rows labelled ``label`` (``"algorithm"``).
+    ``random_policy``: the config acts at random; evaluated once, as nothing learns."""
+    overrides = [*overrides, f"seed={seed}"]
+    trainer = Trainer(load_config(source, overrides))
+    judge = Trainer(load_config(source, [*overrides, f"env.num_envs={eval_episodes}"]))
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
     train_returns: list[float] = []
 
     def record() -> None:
         judge.load_model_tensors(trainer.model_tensors())
-        if algorithm == "random":
-            sampled = greedy = evaluate(judge, random_actions=True, seed=10_000 + seed)[RETURN]
+        if random_policy:
+            sampled = greedy = evaluate(judge, random_actions=True, seed=10_000 + seed)[f"return/{group}"]
         else:
-            sampled = evaluate(judge, seed=10_000 + seed)[RETURN]
-            greedy = evaluate(judge, deterministic=True, seed=10_000 + seed)[RETURN]
-        row = {"algorithm": algorithm, "seed": seed, "iteration": trainer.iteration, "env_steps": trainer.env_steps,
+            sampled = evaluate(judge, seed=10_000 + seed)[f"return/{group}"]
+            greedy = evaluate(judge, deterministic=True, seed=10_000 + seed)[f"return/{group}"]
+        row = {"algorithm": label, "seed": seed, "iteration": trainer.iteration, "env_steps": trainer.env_steps,
                "eval_return": round(sampled, 4), "eval_return_greedy": round(greedy, 4),
                "train_return": round(statistics.mean(train_returns), 4) if train_returns else None,
                "wall_s": round(time.perf_counter() - start, 2)}
@@ -70,14 +79,14 @@ def curve(algorithm: str, seed: int, args: argparse.Namespace) -> list[dict[str,
         print(json.dumps(row), flush=True)
 
     record()
-    if algorithm == "random":  # nothing learns: the same evaluation holds at every budget
+    if random_policy:  # nothing learns: the same evaluation holds at every budget
         rows.append({**rows[0], "env_steps": trainer.num_iterations * trainer.batch_env_steps})
         return rows
     while not trainer.done:
         metrics = trainer.train_iteration()
-        if TRAIN_RETURN in metrics:  # absent when no episode ended in the iteration
-            train_returns.append(metrics[TRAIN_RETURN])
-        if trainer.iteration % args.eval_every == 0 or trainer.done:
+        if f"charts/episodic_return/{group}" in metrics:  # absent when no episode ended in the iteration
+            train_returns.append(metrics[f"charts/episodic_return/{group}"])
+        if trainer.iteration % eval_every == 0 or trainer.done:
             record()
     return rows
 

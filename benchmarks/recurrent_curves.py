@@ -1,0 +1,96 @@
+"""Learning curves of recurrent policies on a task that needs memory: GRU and LSTM cores for PPO, A2C and MAPPO
+against a feed-forward PPO policy with the same budget.
+
+The task is ``tests/memory_env.py:MemoryCue`` (an env written as users write theirs, loaded by path): each agent
+sees a cue, one of ``--cues``, in the first observation of an episode only, and is rewarded 1 at the episode's
+last step (``--episode-length``) if its action names the cue. Chance is ``1 / cues``; a policy without memory
+cannot beat it, a recurrent one can reach 1. The curve is the evaluation return per agent (the fraction of fresh
+episodes whose cue was named; the policy samples its actions, ``eval_return_greedy`` takes the most likely one).
+
+    python benchmarks/recurrent_curves.py --out benchmarks/results                                   # GPU
+    python benchmarks/recurrent_curves.py --device cpu --total-env-steps 20000 --seeds 0 --variants ppo_gru ppo
+
+Writes one JSON line per evaluation and one summary line per variant to ``<out>/recurrent_curves.jsonl`` and the
+curves (mean over seeds, 95% bootstrap interval) to ``<out>/recurrent_curves.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from value_decomposition_curves import evaluated_training
+
+from warpdrive.training.seeds import plot_seed_curves
+
+MEMORY_ENV = str(Path(__file__).resolve().parent.parent / "tests" / "memory_env.py") + ":MemoryCue"
+
+#: variant -> (algorithm, model.recurrent, agents, model.critic_input)
+VARIANTS = {
+    "ppo": ("ppo", "none", 1, "local"),
+    "ppo_gru": ("ppo", "gru", 1, "local"),
+    "ppo_lstm": ("ppo", "lstm", 1, "local"),
+    "a2c_gru": ("a2c", "gru", 1, "local"),
+    "mappo_gru": ("ppo", "gru", 2, "global"),
+}
+
+
+def config(variant: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The training config of ``variant`` on the memory task."""
+    algorithm, recurrent, agents, critic_input = VARIANTS[variant]
+    return {
+        "env": {"name": MEMORY_ENV, "num_envs": args.num_envs,
+                "kwargs": {"num_agents": agents, "num_cues": args.cues, "episode_length": args.episode_length}},
+        "total_env_steps": args.total_env_steps, "rollout_length": args.episode_length * 2, "device": args.device,
+        "policies": {"shared": {"algorithm": algorithm, "optimizer": {"lr": args.lr},
+                                "model": {"hidden_sizes": [64], "recurrent": recurrent,
+                                          "critic_input": critic_input}}},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--cues", type=int, default=8, help="cues (and actions): chance is 1 / cues")
+    parser.add_argument("--episode-length", type=int, default=16, help="the step whose action is scored")
+    parser.add_argument("--num-envs", type=int, default=256)
+    parser.add_argument("--total-env-steps", type=int, default=1_000_000)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--eval-every", type=int, default=10, help="iterations between evaluations")
+    parser.add_argument("--eval-episodes", type=int, default=512)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for the JSON and PNG")
+    parser.add_argument("overrides", nargs="*", help="config overrides for every run (key.path=value)")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    rows = [row for variant in args.variants for seed in args.seeds
+            for row in evaluated_training(variant, config(variant, args), args.overrides, seed, args.eval_every,
+                                          args.eval_episodes)]
+    summaries = []
+    for variant in args.variants:
+        final = max(r["env_steps"] for r in rows if r["algorithm"] == variant)
+        last = [r for r in rows if r["algorithm"] == variant and r["env_steps"] == final]
+        summary = {"summary": variant, "env_steps": final, "seeds": len(last), "chance": round(1 / args.cues, 4),
+                   "final_eval_return": round(statistics.mean(r["eval_return"] for r in last), 4),
+                   "final_eval_return_greedy": round(statistics.mean(r["eval_return_greedy"] for r in last), 4),
+                   "wall_s": round(statistics.mean(r["wall_s"] for r in last), 1), "device": args.device}
+        summaries.append(summary)
+        print(json.dumps(summary), flush=True)
+    with open(args.out / "recurrent_curves.jsonl", "w") as handle:
+        for row in rows + summaries:
+            handle.write(json.dumps(row) + "\n")
+    curves: dict[str, dict[int, list[float]]] = {}
+    for r in rows:
+        curves.setdefault(r["algorithm"], {}).setdefault(r["env_steps"], []).append(r["eval_return"])
+    plot_seed_curves(curves, args.out / "recurrent_curves.png",
+                     f"memory task: {args.cues} cues, scored at step {args.episode_length}",
+                     "fraction of episodes whose cue was named", baseline=("chance", 1 / args.cues))
+
+
+if __name__ == "__main__":
+    main()
