@@ -1,4 +1,4 @@
-"""GAE and n-step returns against slow reference loops, with terminations and truncations."""
+"""GAE, discounted and n-step returns against slow reference loops, with terminations and truncations."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from warpdrive.training.returns import discounted_returns, gae, next_state_values
+from warpdrive.training.returns import discounted_returns, gae, n_step_returns, next_state_values
 
 
 def reference_gae(rewards, values, last_values, final_values, terminated, truncated, gamma, lam):
@@ -111,3 +111,34 @@ def test_gae_with_lambda_one_equals_discounted_returns(steps, envs, agents, seed
     dones = terminated | truncated
     _, returns = gae(rewards, values, next_values, dones, gamma, 1.0)
     torch.testing.assert_close(returns, discounted_returns(rewards, next_values, dones, gamma), atol=1e-4, rtol=1e-4)
+
+
+def reference_n_step(rewards, dones, n, gamma):
+    """Transition by transition: add discounted rewards until ``n`` of them, the rollout's end or a done step."""
+    steps, envs, agents = rewards.shape
+    returns = torch.zeros(steps, envs, agents, dtype=torch.float64)
+    last = torch.zeros(steps, envs, dtype=torch.int64)
+    for e in range(envs):
+        for t in range(steps):
+            k = 0
+            while True:
+                returns[t, e] += gamma**k * rewards[t + k, e].double()
+                if k + 1 == n or t + k + 1 == steps or dones[t + k, e]:
+                    break
+                k += 1
+            last[t, e] = t + k
+    return returns, last
+
+
+@settings(max_examples=40, deadline=None)
+@given(steps=st.integers(1, 12), envs=st.integers(1, 4), agents=st.integers(1, 3), n=st.integers(1, 14),
+       seed=st.integers(0, 10**6), gamma=st.floats(0.0, 1.0))
+def test_n_step_returns_match_reference_loop(steps, envs, agents, n, seed, gamma) -> None:
+    rewards, _, _, _, terminated, truncated = random_rollout(steps, envs, agents, seed)
+    dones = terminated | truncated
+    returns, last = n_step_returns(rewards, dones, n, gamma)
+    expected, expected_last = reference_n_step(rewards, dones, n, gamma)
+    assert torch.equal(last, expected_last)
+    torch.testing.assert_close(returns.double(), expected, atol=1e-5, rtol=1e-5)
+    if n == 1:
+        assert torch.equal(returns, rewards) and torch.equal(last, torch.arange(steps).unsqueeze(1).expand(-1, envs))

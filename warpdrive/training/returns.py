@@ -25,7 +25,7 @@ import torch
 from warpdrive.core.compile import ParallelFor
 from warpdrive.core.device import kernel_function
 
-__all__ = ["discounted_returns", "gae", "next_state_values"]
+__all__ = ["discounted_returns", "gae", "n_step_returns", "next_state_values"]
 
 
 def _per_agent(flags: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -126,3 +126,35 @@ def discounted_returns(rewards: torch.Tensor, next_values: torch.Tensor, dones: 
     returns = torch.empty_like(r)
     _returns_scan(r.shape[1], (r, nv, not_done, np.float32(gamma), returns))
     return returns.view(rewards.shape)
+
+
+def n_step_returns(rewards: torch.Tensor, dones: torch.Tensor, n: int,
+                   gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """n-step returns for a replay: each transition's discounted rewards over up to ``n`` steps, stopping after
+    the step that ends its episode and at the end of the rollout, and where it stopped.
+
+    ``R[t] = sum_{k < m} gamma^k r[t + k]`` with ``m`` = the fewest of ``n``, the steps to the end of the rollout
+    (``T - t``) and to the end of the episode (``k + 1`` for the first ``done[t + k]``). The transition then
+    bootstraps from the state step ``t + m - 1`` reached, discounted by ``gamma^m`` (zero if that step
+    terminated). ``n = 1`` gives the rewards themselves.
+
+    Args:
+        rewards: [T, E, A]. dones: [T, E] bool (terminated or truncated).
+
+    Returns:
+        ``R`` [T, E, A] float32 and ``last`` [T, E] int64, the step ``t + m - 1`` each transition stops at.
+    """
+    steps, envs = dones.shape
+    t = torch.arange(steps, device=dones.device).unsqueeze(1).expand(steps, envs)
+    e = torch.arange(envs, device=dones.device).unsqueeze(0).expand(steps, envs)
+    total = torch.zeros_like(rewards)
+    last = t
+    going = torch.ones_like(dones)  # no episode end before step t + k
+    for k in range(n):
+        at = t + k
+        taken = going & (at < steps)
+        at = at.clamp(max=steps - 1)
+        total = total + torch.where(taken.unsqueeze(-1), rewards[at, e] * np.float32(gamma**k), 0.0)
+        last = torch.where(taken, at, last)
+        going = taken & ~dones[at, e]
+    return total, last

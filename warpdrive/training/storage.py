@@ -256,10 +256,13 @@ class ReplayBuffer:
 
     With ``global_state_size = G > 0``, rows also hold ``global_state`` [N, G] and ``next_global_state``
     [N, G]: the env's state before and after the step (for critics or mixers conditioned on it).
+
+    With ``multi_step``, rows also hold ``steps`` [N] (float): the env-steps a row spans (n-step returns: its
+    ``rewards`` are their discounted sum and ``next_obs`` is where the last of them arrived).
     """
 
     def __init__(self, capacity: int, obs_size: int, action_size: int, device: torch.device, *,
-                 num_agents: int | None = None, global_state_size: int = 0) -> None:
+                 num_agents: int | None = None, global_state_size: int = 0, multi_step: bool = False) -> None:
         if capacity < 1:
             raise ValueError(f"replay capacity must be >= 1, got {capacity}")
         self.capacity = capacity
@@ -276,6 +279,9 @@ class ReplayBuffer:
             self.global_state = torch.zeros(capacity, global_state_size, device=device)
             self.next_global_state = torch.zeros(capacity, global_state_size, device=device)
             self.fields += ("global_state", "next_global_state")
+        if multi_step:
+            self.steps = torch.ones(capacity, device=device)
+            self.fields += ("steps",)
         self.pos = 0
         self.size = 0
 
@@ -283,15 +289,18 @@ class ReplayBuffer:
 
     def add(self, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, next_obs: torch.Tensor,
             terminated: torch.Tensor, global_state: torch.Tensor | None = None,
-            next_global_state: torch.Tensor | None = None) -> None:
+            next_global_state: torch.Tensor | None = None, steps: torch.Tensor | None = None) -> None:
         """Append N transitions (``obs`` [N, D] or [N, A, D], ``actions`` [N, H] or [N, A, H], ...), overwriting
         the oldest."""
         n = obs.shape[0]
-        states = [s for s in (global_state, next_global_state) if s is not None]
-        if len(states) != len(self.fields) - len(self._FIELDS):
-            raise ValueError(f"this replay holds {', '.join(self.fields)}: give global_state and next_global_state "
-                             "exactly when it was built with a global_state_size")
-        values = [obs, actions, rewards, next_obs, terminated.float(), *states]
+        optional = {"global_state": global_state, "next_global_state": next_global_state, "steps": steps}
+        held = self.fields[len(self._FIELDS):]
+        given = tuple(name for name, value in optional.items() if value is not None)
+        if given != held:
+            raise ValueError(f"this replay holds {', '.join(self.fields)}: of {', '.join(optional)} give exactly "
+                             f"{', '.join(held) or 'none'} (got {', '.join(given) or 'none'})")
+        values = [obs, actions, rewards, next_obs, terminated.float(),
+                  *(value for value in optional.values() if value is not None)]
         if n > self.capacity:  # only the newest ``capacity`` transitions would survive anyway
             values = [v[n - self.capacity:] for v in values]
             n = self.capacity

@@ -54,6 +54,7 @@ from warpdrive.core.typed import ConfigError, bounded
 from warpdrive.training.algorithms.base import ALGORITHMS, Act, PolicySettings, register_algorithm
 from warpdrive.training.algorithms.replay import ReplayLearner, soft_update
 from warpdrive.training.models import ACTIVATIONS, mlp
+from warpdrive.training.returns import n_step_returns
 from warpdrive.training.storage import ReplayBuffer, RolloutStorage
 
 __all__ = [
@@ -104,6 +105,11 @@ class ValueDecompositionConfig:
     """The team's reward: the mean or the sum of its agents' rewards."""
     max_grad_norm: float | None = bounded(10.0, gt=0.0)
     """Clip the gradient norm of all the networks together to this (PyMARL: 10); ``null``: no clipping."""
+    n_step: int = bounded(1, ge=1)
+    """Each transition's target looks ahead this many env-steps (n-step returns, cut where an episode ends and at
+    the end of the rollout that stored it), bootstrapping with ``gamma ** steps``; 1: one-step Q-learning. Fewer
+    bootstrapped steps keep QMIX's mixed value from drifting above what the team can get (pymarl2 uses
+    TD(lambda) for the same reason)."""
 
     def validate(self, path: str) -> None:
         if self.epsilon_finish > self.epsilon_start:
@@ -237,7 +243,7 @@ class ValueDecomposition(ReplayLearner):
         self.target_mixer = None if self.mixer is None else copy.deepcopy(self.mixer).requires_grad_(False)
         self.optimizer = self.make_optimizer(self.online_parameters())
         self.replay = ReplayBuffer(c.buffer_size, self.obs_size, 1, self.device, num_agents=a,
-                                   global_state_size=self.global_state_size)
+                                   global_state_size=self.global_state_size, multi_step=c.n_step > 1)
         self.env_steps = torch.zeros((), dtype=torch.int64, device=self.device)
         """Env-steps taken by training rollouts (drives epsilon): a device counter, advanced without a sync."""
 
@@ -300,19 +306,33 @@ class ValueDecomposition(ReplayLearner):
         """The rollout as joint transitions, one per env-step (N = T * E), in the replay's fields: ``obs`` and
         ``next_obs`` [N, A, D], ``actions`` [N, A, 1] (flat choices, float32), ``rewards`` [N, A],
         ``terminated`` [N] (float32); with the env's global state, ``global_state`` and
-        ``next_global_state`` [N, G]. ``next_obs`` is the final observation where an episode ended."""
+        ``next_global_state`` [N, G]; with ``n_step > 1``, ``steps`` [N] (float32). ``next_obs`` is the
+        final observation where an episode ended; with ``n_step > 1``, ``rewards`` are each transition's
+        n-step return and ``next_obs``, ``next_global_state`` and ``terminated`` those of its last step
+        (:func:`~warpdrive.training.returns.n_step_returns`)."""
+        rewards, reached = storage.rewards, storage.next_obs
+        terminated, next_state = storage.terminated, storage.next_global_state
+        steps = None
+        if self.config.n_step > 1:
+            rewards, last = n_step_returns(rewards, storage.dones, self.config.n_step, self.config.gamma)
+            envs = torch.arange(last.shape[1], device=last.device).expand_as(last)
+            reached, terminated = reached[last, envs], terminated[last, envs]
+            next_state = None if next_state is None else next_state[last, envs]
+            steps = (last - torch.arange(last.shape[0], device=last.device).unsqueeze(1) + 1).flatten().float()
         out = {
             "obs": storage.obs.flatten(0, 1),
             "actions": self.to_flat(storage.actions).flatten(0, 1).unsqueeze(-1).float(),
-            "rewards": storage.rewards.flatten(0, 1),
-            "next_obs": storage.next_obs.flatten(0, 1),
-            "terminated": storage.terminated.flatten().float(),
+            "rewards": rewards.flatten(0, 1),
+            "next_obs": reached.flatten(0, 1),
+            "terminated": terminated.flatten().float(),
         }
         if self.global_state_size:
-            state, next_state = storage.global_state, storage.next_global_state
+            state = storage.global_state
             if state is None or next_state is None:
                 raise RuntimeError(f"{self.name} was built for the env's global state, but the rollout holds none")
             out.update(global_state=state.flatten(0, 1), next_global_state=next_state.flatten(0, 1))
+        if steps is not None:
+            out["steps"] = steps
         return out
 
     def mix(self, mixer: nn.Module | None, q: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
@@ -326,9 +346,9 @@ class ValueDecomposition(ReplayLearner):
         return batch["obs"].flatten(1), batch["next_obs"].flatten(1)
 
     def td_target(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``r + gamma * (1 - terminated) * Q_tot'(s', u')`` [B] for transitions ``batch`` (fields of
-        :meth:`transitions`), ``u'`` each agent's greedy next action (by the online network with
-        ``double_q``, else by the target network)."""
+        """``r + gamma^steps * (1 - terminated) * Q_tot'(s', u')`` [B] for transitions ``batch`` (fields of
+        :meth:`transitions`; ``steps`` 1 without n-step returns), ``u'`` each agent's greedy next action (by the
+        online network with ``double_q``, else by the target network)."""
         c = self.config
         with torch.no_grad(), self.autocast():
             next_q = self.target_q_network(batch["next_obs"])  # [B, A, J]
@@ -336,7 +356,8 @@ class ValueDecomposition(ReplayLearner):
             next_q = next_q.gather(-1, chooser.argmax(-1, keepdim=True)).squeeze(-1)
             next_total = self.mix(self.target_mixer, next_q, self.states(batch)[1])
             rewards = batch["rewards"].mean(-1) if c.team_reward == "mean" else batch["rewards"].sum(-1)
-            return rewards + c.gamma * (1.0 - batch["terminated"]) * next_total.float()
+            discount = c.gamma ** batch["steps"] if "steps" in batch else c.gamma
+            return rewards + discount * (1.0 - batch["terminated"]) * next_total.float()
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``loss_td`` (mean squared TD error of ``Q_tot``) and, for logging, ``q_total`` and ``td_target``."""
