@@ -33,6 +33,10 @@ Choices to know:
   annealing). Evaluation and rendering act greedily.
 - Action spaces: Discrete; MultiDiscrete as one flat choice over the product of its heads (up to
   ``MAX_JOINT_CHOICES``). Box spaces are refused.
+- n-step targets (``n_step``): a transition's ``r`` is then its discounted rewards over up to n steps (cut where
+  its episode ends and at the end of the rollout that stored it) and the bootstrap is discounted by
+  ``gamma ** steps``. One-step targets (the default, PyMARL's) let QMIX's mixed value drift upward on
+  simple_spread until the team's return collapses; its packaged config uses 5.
 - Agent networks are feed-forward (no recurrence, no last-action input, unlike PyMARL's GRU agents).
 - Action masks restrict acting (greedy and random choices); the TD target's maximum is over every action,
   since the replay does not hold the next step's mask.
