@@ -181,6 +181,34 @@ def test_train_out_of_memory_says_how_many_replicas_fit(monkeypatch: pytest.Monk
                      r"the whole run\)\)$", line), line
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="a real CUDA out-of-memory error needs a GPU")
+def test_on_the_gpu_a_run_that_does_not_fit_is_one_line_saying_how_many_replicas_fit(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """With all but 2 GiB of the GPU taken (by Numba, outside PyTorch's allocator): a replica count whose env
+    arrays alone do not fit is refused by the env's check before anything is allocated; one whose env arrays fit
+    but whose rollout storage does not meets a real CUDA out-of-memory error. Both are one line, exit status 2,
+    and say how many replicas fit; nothing is simulated."""
+    from numba import cuda
+
+    torch.cuda.empty_cache()
+    free, _ = torch.cuda.mem_get_info()
+    left = 2 * 2**30
+    held = cuda.device_array(free - left, dtype="uint8")  # noqa: F841  (held until the test ends)
+    estimate = estimate_memory(load_config("cartpole", ["device=cuda"]))
+    assert estimate.rollout_per_env > 4 * estimate.env_per_env  # so that the second count below exists
+    too_many_for_the_env = 2 * left // estimate.env_per_env
+    only_the_env_fits = left // (2 * estimate.env_per_env)
+    assert estimate.per_env * only_the_env_fits > 2 * left
+    for num_envs, kind in ((too_many_for_the_env, "env.num_envs"), (only_the_env_fits, "out of memory")):
+        assert main(["train", "cartpole", "device=cuda", f"env.num_envs={num_envs}", "logging.progress=false"]) == 2
+        [line] = capsys.readouterr().err.splitlines()
+        assert line.startswith("warpdrive train: error: ") and kind in line, line
+        fit = int(re.search(r"at most ([0-9]+) env(?: replica)?s fit", line).group(1))  # type: ignore[union-attr]
+        assert 0 < fit < only_the_env_fits, line
+        torch.cuda.empty_cache()
+
+
 def test_without_an_estimate_out_of_memory_points_to_tune(monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     from warpdrive.training import run
