@@ -17,12 +17,10 @@ curves (mean over seeds, 95% bootstrap interval) to ``<out>/recurrent_curves.png
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 from pathlib import Path
 from typing import Any
 
-from value_decomposition_curves import evaluated_training
+from value_decomposition_curves import evaluated_training, write_curves
 
 from warpdrive.training.seeds import plot_seed_curves
 
@@ -71,19 +69,7 @@ def main() -> None:
     rows = [row for variant in args.variants for seed in args.seeds
             for row in evaluated_training(variant, config(variant, args), args.overrides, seed, args.eval_every,
                                           args.eval_episodes)]
-    summaries = []
-    for variant in args.variants:
-        final = max(r["env_steps"] for r in rows if r["algorithm"] == variant)
-        last = [r for r in rows if r["algorithm"] == variant and r["env_steps"] == final]
-        summary = {"summary": variant, "env_steps": final, "seeds": len(last), "chance": round(1 / args.cues, 4),
-                   "final_eval_return": round(statistics.mean(r["eval_return"] for r in last), 4),
-                   "final_eval_return_greedy": round(statistics.mean(r["eval_return_greedy"] for r in last), 4),
-                   "wall_s": round(statistics.mean(r["wall_s"] for r in last), 1), "device": args.device}
-        summaries.append(summary)
-        print(json.dumps(summary), flush=True)
-    with open(args.out / "recurrent_curves.jsonl", "w") as handle:
-        for row in rows + summaries:
-            handle.write(json.dumps(row) + "\n")
+    write_curves(rows, args.out / "recurrent_curves.jsonl", chance=round(1 / args.cues, 4), device=args.device)
     curves: dict[str, dict[int, list[float]]] = {}
     for r in rows:
         curves.setdefault(r["algorithm"], {}).setdefault(r["env_steps"], []).append(r["eval_return"])

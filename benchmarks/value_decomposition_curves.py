@@ -91,6 +91,24 @@ def evaluated_training(label: str, source: Any, overrides: list[str], seed: int,
     return rows
 
 
+def write_curves(rows: list[dict[str, Any]], path: Path, **fields: Any) -> None:
+    """Print a summary line per label (the mean over seeds of its last evaluation, with ``fields``) and write the
+    rows, then the summaries, to ``path`` as JSON lines."""
+    summaries = []
+    for label in dict.fromkeys(r["algorithm"] for r in rows):
+        final = max(r["env_steps"] for r in rows if r["algorithm"] == label)
+        last = [r for r in rows if r["algorithm"] == label and r["env_steps"] == final]
+        summary = {"summary": label, "env_steps": final, "seeds": len(last), **fields,
+                   "final_eval_return": round(statistics.mean(r["eval_return"] for r in last), 4),
+                   "final_eval_return_greedy": round(statistics.mean(r["eval_return_greedy"] for r in last), 4),
+                   "wall_s": round(statistics.mean(r["wall_s"] for r in last), 1)}
+        summaries.append(summary)
+        print(json.dumps(summary), flush=True)
+    with open(path, "w") as handle:
+        for row in rows + summaries:
+            handle.write(json.dumps(row) + "\n")
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     """Each algorithm's ``eval_return`` against env-steps: the mean over seeds and its 95% bootstrap interval."""
     curves: dict[str, dict[int, list[float]]] = {}
@@ -115,19 +133,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     rows = [row for algorithm in args.algorithms for seed in args.seeds for row in curve(algorithm, seed, args)]
-    summaries = []
-    for algorithm in args.algorithms:
-        last = [r for r in rows if r["algorithm"] == algorithm and r["env_steps"] == max(
-            q["env_steps"] for q in rows if q["algorithm"] == algorithm)]
-        summary = {"summary": algorithm, "env_steps": last[0]["env_steps"], "seeds": len(last),
-                   "final_eval_return": round(statistics.mean(r["eval_return"] for r in last), 3),
-                   "final_eval_return_greedy": round(statistics.mean(r["eval_return_greedy"] for r in last), 3),
-                   "wall_s": round(statistics.mean(r["wall_s"] for r in last), 1)}
-        summaries.append(summary)
-        print(json.dumps(summary), flush=True)
-    with open(args.out / "value_decomposition_curves.jsonl", "w") as handle:
-        for row in rows + summaries:
-            handle.write(json.dumps(row) + "\n")
+    write_curves(rows, args.out / "value_decomposition_curves.jsonl")
     plot(rows, args.out / "value_decomposition_curves.png")
 
 
