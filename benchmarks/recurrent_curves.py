@@ -26,21 +26,22 @@ from warpdrive.training.seeds import plot_seed_curves
 
 MEMORY_ENV = str(Path(__file__).resolve().parent.parent / "tests" / "memory_env.py") + ":MemoryCue"
 
-#: variant -> (algorithm, model.recurrent, agents, model.critic_input)
+#: variant -> (algorithm, model.recurrent, agents, model.critic_input, replicas as a fraction of --num-envs)
+#: A2C takes one gradient step per rollout, PPO 16: A2C gets fewer replicas, so more updates for the same env-steps.
 VARIANTS = {
-    "ppo": ("ppo", "none", 1, "local"),
-    "ppo_gru": ("ppo", "gru", 1, "local"),
-    "ppo_lstm": ("ppo", "lstm", 1, "local"),
-    "a2c_gru": ("a2c", "gru", 1, "local"),
-    "mappo_gru": ("ppo", "gru", 2, "global"),
+    "ppo": ("ppo", "none", 1, "local", 1),
+    "ppo_gru": ("ppo", "gru", 1, "local", 1),
+    "ppo_lstm": ("ppo", "lstm", 1, "local", 1),
+    "a2c_gru": ("a2c", "gru", 1, "local", 1 / 8),
+    "mappo_gru": ("ppo", "gru", 2, "global", 1),
 }
 
 
 def config(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     """The training config of ``variant`` on the memory task."""
-    algorithm, recurrent, agents, critic_input = VARIANTS[variant]
+    algorithm, recurrent, agents, critic_input, share = VARIANTS[variant]
     return {
-        "env": {"name": MEMORY_ENV, "num_envs": args.num_envs,
+        "env": {"name": MEMORY_ENV, "num_envs": max(1, int(args.num_envs * share)),
                 "kwargs": {"num_agents": agents, "num_cues": args.cues, "episode_length": args.episode_length}},
         "total_env_steps": args.total_env_steps, "rollout_length": args.episode_length * 2, "device": args.device,
         "policies": {"shared": {"algorithm": algorithm, "optimizer": {"lr": args.lr},

@@ -7,7 +7,7 @@ import pytest
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.vec_env import VecMonitor
+from stable_baselines3.common.vec_env import VecCheckNan, VecMonitor
 
 from warpdrive.adapters.sb3 import WarpDriveVecEnv
 from warpdrive.envs import make
@@ -53,11 +53,13 @@ def test_seed_makes_resets_reproducible_and_options_are_refused():
 
 
 def test_ppo_learns_cartpole():
-    """SB3's PPO, as its users run it (RL Zoo's CartPole-v1 hyperparameters), on 15k steps of our CartPole.
+    """SB3's PPO, as its users run it (RL Zoo's CartPole-v1 hyperparameters), on 15k steps of our CartPole, with
+    SB3's own check of a VecEnv's data (``VecCheckNan``: no NaN or infinity in actions, observations or rewards).
 
     Random actions average about 22 per episode; 15k steps took 28-50 s on a busy core and scored 323.
     """
-    venv = VecMonitor(WarpDriveVecEnv(make("cartpole", num_envs=8, device="cpu", seed=0)))
+    venv = VecMonitor(VecCheckNan(WarpDriveVecEnv(make("cartpole", num_envs=8, device="cpu", seed=0)),
+                                  raise_exception=True))
     assert torch.get_num_threads() == 1
     model = PPO("MlpPolicy", venv, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20,
                 ent_coef=0.0, learning_rate=lambda progress: 1e-3 * progress,

@@ -94,6 +94,28 @@ def test_cpu_and_cuda_compilations_agree(name: str, gpu_backend: str):
         assert torch.equal(cpu[array], gpu[array].cpu()), array
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="a host sync can only be caught with a real GPU")
+@pytest.mark.parametrize("name", ["cartpole", "tag_gridworld", "simple_spread"])
+def test_a_masked_reset_on_the_gpu_does_not_wait_for_the_host(name: str):
+    """TorchRL and SB3 reset finished replicas every step: with PyTorch's sync debug mode set to raise, a masked
+    reset (after a first one that compiles) copies the mask and launches the reset kernel without a host sync,
+    and it restarts exactly the masked replicas."""
+    env = _mid_episode(name, "cuda")
+    mask = MASK.to(env.device)
+    env.reset(mask=mask)
+    env.sample_actions()
+    env.step_without_reset()
+    before = env.store["t"].cpu()
+    assert bool((before > 0).all())
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        env.reset(mask=mask)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert torch.equal(env.store["t"].cpu(), torch.where(MASK, 0, before))
+
+
 def test_bad_masks_are_refused():
     env = make("cartpole", num_envs=3, backend="cpu")
     with pytest.raises(ValueError, match=r"mask has shape \(2,\), expected \(3,\)"):
