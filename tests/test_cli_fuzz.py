@@ -14,6 +14,7 @@ checks at fixed inputs.)"""
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 import re
 
@@ -102,6 +103,11 @@ CASES = [
     (["train", "pendulum", "env.kwargs.g=.inf"],
      "env.kwargs.g: expected a finite float >= -1e+12 and <= 1e+12, got inf"),
     (["check", "pendulum", "g=.nan"], "g: expected a finite float >= -1e+12 and <= 1e+12, got nan"),
+    (["train", "acrobot", "env.start=identical", "env.kwargs.initial_state=[0, 0, 0, 1e6]"],
+     "env.kwargs.initial_state[3]: expected a value in [-28.2743, 28.2743] (the state space), got 1000000.0"),
+    (["train", "tag_continuous", "env.kwargs.num_acceleration_levels=2147483647"],
+     "env.kwargs.num_acceleration_levels: expected an integer >= 0 and <= 65536, got 2147483647"),
+    (["train", "cartpole", "torch_threads=100000"], "torch_threads: expected an integer >= 1 and <= 1024, got 100000"),
     # bad arguments
     ([], "the following arguments are required: COMMAND"),
     (["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate'"),
@@ -150,6 +156,17 @@ def test_user_errors_are_one_line_with_exit_status_2(bad_files, capsys, argv: li
     [line] = err.splitlines()
     assert re.match(r"warpdrive( \w+)?: error: ", line) and message in line, line
     assert out == ""
+
+
+def test_an_mp4_without_a_video_backend_is_refused_before_any_episode(bad_files, capsys, monkeypatch) -> None:
+    """Without imageio-ffmpeg or PyAV, ``--out episode.mp4`` is one line before a checkpoint is even looked for."""
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name in ("imageio_ffmpeg", "av") else find_spec(name, *args))
+    assert main(["render", "run", "--out", "episode.mp4"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line == ("warpdrive render: error: --out: writing episode.mp4 needs a video backend for imageio (pip "
+                    "install imageio-ffmpeg or av); .gif needs none")
 
 
 KEYS = st.sampled_from(["env.num_envs", "env.kwargs.grid_length", "env.kwargs.num_taggers", "env.start",

@@ -561,6 +561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from warpdrive.core.typed import ConfigError
     from warpdrive.envs import UnknownEnvError
     from warpdrive.training.checkpoint import CheckpointError
+    from warpdrive.training.logging import MetricsFileError
 
     if str(Path.cwd()) not in sys.path:  # module:Class env names find modules here, as under python -m
         sys.path.insert(0, str(Path.cwd()))
@@ -574,7 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     library.setLevel(logging.INFO)
     try:
         return commands[args.command](args)
-    except (ConfigError, CheckpointError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+    except (ConfigError, CheckpointError, MetricsFileError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
             PermissionError) as err:
         print(f"warpdrive {args.command}: error: {_one_line(str(err))}", file=sys.stderr)
         return 2

@@ -116,6 +116,10 @@ def test_goal_reached_metric():
          r"^initial_state: expected 4 values \(theta1, theta2, dtheta1, dtheta2\), got 2$"),
         ({"initial_state": (0.0, 0.0, float("inf"), 0.0)},
          r"^initial_state\[2\]: expected a finite float >= -1e\+12 and <= 1e\+12, got inf$"),
+        ({"initial_state": (0.0, 0.0, 0.0, 1e6)},  # would have the angle wrap loop for a million turns
+         r"^initial_state\[3\]: expected a value in \[-28\.2743, 28\.2743\] \(the state space\), got 1000000\.0$"),
+        ({"initial_state": (3.2, 0.0, 0.0, 0.0)},
+         r"^initial_state\[0\]: expected a value in \[-3\.14159, 3\.14159\] \(the state space\), got 3\.2$"),
         ({"initial_state": (0.0, "high", 0.0, 0.0)},
          r"^initial_state\[1\]: expected a float >= -1e\+12 and <= 1e\+12, got 'high'$"),
         ({"initial_state": 0.0}, "^initial_state: expected a list, got 0.0$"),

@@ -254,7 +254,8 @@ CLASSIC = {
     "cartpole": dict(sutton_barto_reward=st.booleans(),
                      initial_state=_start((-3.0, 3.0), (-3.0, 3.0), (-0.3, 0.3), (-3.0, 3.0))),
     "pendulum": dict(g=f32(-20.0, 20.0), initial_state=_start((-10.0, 10.0), (-8.0, 8.0))),
-    "acrobot": dict(initial_state=_start((-4.0, 4.0), (-4.0, 4.0), (-15.0, 15.0), (-30.0, 30.0))),
+    # (the state space: angles in [-pi, pi], velocities within 4 pi and 9 pi; float32 values inside them)
+    "acrobot": dict(initial_state=_start((-3.1415, 3.1415), (-3.1415, 3.1415), (-12.566, 12.566), (-28.274, 28.274))),
     # (float32 values within the limits: the configs refuse f32(0.07) > 0.07 and f32(-1.2) < -1.2)
     "mountain_car": dict(goal_velocity=f32(-0.069999, 0.069999),
                          initial_state=_start((-1.19999, 0.59999), (-0.069999, 0.069999))),

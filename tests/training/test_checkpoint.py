@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from warpdrive.cli import main
 from warpdrive.training.checkpoint import CheckpointError, atomic_write, find_checkpoint, load_checkpoint
 from warpdrive.training.config import ConfigError, config_to_dict, load_config
-from warpdrive.training.logging import read_metrics
+from warpdrive.training.logging import MetricsFileError, read_metrics
 from warpdrive.training.run import resume_changes, train
 
 REPO = Path(__file__).resolve().parents[2]
@@ -195,8 +195,20 @@ def test_resume_changes_lists_the_allowed_ones() -> None:
 def test_read_metrics_refuses_a_damaged_line_before_the_last(tmp_path: Path) -> None:
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"iteration": 1}\n{"iter\n{"iteration": 3}\n')
-    with pytest.raises(ValueError, match=f"{re.escape(str(path))}:2: not a JSON object"):
+    with pytest.raises(MetricsFileError, match=f"{re.escape(str(path))}:2: not a JSON object"):
         read_metrics(path)
+
+
+def test_resume_with_a_damaged_metrics_line_is_one_line_naming_it(tmp_path: Path, straight, capsys) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(straight.run_dir, run_dir)
+    metrics = run_dir / "metrics.jsonl"
+    lines = metrics.read_text().split("\n")
+    metrics.write_text("\n".join([lines[0], lines[1][:7], *lines[2:]]))
+    assert main(["train", "--resume", str(run_dir), f"total_env_steps={8 * STEPS}"]) == 2
+    note, err = capsys.readouterr().err.splitlines()  # the resume's note, then the error
+    assert note.startswith("warpdrive train: note: resuming iter_000006")
+    assert err.startswith(f"warpdrive train: error: {metrics}:2: not a JSON object (") and "mend or delete" in err
 
 
 def test_find_checkpoint_errors(tmp_path: Path) -> None:

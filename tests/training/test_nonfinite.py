@@ -125,6 +125,17 @@ def test_a_nan_from_the_env_stops_the_run_and_keeps_the_last_good_checkpoint(tmp
     assert all(torch.isfinite(t).all() for t in tensors.values())
 
 
+@pytest.mark.parametrize("algorithm", ["ppo", "ddpg"])
+def test_a_nan_observation_behind_a_refused_box_action_is_named_as_the_cause(tmp_path: Path, algorithm: str) -> None:
+    """Box actions on the CPU (validate mode): NaN observations make the policy's actions NaN, which the env
+    refuses in the middle of the rollout; the guard names the observations (the cause), not the action."""
+    config = load_config("poison", poison_config(tmp_path, "env.kwargs.nan_obs=true", "env.kwargs.box=true",
+                                                 f"policies.shared.algorithm={algorithm}"))
+    with pytest.raises(NonFiniteError) as info:
+        train(config)
+    assert (info.value.policy, info.value.iteration, info.value.tensors[0]) == ("shared", 2, "observations")
+
+
 def test_switched_off_the_run_trains_on_into_nan(tmp_path: Path) -> None:
     result = train(load_config("poison", poison_config(tmp_path, "guard_nonfinite=false")))
     assert result.env_steps == 24

@@ -81,8 +81,8 @@ def checked_actions(actions: Any, buffer: torch.Tensor) -> torch.Tensor:
 
 
 def check_action_range(actions: torch.Tensor, space: gym.spaces.Space, mask: torch.Tensor | None) -> None:
-    """Raise ``ValueError`` naming the first action [E, A, H] outside ``space`` (or, with an action ``mask``
-    [E, A, n_1 + ... + n_H], not allowed by it). A host sync: for ``validate`` mode."""
+    """Raise :class:`InvalidActionError` naming the first action [E, A, H] outside ``space`` (or, with an action
+    ``mask`` [E, A, n_1 + ... + n_H], not allowed by it). A host sync: for ``validate`` mode."""
     if isinstance(space, gym.spaces.Box):
         low = torch.as_tensor(space.low.reshape(-1), device=actions.device)
         high = torch.as_tensor(space.high.reshape(-1), device=actions.device)
@@ -97,7 +97,7 @@ def check_action_range(actions: torch.Tensor, space: gym.spaces.Space, mask: tor
         env, agent, head = (int(i) for i in bad.nonzero()[0])
         value = actions[env, agent, head].item()
         bounds = expected.format(low=low[head].item(), high=high[head].item())
-        raise ValueError(
+        raise InvalidActionError(
             f"action out of range: actions[{env}, {agent}, {head}] = {value}, expected {bounds} "
             f"(action space {space}); a sampler must produce valid actions: nothing is clipped"
         )
@@ -113,7 +113,7 @@ def _check_allowed(actions: torch.Tensor, space: gym.spaces.Space, mask: torch.T
     allowed = mask.gather(2, actions.long() + offsets)
     if not bool(allowed.all()):
         env, agent, head = (int(i) for i in (~allowed).nonzero()[0])
-        raise ValueError(
+        raise InvalidActionError(
             f"action not allowed: actions[{env}, {agent}, {head}] = {actions[env, agent, head].item()} is "
             f"masked out (env.action_mask[{env}, {agent}] is False there); sample from the allowed actions"
         )

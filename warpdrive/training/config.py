@@ -179,7 +179,7 @@ class TrainConfig:
     cuda_graph: bool = True
     """Capture one rollout step in a CUDA graph and replay it, and each policy's update from the second on
     where its algorithm allows (PPO without ``target_kl``, A2C); CUDA only, eager on the CPU."""
-    torch_threads: int | None = bounded(None, ge=1)
+    torch_threads: int | None = bounded(None, ge=1, le=1024)
     """Threads for PyTorch's CPU operations (``torch.set_num_threads``); ``null`` keeps PyTorch's default.
     With small models on few cores, 1 is often several times faster: the env's Numba threads and
     PyTorch's would otherwise compete for the same cores."""

@@ -33,7 +33,7 @@ from warpdrive.core.targets import cache_name
 from warpdrive.envs import label as label_of
 from warpdrive.training.config import TrainConfig, config_to_dict
 
-__all__ = ["RunLogger", "new_run_dir", "plot_learning_curve", "read_metrics"]
+__all__ = ["MetricsFileError", "RunLogger", "new_run_dir", "plot_learning_curve", "read_metrics"]
 
 RETURN_PREFIX = "charts/episodic_return/"
 log = logging.getLogger(__name__)
@@ -52,12 +52,16 @@ def new_run_dir(config: TrainConfig) -> Path:
     return path
 
 
+class MetricsFileError(ValueError):
+    """A ``metrics.jsonl`` line other than the last is not a JSON object (the file was edited or damaged)."""
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """The rows of a ``metrics.jsonl`` file. A last line cut short (its writer was killed mid-line) is left
     out, with a note (logged).
 
     Raises:
-        ValueError: any other line is not a JSON object (naming the file and line).
+        MetricsFileError: any other line is not a JSON object (naming the file and line).
     """
     with open(path) as handle:
         lines = handle.read().split("\n")
@@ -72,7 +76,8 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
                 log.info("%s:%d: left out a partial last line (%d characters), cut short when its run "
                             "was interrupted", path, number, len(line))
                 break
-            raise ValueError(f"{path}:{number}: not a JSON object: {err}") from None
+            raise MetricsFileError(f"{path}:{number}: not a JSON object ({err}); only a last line cut short is "
+                                   "left out: mend or delete that line") from None
         rows.append(row)
     return rows
 

@@ -3,6 +3,7 @@ the env's own picture (:meth:`warpdrive.core.env.Env.render`, drawn by the env's
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,11 +20,15 @@ def output_path(out: str | Path) -> Path:
     """``out`` as a path, checked to be a file name that :func:`render_episode` can write (.gif or .mp4).
 
     Raises:
-        ValueError: another suffix.
+        ValueError: another suffix, or .mp4 without a video backend for imageio (checked before any episode is
+            played).
     """
     out = Path(out)
     if out.suffix.lower() not in (".gif", ".mp4"):
         raise ValueError(f"the output must end in .gif or .mp4, got {out.name!r}")
+    if out.suffix.lower() == ".mp4" and not any(importlib.util.find_spec(m) for m in ("imageio_ffmpeg", "av")):
+        raise ValueError(f"writing {out.name} needs a video backend for imageio (pip install imageio-ffmpeg or av); "
+                         ".gif needs none")
     return out
 
 

@@ -176,7 +176,13 @@ class Trainer:
             InvalidActionError: when the env's step kernel found an invalid action (``Env.check_actions``).
         """
         start = time.perf_counter()
-        self.rollout()
+        try:
+            self.rollout()
+        except InvalidActionError:  # validate mode: the env refused an action mid-rollout
+            if self.config.guard_nonfinite:  # a non-finite policy is the likelier cause: name it first
+                finite = {name: bool(flag) for name, flag in finite_flags(self.policies).items()}
+                check_finite(self.iteration + 1, self.policies, finite, {})
+            raise
         self._sync()
         rolled = time.perf_counter()
         losses = self.update()

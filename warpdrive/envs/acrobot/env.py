@@ -40,7 +40,7 @@ import numpy as np
 from warpdrive.core.compile import per_env
 from warpdrive.core.device import kernel_function
 from warpdrive.core.random import uniform
-from warpdrive.core.typed import bounded, bounded_magnitude, check_length
+from warpdrive.core.typed import ConfigError, bounded, bounded_magnitude, check_length, join_path
 from warpdrive.envs.classic_control import ClassicControlEnv
 
 # Gymnasium's constants
@@ -66,10 +66,18 @@ class AcrobotConfig:
     """Episodes are truncated after this many steps."""
     initial_state: tuple[float, ...] | None = bounded_magnitude(None)
     """``(theta1, theta2, dtheta1, dtheta2)`` every episode starts from with ``start="identical"`` (default:
-    hanging straight down at rest, all zero); must be None with ``start="random"``."""
+    hanging straight down at rest, all zero); must be None with ``start="random"``. Within the state space:
+    angles in [-pi, pi], angular velocities within Gymnasium's bounds (4 pi and 9 pi)."""
 
     def validate(self, path: str = "") -> None:
         check_length(path, "initial_state", self.initial_state, STATE_SIZE, "(theta1, theta2, dtheta1, dtheta2)")
+        if self.initial_state is None:
+            return
+        bounds = (math.pi, math.pi, MAX_VEL_1, MAX_VEL_2)
+        for i, (value, bound) in enumerate(zip(self.initial_state, bounds, strict=True)):
+            if not abs(value) <= bound:
+                raise ConfigError(join_path(join_path(path, "initial_state"), i),
+                                  f"expected a value in [-{bound:.6g}, {bound:.6g}] (the state space), got {value!r}")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -106,9 +106,9 @@ class TagContinuousConfig:
     """Largest turn action, radians [2.356]."""
     min_turn: float = bounded_magnitude(-np.pi / 2)
     """Smallest turn action, radians [-2.356]."""
-    num_acceleration_levels: int = bounded(10, ge=0)
+    num_acceleration_levels: int = bounded(10, ge=0, le=65_536)
     """Acceleration actions evenly spaced in [min, max], plus index 0 (no change) [20]."""
-    num_turn_levels: int = bounded(10, ge=0)
+    num_turn_levels: int = bounded(10, ge=0, le=65_536)
     """Turn actions evenly spaced in [min, max], plus index 0 (no turn) [20]."""
     edge_hit_penalty: float = bounded_magnitude(-0.0, le=0)
     """Reward (<= 0) of an agent in the game in a step where it crossed the edge and was clipped [0.0]."""
