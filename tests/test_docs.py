@@ -118,3 +118,20 @@ def test_every_python_example_runs(line: int, code: str, tmp_path: Path) -> None
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                           env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600)
     assert done.returncode == 0, f"README.md:{line}\n{done.stderr[-3000:]}"
+
+
+def test_the_readme_env_catalogue_lists_every_packaged_env_with_its_groups() -> None:
+    """The catalogue table names each env of the registry once, with the agent groups its default config has."""
+    from warpdrive.envs import REGISTRY, env_class
+
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("### Env catalogue"):].split("\n\n")[1]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        name = re.match(r"\[`(\w+)`\]", cells[0]).group(1)  # type: ignore[union-attr]
+        rows[name] = cells[2]
+    assert sorted(rows) == sorted(REGISTRY)
+    for name, groups in rows.items():
+        env = env_class(name)(num_envs=1, backend="cpu", validate=False)
+        assert sorted(groups.split(", ")) == sorted(env.groups()), name
