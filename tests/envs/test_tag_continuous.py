@@ -478,7 +478,7 @@ def test_lists_from_yaml_become_tuples() -> None:
         ({"skill_level_runner": -1.0}, r"^skill_level_runner: expected a float >= 0 and <= 1e\+12, got -1.0$"),
         ({"min_acceleration": 2.0}, r"^min_acceleration: expected <= max_acceleration=1.0, got 2.0$"),
         ({"min_turn": 2.0}, r"^min_turn: expected <= max_turn=1.57\d*, got 2.0$"),
-        ({"num_turn_levels": -1}, r"^num_turn_levels: expected an integer >= 0, got -1$"),
+        ({"num_turn_levels": -1}, r"^num_turn_levels: expected an integer >= 0 and <= 65536, got -1$"),
         ({"grid_cells_per_side": 0}, r"^grid_cells_per_side: expected an integer >= 1 and <= 1024, got 0$"),
         ({"max_turn": float("nan")}, r"^max_turn: expected a finite float >= -1e\+12 and <= 1e\+12, got nan$"),
         ({"tagger_ids": (0, 0), "num_taggers": 2}, r"^tagger_ids: expected distinct ids, got \[0, 0\]$"),
