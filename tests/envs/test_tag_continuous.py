@@ -4,6 +4,7 @@ modes, its parameters (the contract every env meets is tests/envs/test_contract.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -508,6 +509,16 @@ def test_lists_from_yaml_become_tuples() -> None:
 def test_bad_parameters_are_named(params: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TagContinuous(backend="cpu", **params)
+
+
+def test_a_derived_kernel_parameter_float32_cannot_hold_is_named_without_numpy_warnings() -> None:
+    """grid_length=1e-40 passes the config's ranges, but 1 / (L sqrt 2) overflows float32: one error naming the
+    derived parameter, without NumPy's overflow warnings ahead of it (they were printed before the CLI's line)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"kernel parameter inv_position_scale = np\.float32\(inf\), which is not "
+                                             r"finite in float32"):
+            TagContinuous(backend="cpu", grid_length=1e-40)
 
 
 @pytest.mark.parametrize("seed", [-1, 2**32])

@@ -646,17 +646,19 @@ class Env:
             target.copy_(array)
 
     def _set_params(self) -> None:
-        values: dict[str, Any] = {
-            "num_agents": self.num_agents,
-            "episode_length": self.config.episode_length,
-            "seed": np.uint64(self.seed),
-            "random_start": self.start == "random",
-            "autoreset": True,
-            "draw_actions": False,
-            "check_actions": self.check_actions,
-            **config_scalars(self.config),
-            **self.kernel_params(),
-        }
+        # the overflows of float32 arithmetic are checked below, each named: NumPy's warnings would only repeat them
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            values: dict[str, Any] = {
+                "num_agents": self.num_agents,
+                "episode_length": self.config.episode_length,
+                "seed": np.uint64(self.seed),
+                "random_start": self.start == "random",
+                "autoreset": True,
+                "draw_actions": False,
+                "check_actions": self.check_actions,
+                **config_scalars(self.config),
+                **self.kernel_params(),
+            }
         converted: dict[str, Any] = {}
         for key, value in values.items():
             if isinstance(value, (bool, np.bool_)):
@@ -668,7 +670,8 @@ class Env:
             elif isinstance(value, np.float64):
                 converted[key] = value  # asked for explicitly: kept in double precision
             elif isinstance(value, (float, np.floating)):
-                converted[key] = np.float32(value)
+                with np.errstate(over="ignore"):
+                    converted[key] = np.float32(value)
                 if not np.isfinite(converted[key]):
                     # a derived quantity (a scale, an inverse) that float32 cannot hold: name what it came from
                     raise ValueError(f"{type(self).__name__}: the config gives kernel parameter {key} = {value!r}, "
