@@ -645,20 +645,20 @@ class Env:
                 raise ValueError(f"start value {name!r} has shape {tuple(array.shape)}, expected {tuple(target.shape)}")
             target.copy_(array)
 
+    # a parameter that float32 cannot hold is named below: NumPy's overflow warnings would only print ahead of that
+    @np.errstate(over="ignore", divide="ignore", invalid="ignore")
     def _set_params(self) -> None:
-        # the overflows of float32 arithmetic are checked below, each named: NumPy's warnings would only repeat them
-        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-            values: dict[str, Any] = {
-                "num_agents": self.num_agents,
-                "episode_length": self.config.episode_length,
-                "seed": np.uint64(self.seed),
-                "random_start": self.start == "random",
-                "autoreset": True,
-                "draw_actions": False,
-                "check_actions": self.check_actions,
-                **config_scalars(self.config),
-                **self.kernel_params(),
-            }
+        values: dict[str, Any] = {
+            "num_agents": self.num_agents,
+            "episode_length": self.config.episode_length,
+            "seed": np.uint64(self.seed),
+            "random_start": self.start == "random",
+            "autoreset": True,
+            "draw_actions": False,
+            "check_actions": self.check_actions,
+            **config_scalars(self.config),
+            **self.kernel_params(),
+        }
         converted: dict[str, Any] = {}
         for key, value in values.items():
             if isinstance(value, (bool, np.bool_)):
@@ -670,8 +670,7 @@ class Env:
             elif isinstance(value, np.float64):
                 converted[key] = value  # asked for explicitly: kept in double precision
             elif isinstance(value, (float, np.floating)):
-                with np.errstate(over="ignore"):
-                    converted[key] = np.float32(value)
+                converted[key] = np.float32(value)
                 if not np.isfinite(converted[key]):
                     # a derived quantity (a scale, an inverse) that float32 cannot hold: name what it came from
                     raise ValueError(f"{type(self).__name__}: the config gives kernel parameter {key} = {value!r}, "
