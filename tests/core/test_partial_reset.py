@@ -8,6 +8,7 @@ import pytest
 import torch
 from small_envs import SMALL
 
+from warpdrive.core.sampling import uniform_actions
 from warpdrive.envs import REGISTRY, make
 
 # Tiny instances: what matters is the bookkeeping of the reset, not the size.
@@ -27,9 +28,12 @@ def _mid_episode(name: str, backend: str = "cpu", steps: int = 3, **overrides: A
     """An env reset with seed 7 and stepped ``steps`` times with seeded random actions, no autoreset."""
     env = make(name, num_envs=NUM_ENVS, backend=backend, seed=7, **SMALL[name], **overrides)
     env.reset(seed=7)
+    # drawn on the CPU and copied: the same actions whatever the env's device
     generator = torch.Generator().manual_seed(0)
+    actions = torch.empty(env.actions.shape, dtype=env.actions.dtype)
     for _ in range(steps):
-        env.sample_actions(generator)
+        mask = None if env.action_mask is None else env.action_mask.cpu()  # (for the current observation)
+        env.actions.copy_(uniform_actions(env.single_action_space(), actions, generator, mask=mask))
         env.step_without_reset()
     return env
 
