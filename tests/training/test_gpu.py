@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -161,3 +163,15 @@ def test_bf16_rollouts_act_with_a_copy_refreshed_after_every_update() -> None:
     for acting, learned in zip(algorithm.acting_model.parameters(), algorithm.model.parameters(), strict=True):
         assert acting.dtype == torch.bfloat16
         torch.testing.assert_close(acting, learned.detach().to(torch.bfloat16))
+
+
+def test_a_cuda_graph_run_from_the_command_line_exits_with_status_0(tmp_path) -> None:
+    """The whole process, interpreter exit included: on the H200 (2026-12-02) every process that had trained
+    with CUDA graphs ended in a segmentation fault at exit (status 139) after saving everything; without
+    graphs it exits with 0."""
+    result = subprocess.run(
+        [sys.executable, "-m", "warpdrive", "train", "cartpole", "device=cuda", "total_env_steps=4096",
+         f"logging.root={tmp_path}", "logging.progress=false", "checkpoint.every=0"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("Trained "), result.stdout

@@ -95,7 +95,10 @@ def new_stream(device: torch.device) -> torch.cuda.Stream:
     finally:
         _check(driver.cuCtxPopCurrent(), "cuCtxPopCurrent")
     stream = torch.cuda.ExternalStream(int(handle), device=torch.device("cuda", index))
-    weakref.finalize(stream, driver.cuStreamDestroy, handle)
+    # Not at interpreter exit: once Numba has launched a kernel in the process, destroying the stream from the
+    # exit finalizers ends the process in a segmentation fault (H200, 2026-12-02, numba-cuda 0.30.4); the
+    # process's end releases it anyway.
+    weakref.finalize(stream, driver.cuStreamDestroy, handle).atexit = False
     return stream
 
 
