@@ -41,8 +41,8 @@ CASES = {
     ],
 }
 CASES.update({name: [{}] for name in REGISTRY if name not in CASES})
-# Envs that are not bit-identical on the GPU by design (Env.bit_identical_on_gpu: they call the targets' own sin/cos
-# to match Gymnasium bit for bit on the CPU) are compared with the tolerance the CI consistency tests use.
+# An env that is not bit-identical on the GPU by design (Env.bit_identical_on_gpu False: it calls the targets' own
+# transcendental functions) is compared with the tolerance the CI consistency tests use; every packaged env is.
 TOLERANCE = 1e-5
 
 

@@ -24,9 +24,6 @@ class ClassicControlEnv(Env):
     state_size: ClassVar[int]
     #: the identical start when the config gives no ``initial_state`` (None: zeros)
     default_start: ClassVar[tuple[float, ...] | None] = None
-    # float64 math.sin/cos as Gymnasium computes them (bit for bit on the CPU); CUDA's libdevice rounds a few
-    # results differently, so CPU and GPU agree to a tolerance, not bit for bit
-    bit_identical_on_gpu = False
 
     @classmethod
     def num_agents_of(cls, config: Any) -> int:

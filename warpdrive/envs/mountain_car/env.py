@@ -31,6 +31,7 @@ import numpy as np
 
 from warpdrive.core.compile import per_env
 from warpdrive.core.device import kernel_function
+from warpdrive.core.exactmath import cos64
 from warpdrive.core.random import uniform
 from warpdrive.core.typed import ConfigError, bounded, check_length, join_path
 from warpdrive.envs.classic_control import ClassicControlEnv
@@ -83,7 +84,7 @@ def _integrate(env, p, s):
     position = s.state[env, 0]
     velocity = s.state[env, 1]
     push = (s.actions[env, 0, 0] - 1) * FORCE
-    velocity = velocity + (push + math.cos(3 * position) * (-GRAVITY))
+    velocity = velocity + (push + cos64(3 * position) * (-GRAVITY))
     velocity = min(max(velocity, -MAX_SPEED), MAX_SPEED)
     position = position + velocity
     position = min(max(position, MIN_POSITION), MAX_POSITION)

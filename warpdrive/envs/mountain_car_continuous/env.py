@@ -28,7 +28,6 @@ as Gymnasium computes it from its float64 start.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -36,6 +35,7 @@ import numpy as np
 
 from warpdrive.core.compile import per_env
 from warpdrive.core.device import kernel_function
+from warpdrive.core.exactmath import cos64
 from warpdrive.core.typed import bounded
 from warpdrive.envs.mountain_car.env import (
     GRAVITY,
@@ -91,7 +91,7 @@ def _integrate(env, p, s):
     velocity = s.state[env, 1]
     throttle = s.actions[env, 0, 0]  # float32
     angle = _f32(3 * position) if stored else 3 * position
-    slope = GRAVITY * math.cos(angle)  # a Python float in Gymnasium
+    slope = GRAVITY * cos64(angle)  # a Python float in Gymnasium
     if throttle > MAX_ACTION:  # clipped to the Python float 1.0: float64 arithmetic
         accel = MAX_ACTION * POWER - slope
     elif throttle < -MAX_ACTION:

@@ -36,7 +36,7 @@ import numpy as np
 
 from warpdrive.core.compile import per_env
 from warpdrive.core.device import kernel_function
-from warpdrive.core.exactmath import mod64
+from warpdrive.core.exactmath import cos64, mod64, sin64
 from warpdrive.core.random import uniform
 from warpdrive.core.typed import bounded, bounded_magnitude, check_length
 from warpdrive.envs.classic_control import ClassicControlEnv
@@ -90,7 +90,7 @@ def _integrate(env, p, s):
     g = p.g
     angle = angle_normalize(th)
     costs = angle * angle + 0.1 * (thdot * thdot) + np.float64(_TORQUE_COST * (u * u))
-    newthdot = thdot + (3.0 * g / (2.0 * L) * math.sin(th) + np.float64(_TORQUE_GAIN * u)) * DT
+    newthdot = thdot + (3.0 * g / (2.0 * L) * sin64(th) + np.float64(_TORQUE_GAIN * u)) * DT
     newthdot = min(max(newthdot, -MAX_SPEED), MAX_SPEED)
     s.state[env, 0] = th + newthdot * DT
     s.state[env, 1] = newthdot
@@ -100,8 +100,8 @@ def _integrate(env, p, s):
 @kernel_function
 def _observe(env, p, s):
     th = s.state[env, 0]
-    s.obs[env, 0, 0] = np.float32(math.cos(th))
-    s.obs[env, 0, 1] = np.float32(math.sin(th))
+    s.obs[env, 0, 0] = np.float32(cos64(th))
+    s.obs[env, 0, 1] = np.float32(sin64(th))
     s.obs[env, 0, 2] = np.float32(s.state[env, 1])
 
 
