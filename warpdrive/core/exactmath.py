@@ -401,10 +401,13 @@ def sincos64(x):
     fn = float(n)
     # r = a - n pi/2 in double-double: a - n * _PIO2_1 is exact (Sterbenz), n * _PIO2_2 and n * _PIO2_3 are
     # exact products
-    r_hi, r_lo = _two_sum(a - fn * _PIO2_1, -fn * _PIO2_2)
-    r_hi, r_lo = _dd_add(r_hi, r_lo, -fn * _PIO2_3, 0.0)
-    p, e = _two_product(fn, _PIO2_3T)
-    r_hi, r_lo = _dd_add(r_hi, r_lo, -p, -e)
+    if n == 0:  # (|x| < pi/4, as Cartpole's angles always are)
+        r_hi, r_lo = a, 0.0
+    else:
+        r_hi, r_lo = _two_sum(a - fn * _PIO2_1, -fn * _PIO2_2)
+        r_hi, r_lo = _dd_add(r_hi, r_lo, -fn * _PIO2_3, 0.0)
+        p, e = _two_product(fn, _PIO2_3T)
+        r_hi, r_lo = _dd_add(r_hi, r_lo, -p, -e)
     z_hi, z_lo = _dd_mul(r_hi, r_lo, r_hi, r_lo)
     s_hi, s_lo = _series(z_hi, z_lo, _SIN_TAIL, _SIN_2D, _SIN_1D, _SIN_0)
     sin_r = _dd_mul(s_hi, s_lo, r_hi, r_lo)[0]  # (the rounded sum of the normalised pair)
