@@ -52,6 +52,22 @@ _ONE = np.float32(1.0)
 
 
 @kernel_function
+def _unreduced(sin_r, cos_r, quadrant, negative):
+    """(sin x, cos x) from those of x's remainder r after ``quadrant`` (0-3) quarter turns of |x|, and x's sign."""
+    if quadrant == 1 or quadrant == 3:
+        s, c = cos_r, sin_r
+    else:
+        s, c = sin_r, cos_r
+    if quadrant == 2 or quadrant == 3:
+        s = -s
+    if quadrant == 1 or quadrant == 2:
+        c = -c
+    if negative:
+        s = -s
+    return s, c
+
+
+@kernel_function
 def sincos32(x):
     """``(sin x, cos x)`` of a float32 ``x`` (finite; within 2**-23 of the exact values for ``|x| < 8192``)."""
     negative = x < 0
@@ -64,17 +80,7 @@ def sincos32(x):
     sin_r = ((_SIN_1 * z + _SIN_2) * z + _SIN_3) * z * r + r
     cos_r = ((_COS_1 * z + _COS_2) * z + _COS_3) * z * z - _HALF * z + _ONE
     quadrant = (octant >> 1) & 3
-    if quadrant == 1 or quadrant == 3:
-        s, c = cos_r, sin_r
-    else:
-        s, c = sin_r, cos_r
-    if quadrant == 2 or quadrant == 3:
-        s = -s
-    if quadrant == 1 or quadrant == 2:
-        c = -c
-    if negative:
-        s = -s
-    return s, c
+    return _unreduced(sin_r, cos_r, quadrant, negative)
 
 
 @kernel_function
@@ -413,17 +419,7 @@ def sincos64(x):
     sin_r = _dd_mul(s_hi, s_lo, r_hi, r_lo)[0]  # (the rounded sum of the normalised pair)
     cos_r = _series(z_hi, z_lo, _COS_TAIL, _COS_2D, _COS_1D, _COS_0)[0]
     quadrant = n & 3
-    if quadrant == 1 or quadrant == 3:
-        s, c = cos_r, sin_r
-    else:
-        s, c = sin_r, cos_r
-    if quadrant == 2 or quadrant == 3:
-        s = -s
-    if quadrant == 1 or quadrant == 2:
-        c = -c
-    if negative:
-        s = -s
-    return s, c
+    return _unreduced(sin_r, cos_r, quadrant, negative)
 
 
 @kernel_function
