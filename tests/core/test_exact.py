@@ -7,6 +7,7 @@ the PTX that the real CUDA target produces (no GPU needed, only NVVM).
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from decimal import Decimal, localcontext
 
@@ -326,3 +327,5 @@ def test_sincos64_beyond_its_reduction_range_and_at_special_values() -> None:
     for x in (np.nan, np.inf, -np.inf):
         assert all(np.isnan(v) for v in sincos64(x))
     assert sincos64(0.0) == (0.0, 1.0)
+    sin, cos = sincos64(-0.0)
+    assert sin == 0.0 and math.copysign(1.0, sin) == -1.0 and cos == 1.0  # sin(-0) is -0, as IEEE 754 has it

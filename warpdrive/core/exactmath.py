@@ -314,6 +314,7 @@ _PIO2_3 = 2.02226624871116645580e-21
 _PIO2_3T = 8.47842766036889956997e-32
 _REDUCTION_LIMIT = 1.6e6  # |x| below: |n| < 2**20
 _TWO_PI = 2 * math.pi
+_TINY = 2.0**-27  # below: x**3 / 6 and x**2 / 2 are under half an ulp of x and of 1
 
 
 def _double_double(value: Fraction) -> tuple[float, float]:
@@ -401,6 +402,8 @@ def sincos64(x):
         if x != x or abs(x) == math.inf:
             return math.nan, math.nan
         x = fmod64(x, _TWO_PI)
+    if abs(x) < _TINY:  # sin x = x and cos x = 1 once rounded (the sign of a zero kept)
+        return x, 1.0
     negative = x < 0
     a = -x if negative else x
     n = int(a * _TWO_OVER_PI + 0.5)  # the nearest multiple of pi/2: the remainder lies in [-pi/4, pi/4]
