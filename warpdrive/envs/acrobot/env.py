@@ -40,7 +40,7 @@ import numpy as np
 
 from warpdrive.core.compile import per_env
 from warpdrive.core.device import kernel_function
-from warpdrive.core.exactmath import cos64, sin64
+from warpdrive.core.exactmath import cos64, sincos64
 from warpdrive.core.random import uniform
 from warpdrive.core.typed import ConfigError, bounded, bounded_magnitude, check_length, join_path
 from warpdrive.envs.classic_control import ClassicControlEnv
@@ -98,17 +98,18 @@ def _derivatives(theta1, theta2, dtheta1, dtheta2, torque):
     lc2 = LINK_COM_POS_2
     i1 = LINK_MOI
     i2 = LINK_MOI
-    d1 = m1 * (lc1 * lc1) + m2 * ((l1 * l1) + (lc2 * lc2) + 2 * l1 * lc2 * cos64(theta2)) + i1 + i2
-    d2 = m2 * ((lc2 * lc2) + l1 * lc2 * cos64(theta2)) + i2
+    sin2, cos2 = sincos64(theta2)  # (one evaluation for Gymnasium's five calls: the same values)
+    d1 = m1 * (lc1 * lc1) + m2 * ((l1 * l1) + (lc2 * lc2) + 2 * l1 * lc2 * cos2) + i1 + i2
+    d2 = m2 * ((lc2 * lc2) + l1 * lc2 * cos2) + i2
     phi2 = m2 * lc2 * GRAVITY * cos64(theta1 + theta2 - math.pi / 2.0)
     phi1 = (
-        -m2 * l1 * lc2 * (dtheta2 * dtheta2) * sin64(theta2)
-        - 2 * m2 * l1 * lc2 * dtheta2 * dtheta1 * sin64(theta2)
+        -m2 * l1 * lc2 * (dtheta2 * dtheta2) * sin2
+        - 2 * m2 * l1 * lc2 * dtheta2 * dtheta1 * sin2
         + (m1 * lc1 + m2 * l1) * GRAVITY * cos64(theta1 - math.pi / 2)
         + phi2
     )
     ddtheta2 = (
-        torque + d2 / d1 * phi1 - m2 * l1 * lc2 * (dtheta1 * dtheta1) * sin64(theta2) - phi2
+        torque + d2 / d1 * phi1 - m2 * l1 * lc2 * (dtheta1 * dtheta1) * sin2 - phi2
     ) / (m2 * (lc2 * lc2) + i2 - (d2 * d2) / d1)
     ddtheta1 = -(d2 * ddtheta2 + phi1) / d1
     return dtheta1, dtheta2, ddtheta1, ddtheta2
@@ -153,10 +154,12 @@ def _integrate(env, p, s):
 def _observe(env, p, s):
     theta1 = s.state[env, 0]
     theta2 = s.state[env, 1]
-    s.obs[env, 0, 0] = np.float32(cos64(theta1))
-    s.obs[env, 0, 1] = np.float32(sin64(theta1))
-    s.obs[env, 0, 2] = np.float32(cos64(theta2))
-    s.obs[env, 0, 3] = np.float32(sin64(theta2))
+    sin1, cos1 = sincos64(theta1)
+    sin2, cos2 = sincos64(theta2)
+    s.obs[env, 0, 0] = np.float32(cos1)
+    s.obs[env, 0, 1] = np.float32(sin1)
+    s.obs[env, 0, 2] = np.float32(cos2)
+    s.obs[env, 0, 3] = np.float32(sin2)
     s.obs[env, 0, 4] = np.float32(s.state[env, 2])
     s.obs[env, 0, 5] = np.float32(s.state[env, 3])
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from warpdrive.core.compile import per_env
 from warpdrive.core.device import kernel_function
-from warpdrive.core.exactmath import cos64, sin64
+from warpdrive.core.exactmath import sincos64
 from warpdrive.core.random import uniform
 from warpdrive.core.typed import bounded, bounded_magnitude, check_length
 from warpdrive.envs.classic_control import ClassicControlEnv
@@ -83,8 +83,7 @@ def _integrate(env, p, s):
     theta = s.state[env, 2]
     theta_dot = s.state[env, 3]
     force = FORCE_MAG if s.actions[env, 0, 0] == 1 else -FORCE_MAG
-    costheta = cos64(theta)
-    sintheta = sin64(theta)
+    sintheta, costheta = sincos64(theta)
     temp = (force + POLEMASS_LENGTH * (theta_dot * theta_dot) * sintheta) / TOTAL_MASS
     thetaacc = (GRAVITY * sintheta - costheta * temp) / (
         LENGTH * (4.0 / 3.0 - MASSPOLE * (costheta * costheta) / TOTAL_MASS)

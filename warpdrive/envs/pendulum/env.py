@@ -36,7 +36,7 @@ import numpy as np
 
 from warpdrive.core.compile import per_env
 from warpdrive.core.device import kernel_function
-from warpdrive.core.exactmath import cos64, mod64, sin64
+from warpdrive.core.exactmath import mod64, sin64, sincos64
 from warpdrive.core.random import uniform
 from warpdrive.core.typed import bounded, bounded_magnitude, check_length
 from warpdrive.envs.classic_control import ClassicControlEnv
@@ -99,9 +99,9 @@ def _integrate(env, p, s):
 
 @kernel_function
 def _observe(env, p, s):
-    th = s.state[env, 0]
-    s.obs[env, 0, 0] = np.float32(cos64(th))
-    s.obs[env, 0, 1] = np.float32(sin64(th))
+    sin_th, cos_th = sincos64(s.state[env, 0])
+    s.obs[env, 0, 0] = np.float32(cos_th)
+    s.obs[env, 0, 1] = np.float32(sin_th)
     s.obs[env, 0, 2] = np.float32(s.state[env, 1])
 
 
