@@ -12,9 +12,12 @@ processes, each with ``env.num_envs`` replicas of its own; see :mod:`~warpdrive.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import math
 import random
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -99,6 +102,33 @@ def _with_rollout_storage(config: TrainConfig, device: torch.device) -> str:
             f"at most {estimate.num_envs(free)} envs fit")
 
 
+# The CUDA trainers alive: their device state is released at exit ahead of Numba's exit handlers.
+_cuda_trainers: weakref.WeakSet[Trainer] = weakref.WeakSet()
+
+
+def _release_at_exit(trainer: Trainer) -> None:
+    """Have ``trainer``'s device state released at interpreter exit before Numba's exit handlers run.
+
+    A process that trained with CUDA graphs and still held its trainer at exit ended in a segmentation fault in
+    the interpreter's final garbage collection, after Numba's exit handlers had unloaded its kernels (H200,
+    numba-cuda 0.30.4, torch 2.11: exit status 139 after every such run, with everything written). Released
+    before those handlers, the same state goes quietly (status 0); releasing only the captured graphs, only the
+    rollout collector or only the env was not enough. Exit handlers run last-registered first, so the handler
+    is moved to the top of the stack at every call: at construction and after every iteration, whose captures
+    and first launches may register handlers of their own (registered at construction only, it ran too late).
+    """
+    _cuda_trainers.add(trainer)
+    atexit.unregister(_release_cuda_trainers)
+    atexit.register(_release_cuda_trainers)
+
+
+def _release_cuda_trainers() -> None:
+    """Drop every live CUDA trainer's state (env, policies, graphs, storage) and collect it (at exit)."""
+    for trainer in list(_cuda_trainers):
+        vars(trainer).clear()
+    gc.collect()
+
+
 class Trainer:
     """Trains the policies of ``config`` in its env; call :meth:`train_iteration` until :attr:`done`.
 
@@ -151,6 +181,8 @@ class Trainer:
         self.metrics = IterationMetrics(self.env, ranks)
         self.metric_names = self.metrics.metric_names
         self.env.episode_totals(clear=True)  # count only episodes that finish during training
+        if self.device.type == "cuda":
+            _release_at_exit(self)
 
     @property
     def is_main(self) -> bool:
@@ -201,6 +233,8 @@ class Trainer:
             self.env.raise_action_faults()
             raise InvalidActionError("an invalid action was found by the step kernel of another process; its error "
                                      "names it")
+        if self.device.type == "cuda":
+            _release_at_exit(self)  # again: after this iteration's captures, which may have registered handlers
         return metrics
 
     def rollout(self) -> None:
