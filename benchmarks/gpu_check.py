@@ -71,6 +71,8 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=min(8, os.cpu_count() or 1),
                         help="cases checked at once, each in its own process (compilation dominates)")
     parser.add_argument("--min-agents", type=int, default=0, help="only the cases with at least this many agents")
+    parser.add_argument("--min-envs", type=int, default=0,
+                        help="with --shapes: only the cases with at least this many replicas")
     parser.add_argument("--shapes", action="store_true",
                         help="check every env at the contract's shape sweep instead of the cases above")
     parser.add_argument("--in-process", action="store_true",
@@ -88,7 +90,7 @@ def main() -> int:
     else:
         cases = [(name, kwargs, start, None) for name in names for kwargs in CASES[name]
                  for start in env_class(name).start_modes]
-    cases = [case for case in cases if agents(case) >= args.min_agents]
+    cases = [case for case in cases if agents(case) >= args.min_agents and (case[3] or 0) >= args.min_envs]
     # the largest first: they take longest (the CPU side), and the small ones fill the workers meanwhile
     cases.sort(key=lambda case: -agents(case))
     results = []
