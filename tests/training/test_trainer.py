@@ -4,6 +4,7 @@ metrics, storage contents, evaluation, and configs that do not fit the env."""
 from __future__ import annotations
 
 import math
+import weakref
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import torch
 from warpdrive.envs import env_class
 from warpdrive.training.config import ConfigError, load_config
 from warpdrive.training.evaluate import evaluate
+from warpdrive.training.run import Run
 from warpdrive.training.trainer import Trainer
 
 GRID = {
@@ -186,3 +188,22 @@ def test_the_first_run_says_it_compiles_the_env_and_a_later_run_that_it_loads(
     (cache / "some_dir" / f"{cache_name(env.program_name('step'))}-12.py311.nbi").touch()
     logger.compiling(env)
     assert f"loading kernels from {cache}" in capsys.readouterr().err
+
+
+def test_closing_a_trainer_or_its_run_releases_the_env_and_the_policies(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a trainer holds goes when it is closed, also when the run that holds it is closed (as train() does
+    at the end): a CUDA-graph trainer's state left to the interpreter's exit segfaulted there."""
+    trainer = grid_trainer()
+    trainer.train_iteration()
+    env, policy = weakref.ref(trainer.env), weakref.ref(trainer.policies[0])
+    trainer.close()
+    assert env() is None and policy() is None
+    trainer.close()  # again: a no-op
+
+    monkeypatch.chdir(tmp_path)
+    run = Run(load_config(GRID, ["logging.progress=false"]))
+    run.train_iteration()
+    env, policy = weakref.ref(run.trainer.env), weakref.ref(run.trainer.policies[0])
+    run.close()
+    assert env() is None and policy() is None

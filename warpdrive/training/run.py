@@ -130,23 +130,26 @@ class Run:
 
     def finish(self) -> RunResult:
         """Save the final checkpoint (where ``checkpoint.at_end`` asks and the last iteration has none), close
-        the run's files (plotting its learning curve) and return where its results are."""
+        the run (plotting its learning curve; see :meth:`close`) and return where its results are."""
         trainer = self.trainer
         if self.config.checkpoint.at_end and self._saved_at != trainer.iteration:
             self.checkpoint = self._save()
+        env_steps = trainer.env_steps
         self.close()
         if self.ranks is not None:
             self.ranks.close()  # not after an error: torchrun stops the other ranks
         if self.logger is None:  # a rank other than 0: rank 0 wrote the run directory
             return RunResult(self.run_dir, self.run_dir / "config.yaml", self.run_dir / "metrics.jsonl", None, None,
-                             None, trainer.env_steps, self.metrics, rank=0 if self.ranks is None else self.ranks.rank)
+                             None, env_steps, self.metrics, rank=0 if self.ranks is None else self.ranks.rank)
         return RunResult(self.run_dir, self.logger.config_path, self.logger.metrics_path, self.logger.tensorboard_dir,
-                         self.logger.learning_curve, self.checkpoint, trainer.env_steps, self.metrics)
+                         self.logger.learning_curve, self.checkpoint, env_steps, self.metrics)
 
     def close(self) -> None:
-        """Close the run's files (again: a no-op)."""
+        """Close the run's files and its trainer (:meth:`Trainer.close`); the run cannot train after. Again: a
+        no-op."""
         if self.logger is not None:
             self.logger.close()
+        self.trainer.close()
 
     def _save(self) -> Checkpoint | None:
         if not self.trainer.is_main:

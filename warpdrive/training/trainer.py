@@ -102,20 +102,20 @@ def _with_rollout_storage(config: TrainConfig, device: torch.device) -> str:
             f"at most {estimate.num_envs(free)} envs fit")
 
 
-# The CUDA trainers alive: their device state is released at exit ahead of Numba's exit handlers.
+# The CUDA trainers not closed yet: closed at exit (see _release_at_exit).
 _cuda_trainers: weakref.WeakSet[Trainer] = weakref.WeakSet()
 
 
 def _release_at_exit(trainer: Trainer) -> None:
-    """Have ``trainer``'s device state released at interpreter exit before Numba's exit handlers run.
+    """Have ``trainer`` closed (:meth:`Trainer.close`) at interpreter exit, ahead of the other exit handlers.
 
     A process that trained with CUDA graphs and still held its trainer at exit ended in a segmentation fault in
-    the interpreter's final garbage collection, after Numba's exit handlers had unloaded its kernels (H200,
-    numba-cuda 0.30.4, torch 2.11: exit status 139 after every such run, with everything written). Released
-    before those handlers, the same state goes quietly (status 0); releasing only the captured graphs, only the
-    rollout collector or only the env was not enough. Exit handlers run last-registered first, so the handler
-    is moved to the top of the stack at every call: at construction and after every iteration, whose captures
-    and first launches may register handlers of their own (registered at construction only, it ran too late).
+    the interpreter's final garbage collection (H200, numba-cuda 0.30.4, torch 2.11: exit status 139 after every
+    such run, with everything written; not without the rollout graph, which launches Numba's kernels). Deleted
+    and collected before, mid-process or from an exit handler registered after training, the same state goes
+    quietly (status 0); dropping only the rollout collector, only the env, or resetting every graph was not
+    enough. Exit handlers run last-registered first, so the handler is moved to the top of the stack at every
+    call, at construction and after every iteration (registered at construction only, it did not help).
     """
     _cuda_trainers.add(trainer)
     atexit.unregister(_release_cuda_trainers)
@@ -123,10 +123,9 @@ def _release_at_exit(trainer: Trainer) -> None:
 
 
 def _release_cuda_trainers() -> None:
-    """Drop every live CUDA trainer's state (env, policies, graphs, storage) and collect it (at exit)."""
+    """Close every CUDA trainer still open (at exit)."""
     for trainer in list(_cuda_trainers):
-        vars(trainer).clear()
-    gc.collect()
+        trainer.close()
 
 
 class Trainer:
@@ -183,6 +182,17 @@ class Trainer:
         self.env.episode_totals(clear=True)  # count only episodes that finish during training
         if self.device.type == "cuda":
             _release_at_exit(self)
+
+    def close(self) -> None:
+        """Release the env, the policies, the captured graphs and the storage now; the trainer cannot be used
+        after (again: a no-op). :func:`~warpdrive.training.run.train` closes its trainer when the run ends, and
+        a CUDA trainer still open at exit is closed then: left to the interpreter's final garbage collection, a
+        CUDA-graph trainer's state ended the process in a segmentation fault (see :func:`_release_at_exit`)."""
+        if not vars(self):
+            return
+        _cuda_trainers.discard(self)
+        vars(self).clear()
+        gc.collect()  # the state's reference cycles (bound methods of captured calls) go now too
 
     @property
     def is_main(self) -> bool:
