@@ -17,8 +17,9 @@ def in_env_group(name: str, kwargs: dict) -> object:
 @pytest.mark.cudasim
 @pytest.mark.parametrize(("name", "kwargs"), [
     in_env_group("tag_gridworld", {"num_taggers": 3, "episode_length": 5}),
+    # (k = 3 in one grid cell: the program of test_tag_continuous's partial-one-cell case, compiled once)
     in_env_group("tag_continuous", {"num_taggers": 2, "num_runners": 3, "episode_length": 4,
-                                    "use_full_observation": False}),
+                                    "use_full_observation": False, "num_other_agents_observed": 3}),
     in_env_group("pendulum", {}),
 ])
 def test_random_steps_are_identical_on_both_targets(name: str, kwargs: dict, gpu_backend: str) -> None:
