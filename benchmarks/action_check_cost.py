@@ -18,10 +18,9 @@ import statistics
 import time
 
 import torch
-from env_throughput import env_kwargs
+from env_throughput import capture_steps, env_kwargs
 
 from warpdrive.envs import make
-from warpdrive.training.graphs import capture
 
 
 def measure(name: str, steps: int, replays: int, rounds: int) -> list[dict]:
@@ -38,14 +37,7 @@ def measure(name: str, steps: int, replays: int, rounds: int) -> list[dict]:
             env.step()
 
         for loop, step in (("loose", env.step_without_reset), ("separate", separate)):
-            for _ in range(3):
-                step()
-            torch.cuda.synchronize()
-            graph = torch.cuda.CUDAGraph()
-            with capture(graph):
-                for _ in range(steps):
-                    step()
-            graphs[loop, checks] = graph
+            graphs[loop, checks] = capture_steps(step, steps)
     rates: dict[tuple[str, bool], list[float]] = {key: [] for key in graphs}
     for _ in range(rounds):
         for key, graph in graphs.items():

@@ -24,6 +24,11 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 # name: (env, env kwargs, num_envs)
 CONFIGS: dict[str, tuple[str, dict, int]] = {
@@ -76,6 +81,24 @@ def parse_settings(settings: list[str]) -> dict:
             raise SystemExit(f"--set expects KEY=VALUE, got {setting!r}")
         parsed[key] = yaml.safe_load(value)
     return parsed
+
+
+def capture_steps(step: Callable[[], object], steps: int) -> torch.cuda.CUDAGraph:
+    """``steps`` calls of ``step`` captured in one CUDA graph, after three warm-up calls on a side stream (what
+    lazy initialisation there is happens before the capture, as torch asks)."""
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(steps):
+            step()
+    return graph
 
 
 def measure(name: str, steps_per_graph: int, replays: int, repeats: int, tune: bool = False,
@@ -136,19 +159,6 @@ def measure(name: str, steps_per_graph: int, replays: int, repeats: int, tune: b
         result.update(env_steps_per_s=round(eager), device="cpu", agent_steps_per_s=round(eager * env.num_agents))
         return result
 
-    def capture(step, steps: int) -> torch.cuda.CUDAGraph:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                step()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            for _ in range(steps):
-                step()
-        return graph
-
     def rate(graph: torch.cuda.CUDAGraph, n_replays: int, n_repeats: int) -> float:
         def timed() -> float:
             sync()
@@ -163,7 +173,7 @@ def measure(name: str, steps_per_graph: int, replays: int, repeats: int, tune: b
 
     for key, step in loops.items():
         env.reset(seed=0)
-        result[key] = round(rate(capture(step, steps_per_graph), replays, repeats))
+        result[key] = round(rate(capture_steps(step, steps_per_graph), replays, repeats))
     result["launch"] = [env.shape.lanes, env.shape.envs_per_block]
     result.update(kernel_resources(env))
     if tune:
@@ -179,7 +189,7 @@ def measure(name: str, steps_per_graph: int, replays: int, repeats: int, tune: b
                 env.reset(seed=0)
                 label = f"{lanes}x{per_block}" + (f"r{cap}" if cap else "")
                 try:
-                    tuned[label] = round(rate(capture(env.random_step, steps_per_graph), max(2, replays // 4), 1))
+                    tuned[label] = round(rate(capture_steps(env.random_step, steps_per_graph), max(2, replays // 4), 1))
                 except Exception as error:  # e.g. more threads per block than the kernel's registers allow
                     tuned[label] = repr(error)[:60]
                     torch.cuda.synchronize()

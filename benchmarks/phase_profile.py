@@ -21,7 +21,7 @@ import statistics
 from typing import Any
 
 import torch
-from env_throughput import CONFIGS, env_kwargs
+from env_throughput import CONFIGS, capture_steps, env_kwargs
 
 from warpdrive.core.compile import NEW_LAUNCH, LaunchBoundary, Phase
 from warpdrive.core.targets import cache_name
@@ -50,16 +50,7 @@ def split_every_phase(env: Any) -> list[str]:
 
 def step_time(env: Any, steps: int, replays: int) -> float:
     """Seconds per random_step of the fused program, from a CUDA graph of ``steps`` steps."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            env.random_step()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(steps):
-            env.random_step()
+    graph = capture_steps(env.random_step, steps)
     graph.replay()
     times = []
     for _ in range(replays):
