@@ -304,9 +304,9 @@ def test_partial_observation_order_ties_and_padding(grid: int | None) -> None:
 
 def test_search_lanes_change_only_the_speed() -> None:
     """Three threads sharing each agent's k-nearest search find the same neighbours as one, over whole episodes.
-    (A grid of 3 x 3 cells: the ring search. The one-cell scan's lanes are checked against a brute-force search in
-    tests/core/test_spatial.py, and with Tag-continuous CPU vs simulator in test_cpu_and_cuda_compilations_agree.
-    k = 3 and 3 x 3 cells: the one-lane program is the partial-grid consistency case's, compiled once.)"""
+    (The ring search in 3 x 3 cells with k = 3: the one-lane program is the partial-grid consistency case's,
+    compiled once. The one-cell scan's lanes are checked against a brute-force search in tests/core/test_spatial.py
+    and CPU vs simulator in test_cpu_and_cuda_compilations_agree.)"""
     kwargs = dict(num_taggers=3, num_runners=20, grid_length=3.0, episode_length=8, tagging_distance=0.1,
                   use_full_observation=False, num_other_agents_observed=3, grid_cells_per_side=3, num_envs=3,
                   seed=4, backend="cpu")

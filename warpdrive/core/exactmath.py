@@ -330,12 +330,10 @@ def _taylor(first: int) -> list[Fraction]:
 
 # the series' first three coefficients in double-double, the rest (whose terms are below 5e-5 on [-pi/4, pi/4])
 # in double
-_SIN_DD = tuple(_double_double(c) for c in _taylor(1)[:3])
-_COS_DD = tuple(_double_double(c) for c in _taylor(0)[:3])
+_SIN_0, _SIN_1D, _SIN_2D = (_double_double(c) for c in _taylor(1)[:3])
+_COS_0, _COS_1D, _COS_2D = (_double_double(c) for c in _taylor(0)[:3])
 _SIN_TAIL = tuple(float(c) for c in _taylor(1)[3:])
 _COS_TAIL = tuple(float(c) for c in _taylor(0)[3:])
-_SIN_0, _SIN_1D, _SIN_2D = _SIN_DD
-_COS_0, _COS_1D, _COS_2D = _COS_DD
 
 
 @kernel_function
