@@ -20,7 +20,7 @@ def test_discrete_faults_are_named_first_by_replica_then_agent_and_head(on_cuda:
     env = TagGridWorld(num_taggers=2, grid_length=5, num_envs=3, validate=False,
                        backend=gpu_backend if on_cuda else "cpu")
     env.reset(seed=0)
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator(env.device).manual_seed(0)  # the simulator's device is the CPU, a GPU's is not
     actions = env.sample_actions(generator).clone()
     actions[2, 0, 0] = 5  # Discrete(5): one past the last index
     actions[1, 2, 0] = 2**31 - 1  # read past the move table before the check existed
@@ -30,7 +30,7 @@ def test_discrete_faults_are_named_first_by_replica_then_agent_and_head(on_cuda:
     # every bad action was replaced by index 0, the others kept, and the step ran
     assert env.actions[2, 0, 0] == 0 and env.actions[1, 2, 0] == 0 and env.actions[1, 1, 0] == 0
     assert torch.equal(env.actions[0], actions[0])
-    assert torch.equal(env.store["t"], torch.ones(3, dtype=torch.int32))
+    assert torch.equal(env.store["t"], torch.ones(3, dtype=torch.int32, device=env.device))
     env.step(env.sample_actions(generator))  # the records were cleared by the error
 
 
@@ -48,12 +48,12 @@ def test_nan_and_infinite_box_actions_are_named_finite_ones_left_to_the_env(on_c
     env = Pendulum(num_envs=2, validate=False, backend=gpu_backend if on_cuda else "cpu")
     env.reset(seed=0)
     for value in (math.nan, -math.inf):
-        actions = torch.zeros(2, 1, 1)
+        actions = torch.zeros(2, 1, 1, device=env.device)
         actions[1, 0, 0] = value
         with pytest.raises(InvalidActionError, match=rf"actions\[1, 0, 0\] = {value}, expected a finite value"):
             env.step(actions)
         assert env.actions[1, 0, 0] == 0.0  # 0 clipped to the bounds
-    env.step(torch.full((2, 1, 1), 2.5))  # Pendulum clips the torque to [-2, 2], as Gymnasium's does
+    env.step(torch.full((2, 1, 1), 2.5, device=env.device))  # Pendulum clips the torque to [-2, 2], as Gymnasium's does
 
 
 def test_the_host_check_raises_before_the_step_and_the_kernel_check_can_be_switched_off() -> None:

@@ -166,9 +166,9 @@ def test_bf16_rollouts_act_with_a_copy_refreshed_after_every_update() -> None:
 
 
 def test_a_cuda_graph_run_from_the_command_line_exits_with_status_0(tmp_path) -> None:
-    """The whole process, interpreter exit included: on the H200 (2026-12-02) every process that had trained
-    with CUDA graphs ended in a segmentation fault at exit (status 139) after saving everything; without
-    graphs it exits with 0."""
+    """The whole process, interpreter exit included: on the H200 (2026-12-02) processes that had trained with
+    CUDA graphs ended in a segmentation fault at exit (status 139) after saving everything, until the objects
+    alive at exit were frozen out of the interpreter's last collection (graphs._spare_survivors_at_exit)."""
     result = subprocess.run(
         [sys.executable, "-m", "warpdrive", "train", "cartpole", "device=cuda", "total_env_steps=4096",
          f"logging.root={tmp_path}", "logging.progress=false", "checkpoint.every=0"],

@@ -17,7 +17,9 @@ Training code makes its streams with :func:`new_stream`, never from torch's pool
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import gc
 import logging
 import threading
 import weakref
@@ -61,6 +63,7 @@ def capture(graph: torch.cuda.CUDAGraph, generators: Iterable[torch.Generator | 
     would race on it (the suspected cause of runs at once parting from runs alone on the H200, 2026-12-01).
     """
     with _CAPTURE_LOCK:
+        _spare_survivors_at_exit()
         device = torch.cuda.current_device()
         streams = _capture_streams.by_device
         stream = streams.get(device)
@@ -70,6 +73,25 @@ def capture(graph: torch.cuda.CUDAGraph, generators: Iterable[torch.Generator | 
             graph.register_generator_state(generator)
         with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
             yield
+
+
+_survivors_spared = False
+
+
+def _spare_survivors_at_exit() -> None:
+    """Keep the interpreter's final garbage collection away from the objects alive at exit (``gc.freeze``).
+
+    Processes that captured Numba's kernels in a CUDA graph (a rollout graph) ended in a segmentation fault after
+    their exit handlers, inside CPython's last collection: ``_PyWeakref_ClearRef`` under ``Py_FinalizeEx`` (H200,
+    Python 3.12, numba-cuda 0.30.4, torch 2.11; every command-line run of sessions 16-17, also with the trainer
+    deleted and collected beforehand; benchmarks/RESULTS.md, session 18). Frozen objects are not examined by that
+    collection: with this, every such process measured exited with 0. What the process still holds is released
+    by its end; Python never promised finalizers at exit.
+    """
+    global _survivors_spared
+    if not _survivors_spared:
+        _survivors_spared = True
+        atexit.register(gc.freeze)
 
 
 def new_stream(device: torch.device) -> torch.cuda.Stream:

@@ -12,12 +12,10 @@ processes, each with ``env.num_envs`` replicas of its own; see :mod:`~warpdrive.
 
 from __future__ import annotations
 
-import atexit
 import gc
 import math
 import random
 import time
-import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -102,32 +100,6 @@ def _with_rollout_storage(config: TrainConfig, device: torch.device) -> str:
             f"at most {estimate.num_envs(free)} envs fit")
 
 
-# The CUDA trainers not closed yet: closed at exit (see _release_at_exit).
-_cuda_trainers: weakref.WeakSet[Trainer] = weakref.WeakSet()
-
-
-def _release_at_exit(trainer: Trainer) -> None:
-    """Have ``trainer`` closed (:meth:`Trainer.close`) at interpreter exit, ahead of the other exit handlers.
-
-    A process that trained with CUDA graphs and still held its trainer at exit ended in a segmentation fault in
-    the interpreter's final garbage collection (H200, numba-cuda 0.30.4, torch 2.11: exit status 139 after every
-    such run, with everything written; not without the rollout graph, which launches Numba's kernels). Deleted
-    and collected before, mid-process or from an exit handler registered after training, the same state goes
-    quietly (status 0); dropping only the rollout collector, only the env, or resetting every graph was not
-    enough. Exit handlers run last-registered first, so the handler is moved to the top of the stack at every
-    call, at construction and after every iteration (registered at construction only, it did not help).
-    """
-    _cuda_trainers.add(trainer)
-    atexit.unregister(_release_cuda_trainers)
-    atexit.register(_release_cuda_trainers)
-
-
-def _release_cuda_trainers() -> None:
-    """Close every CUDA trainer still open (at exit)."""
-    for trainer in list(_cuda_trainers):
-        trainer.close()
-
-
 class Trainer:
     """Trains the policies of ``config`` in its env; call :meth:`train_iteration` until :attr:`done`.
 
@@ -180,17 +152,13 @@ class Trainer:
         self.metrics = IterationMetrics(self.env, ranks)
         self.metric_names = self.metrics.metric_names
         self.env.episode_totals(clear=True)  # count only episodes that finish during training
-        if self.device.type == "cuda":
-            _release_at_exit(self)
 
     def close(self) -> None:
-        """Release the env, the policies, the captured graphs and the storage now; the trainer cannot be used
-        after (again: a no-op). :func:`~warpdrive.training.run.train` closes its trainer when the run ends, and
-        a CUDA trainer still open at exit is closed then: left to the interpreter's final garbage collection, a
-        CUDA-graph trainer's state ended the process in a segmentation fault (see :func:`_release_at_exit`)."""
+        """Release the env, the policies, the captured graphs and the storage now (their device memory goes back
+        to the process); the trainer cannot be used after (again: a no-op). :func:`~warpdrive.training.run.train`
+        closes its trainer when the run ends."""
         if not vars(self):
             return
-        _cuda_trainers.discard(self)
         vars(self).clear()
         gc.collect()  # the state's reference cycles (bound methods of captured calls) go now too
 
@@ -243,8 +211,6 @@ class Trainer:
             self.env.raise_action_faults()
             raise InvalidActionError("an invalid action was found by the step kernel of another process; its error "
                                      "names it")
-        if self.device.type == "cuda":
-            _release_at_exit(self)  # again: after this iteration's captures, which may have registered handlers
         return metrics
 
     def rollout(self) -> None:
