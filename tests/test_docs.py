@@ -3,9 +3,9 @@
 The commands are read from the fenced code blocks of each file, in order, and run in a scratch folder holding a
 copy of examples/ (the README's tutorial names ``examples/rendezvous.py``). What is added, and only added, to keep
 them short: ``train`` gets ``total_env_steps=1`` (one iteration; a later override wins) and no progress bar, a
-``--resume`` one more iteration than its run has, and ``bench`` one short repeat. Placeholders such as
-``runs/<run>`` or ``runs/rendezvous-ppo-<timestamp>`` become the run the file trained last. ``pip`` and
-``torchrun`` lines are not run here (installation is CI itself; two-process training is
+``--resume`` one more iteration than its run has, and ``bench`` one short repeat of a two-step rollout.
+Placeholders such as ``runs/<run>`` or ``runs/rendezvous-ppo-<timestamp>`` become the run the file trained last.
+``pip`` and ``torchrun`` lines are not run here (installation is CI itself; two-process training is
 tests/training/test_distributed.py).
 
 The README's Python examples that are whole programs (they start with an import; the tutorial's excerpts are
@@ -67,7 +67,7 @@ def on_a_budget(args: list[str], last_run: Path | None) -> list[str]:
     if args[0] == "train":
         return [*args, "total_env_steps=1", "logging.progress=false"]
     if args[0] == "bench":
-        return [*args, "--steps", "2", "--repeats", "1", "--iterations", "1"]
+        return [*args, "--steps", "2", "--repeats", "1", "--iterations", "1", "rollout_length=2"]
     return args
 
 
