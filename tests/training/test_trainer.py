@@ -193,7 +193,7 @@ def test_the_first_run_says_it_compiles_the_env_and_a_later_run_that_it_loads(
 def test_closing_a_trainer_or_its_run_releases_the_env_and_the_policies(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """What a trainer holds goes when it is closed, also when the run that holds it is closed (as train() does
-    at the end): a CUDA-graph trainer's state left to the interpreter's exit segfaulted there."""
+    at the end): a run's device memory goes back to the process when the run ends, not when the process does."""
     trainer = grid_trainer()
     trainer.train_iteration()
     env, policy = weakref.ref(trainer.env), weakref.ref(trainer.policies[0])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import gc
 import logging
 import threading
@@ -75,9 +76,7 @@ def capture(graph: torch.cuda.CUDAGraph, generators: Iterable[torch.Generator | 
             yield
 
 
-_survivors_spared = False
-
-
+@functools.cache  # once per process
 def _spare_survivors_at_exit() -> None:
     """Keep the interpreter's final garbage collection away from the objects alive at exit (``gc.freeze``).
 
@@ -88,10 +87,7 @@ def _spare_survivors_at_exit() -> None:
     collection: with this, every such process measured exited with 0. What the process still holds is released
     by its end; Python never promised finalizers at exit.
     """
-    global _survivors_spared
-    if not _survivors_spared:
-        _survivors_spared = True
-        atexit.register(gc.freeze)
+    atexit.register(gc.freeze)
 
 
 def new_stream(device: torch.device) -> torch.cuda.Stream:
